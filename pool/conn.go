@@ -1,0 +1,228 @@
+package pool
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// bufSize is the size of each connection's read and write buffer.
+const bufSize = 32 * 1024
+
+// Conn is one backend connection, held by one session at a time. Its R and W
+// are the only reader and writer of the socket: whoever holds the connection
+// reads and writes through them, so bytes buffered by one holder are never lost
+// to the next.
+type Conn struct {
+	// R reads backend messages. W buffers messages to the backend.
+	R *bufio.Reader
+	W *bufio.Writer
+	// PID and SecretKey are the backend's own cancel key.
+	PID       uint32
+	SecretKey []byte
+	// Params holds the ParameterStatus values the backend has reported. The
+	// holder updates it as it relays ParameterStatus messages.
+	Params map[string]string
+	// TxStatus is the status of the last ReadyForQuery: 'I', 'T' or 'E'. The
+	// holder updates it as it relays ReadyForQuery.
+	TxStatus byte
+
+	netConn  net.Conn
+	tlsCfg   *tls.Config
+	sub      *subPool
+	lastUsed time.Time
+	broken   bool
+}
+
+func newConn(hc *pgconn.HijackedConn, s *subPool) *Conn {
+	params := make(map[string]string, len(hc.ParameterStatuses))
+	for k, v := range hc.ParameterStatuses {
+		params[k] = v
+	}
+	return &Conn{
+		R:         bufio.NewReaderSize(hc.Conn, bufSize),
+		W:         bufio.NewWriterSize(hc.Conn, bufSize),
+		PID:       hc.PID,
+		SecretKey: hc.SecretKey,
+		Params:    params,
+		TxStatus:  hc.TxStatus,
+		netConn:   hc.Conn,
+		tlsCfg:    hc.TLSConfig,
+		sub:       s,
+		lastUsed:  time.Now(),
+	}
+}
+
+// Database is the database this connection is logged in to.
+func (c *Conn) Database() string { return c.sub.database }
+
+// SetDeadline sets the socket's read and write deadline (see net.Conn).
+func (c *Conn) SetDeadline(t time.Time) error { return c.netConn.SetDeadline(t) }
+
+// SetReadDeadline sets the socket's read deadline; a reader blocked in R
+// returns with a timeout error, leaving R's buffered bytes intact.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.netConn.SetReadDeadline(t) }
+
+// MarkBroken records that the connection's protocol state is unknown (for
+// example a message was cut off); Release then destroys it.
+func (c *Conn) MarkBroken() { c.broken = true }
+
+// Broken reports whether MarkBroken was called.
+func (c *Conn) Broken() bool { return c.broken }
+
+func (c *Conn) close() {
+	_ = c.netConn.SetDeadline(time.Now().Add(time.Second))
+	// A polite Terminate; the server would also clean up after a bare close.
+	_, _ = c.netConn.Write([]byte{'X', 0, 0, 0, 4})
+	_ = c.netConn.Close()
+}
+
+// alive reports whether an idle connection still looks usable: nothing to read
+// and no EOF. Only connections idle for over a second are probed.
+func (c *Conn) alive() bool {
+	if c.broken {
+		return false
+	}
+	if c.R.Buffered() > 0 {
+		// The server said something while idle: a FATAL before it closed, or
+		// a notice. Either way the connection is not clean.
+		return false
+	}
+	if time.Since(c.lastUsed) < time.Second {
+		return true
+	}
+	if err := c.netConn.SetReadDeadline(time.Now().Add(time.Millisecond)); err != nil {
+		return false
+	}
+	_, err := c.R.Peek(1)
+	_ = c.netConn.SetReadDeadline(time.Time{})
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// Exec runs one simple-protocol query to completion, discarding its rows and
+// recording ParameterStatus and ReadyForQuery. It returns the server's error as
+// a *pgconn.PgError. Only the holder of an idle connection may call it.
+func (c *Conn) Exec(ctx context.Context, sql string) error {
+	if d, ok := ctx.Deadline(); ok {
+		_ = c.netConn.SetDeadline(d)
+		defer c.netConn.SetDeadline(time.Time{})
+	}
+	buf, err := (&pgproto3.Query{String: sql}).Encode(nil)
+	if err != nil {
+		return err
+	}
+	if _, err := c.W.Write(buf); err != nil {
+		c.broken = true
+		return err
+	}
+	if err := c.W.Flush(); err != nil {
+		c.broken = true
+		return err
+	}
+	var first error
+	for {
+		typ, body, err := c.readMessage()
+		if err != nil {
+			c.broken = true
+			return err
+		}
+		switch typ {
+		case 'E':
+			var m pgproto3.ErrorResponse
+			if err := m.Decode(body); err != nil {
+				c.broken = true
+				return err
+			}
+			if first == nil {
+				first = pgconn.ErrorResponseToPgError(&m)
+			}
+		case 'S':
+			var m pgproto3.ParameterStatus
+			if err := m.Decode(body); err == nil {
+				c.Params[m.Name] = m.Value
+			}
+		case 'Z':
+			if len(body) != 1 {
+				c.broken = true
+				return errors.New("pool: malformed ReadyForQuery")
+			}
+			c.TxStatus = body[0]
+			return first
+		case 'G', 'H':
+			// COPY from a reset query: refuse politely and mark unusable.
+			c.broken = true
+			return errors.New("pool: unexpected COPY during a reset query")
+		}
+	}
+}
+
+// readMessage reads one whole message for Exec; bodies are small here.
+func (c *Conn) readMessage() (byte, []byte, error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(c.R, hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	n := int(binary.BigEndian.Uint32(hdr[1:])) - 4
+	if n < 0 || n > 64<<20 {
+		return 0, nil, fmt.Errorf("pool: invalid message length %d", n)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(c.R, body); err != nil {
+		return 0, nil, err
+	}
+	return hdr[0], body, nil
+}
+
+// Cancel asks the server to cancel whatever this connection is running, the
+// way a client's CancelRequest does. It must only be called while the caller
+// holds the connection: a cancel that arrives after the connection moved to
+// another client would cancel that client's statement.
+func (c *Conn) Cancel(ctx context.Context) error {
+	addr := c.netConn.RemoteAddr()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, addr.Network(), addr.String())
+	if err != nil {
+		return fmt.Errorf("pool: cancel: %w", err)
+	}
+	defer conn.Close()
+	if d, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(d)
+	}
+	if c.tlsCfg != nil {
+		// Encrypt the cancel like the connection, so the key is not sent in clear.
+		if _, err := conn.Write([]byte{0, 0, 0, 8, 4, 210, 22, 47}); err != nil {
+			return fmt.Errorf("pool: cancel: %w", err)
+		}
+		var resp [1]byte
+		if _, err := io.ReadFull(conn, resp[:]); err != nil {
+			return fmt.Errorf("pool: cancel: %w", err)
+		}
+		if resp[0] == 'S' {
+			tc := tls.Client(conn, c.tlsCfg)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				return fmt.Errorf("pool: cancel: %w", err)
+			}
+			conn = tc
+		}
+	}
+	msg, err := (&pgproto3.CancelRequest{ProcessID: c.PID, SecretKey: c.SecretKey}).Encode(nil)
+	if err != nil {
+		return err
+	}
+	if _, err := conn.Write(msg); err != nil {
+		return fmt.Errorf("pool: cancel: %w", err)
+	}
+	// The server closes the connection when it has handled the request.
+	_, _ = conn.Read(make([]byte, 1))
+	return nil
+}

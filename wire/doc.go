@@ -1,0 +1,66 @@
+// Package wire is dbalproxy's client-facing side of the PostgreSQL protocol
+// (version 3.0): the listener, TLS, the startup handshake, client
+// authentication, cancel requests, and the per-session message loop that relays
+// between a client and a backend connection.
+//
+// Protocol reference: https://www.postgresql.org/docs/current/protocol-flow.html
+// and https://www.postgresql.org/docs/current/protocol-message-formats.html.
+//
+// # Session flow
+//
+//	client                        proxy (wire)                         backend (pool)
+//	  | SSLRequest                  |                                     |
+//	  |---------------------------->| 'S' + TLS handshake, or 'N'         |
+//	  | StartupMessage              |                                     |
+//	  |---------------------------->|                                     |
+//	  |  AuthenticationSASL ...     | SCRAM-SHA-256 against the logins    |
+//	  |<--------------------------->|                                     |
+//	  |                             | Acquire (53300 after the wait limit)|
+//	  |                             |------------------------------------>|
+//	  |                             | set_config(startup parameters)      |
+//	  |                             |------------------------------------>|
+//	  |  AuthenticationOk, ParameterStatus (the backend's),               |
+//	  |  BackendKeyData (the proxy's own), ReadyForQuery                  |
+//	  |<----------------------------|                                     |
+//	  | Query / Parse Bind Execute Sync ...                               |
+//	  |---------------------------->|------------------------------------>|
+//	  |              results stream back, flushed when the backend pauses |
+//	  |<----------------------------|<------------------------------------|
+//	  | Terminate                   | Release: ROLLBACK if needed,        |
+//	  |---------------------------->| DISCARD ALL, back to the pool       |
+//
+// # Two goroutines per session
+//
+// The session goroutine reads client messages and forwards them; the pump
+// goroutine reads backend messages and forwards them to the client. Messages
+// are framed, not decoded: a message that fits the 32 KiB read buffer is
+// relayed with one copy and no allocation, and larger DataRow and CopyData
+// messages are streamed through in pieces, so a result set is never held in
+// memory. Only ReadyForQuery and ParameterStatus are looked into on the way
+// back. Each direction writes into a buffer and flushes it only when its
+// reader has nothing more buffered, that is, when the other side would
+// otherwise wait: one flush per round trip instead of one per message.
+//
+// # Cancel
+//
+// Clients get the proxy's own BackendKeyData. A CancelRequest carrying it is
+// looked up (secret compared in constant time) and turned into a cancel of
+// the backend connection the session holds, with the backend's own key, and
+// only while a statement is outstanding there.
+//
+// # Errors
+//
+// Errors the proxy itself reports are *Error values with an SQLSTATE; one
+// mapping (toErrorResponse) turns any error into the ErrorResponse a client
+// sees, and internal causes are logged, never sent. Backend errors are relayed
+// byte for byte, every field intact.
+//
+// # Bounds
+//
+// The startup phase (TLS, startup packet, authentication, backend acquire) has
+// a deadline; startup packets are limited to 10000 bytes; other client
+// messages to Config.MaxMessageSize (CopyData is streamed and exempt). An
+// oversized, malformed or unknown message ends that session with a FATAL
+// 08P01; other sessions are not affected, and a panic in a session is
+// recovered and logged.
+package wire
