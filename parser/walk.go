@@ -1,0 +1,873 @@
+package parser
+
+import (
+	"sort"
+	"strings"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// accessSet is a bit set of Access kinds; bit order is Table.Access order.
+type accessSet uint8
+
+const (
+	accDelete accessSet = 1 << iota
+	accInsert
+	accSelect
+	accTruncate
+	accUpdate
+)
+
+// accessKinds maps bit index to Access, in sorted order.
+var accessKinds = [...]Access{AccessDelete, AccessInsert, AccessSelect, AccessTruncate, AccessUpdate}
+
+func (s accessSet) list() []Access {
+	out := make([]Access, 0, 2)
+	for i, a := range accessKinds {
+		if s&(1<<i) != 0 {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// tableKey identifies a relation as written.
+type tableKey struct{ schema, name string }
+
+// tableAcc accumulates what one statement does to one relation.
+type tableAcc struct {
+	key    tableKey
+	access accessSet
+	star   accessSet
+	cols   [len(accessKinds)]map[string]struct{}
+}
+
+func (t *tableAcc) addColumn(kind accessSet, col string) {
+	for i := range accessKinds {
+		if kind&(1<<i) != 0 {
+			if t.cols[i] == nil {
+				t.cols[i] = make(map[string]struct{}, 4)
+			}
+			t.cols[i][col] = struct{}{}
+		}
+	}
+}
+
+// rel is one entry of a scope's range table: something a column reference can
+// be qualified by.
+type rel struct {
+	name    string    // the visible name: alias, else relation name
+	schema  string    // schema as written, for an unaliased base table
+	aliased bool      // an alias hides the relation's own name
+	t       *tableAcc // nil for subqueries, functions, CTE references, EXCLUDED
+	// qualifiedOnly rels (ON CONFLICT's EXCLUDED) are never the owner of an
+	// unqualified column.
+	qualifiedOnly bool
+}
+
+// scope is one query level: its range table and the CTE names it defines.
+type scope struct {
+	parent *scope
+	rels   []rel
+	ctes   []string
+	// opaque stops unqualified-column resolution from reaching outer levels
+	// (the ORDER BY of a set operation names output columns only).
+	opaque bool
+	// outputs are the select-list aliases, consulted for ORDER BY and GROUP
+	// BY while useOutputs is set.
+	outputs    map[string]bool
+	useOutputs bool
+	// using are the JOIN ... USING column names of this level, already
+	// attributed to both sides.
+	using map[string]bool
+}
+
+func (s *scope) isCTE(name string) bool {
+	for ; s != nil; s = s.parent {
+		for _, c := range s.ctes {
+			if c == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// walker collects the facts of one statement in a single recursive walk over
+// the parse tree. Most node kinds are walked generically (every message field,
+// through protoreflect); only the nodes that open a scope, name a relation or
+// a column, call a function or carry a flag have a case of their own.
+type walker struct {
+	sc       *scope
+	tables   map[tableKey]*tableAcc
+	funcs    map[Function]struct{}
+	flags    map[string]struct{}
+	maxParam int
+	writes   bool // some relation got a write access kind
+}
+
+func newWalker() *walker {
+	return &walker{
+		sc:     &scope{},
+		tables: make(map[tableKey]*tableAcc, 4),
+		funcs:  make(map[Function]struct{}),
+		flags:  make(map[string]struct{}),
+	}
+}
+
+// nodeOneof is the "node" oneof of pg_query.Node (an immutable descriptor).
+var nodeOneof = (&pg_query.Node{}).ProtoReflect().Descriptor().Oneofs().ByName("node")
+
+// unwrap returns the message inside a pg_query.Node, or nil.
+func unwrap(n *pg_query.Node) proto.Message {
+	if n == nil {
+		return nil
+	}
+	m := n.ProtoReflect()
+	fd := m.WhichOneof(nodeOneof)
+	if fd == nil {
+		return nil
+	}
+	return m.Get(fd).Message().Interface()
+}
+
+func (w *walker) flag(f string) { w.flags[f] = struct{}{} }
+
+// push opens a new query level below the current one and returns a func that
+// closes it.
+func (w *walker) push() func() {
+	saved := w.sc
+	w.sc = &scope{parent: saved}
+	return func() { w.sc = saved }
+}
+
+// visitAll visits each node of a list.
+func (w *walker) visitAll(ns []*pg_query.Node) {
+	for _, n := range ns {
+		w.visit(n)
+	}
+}
+
+// visit is the recursive walk.
+func (w *walker) visit(m proto.Message) {
+	if m == nil || !m.ProtoReflect().IsValid() {
+		return
+	}
+	switch n := m.(type) {
+	case *pg_query.Node:
+		w.visit(unwrap(n))
+	case *pg_query.String, *pg_query.Integer, *pg_query.Float, *pg_query.Boolean,
+		*pg_query.BitString, *pg_query.A_Const, *pg_query.TypeName, *pg_query.Alias,
+		*pg_query.RoleSpec:
+		// leaves
+	case *pg_query.SelectStmt:
+		w.selectStmt(n)
+	case *pg_query.InsertStmt:
+		w.insertStmt(n)
+	case *pg_query.UpdateStmt:
+		w.updateStmt(n)
+	case *pg_query.DeleteStmt:
+		w.deleteStmt(n)
+	case *pg_query.MergeStmt:
+		w.mergeStmt(n)
+	case *pg_query.CopyStmt:
+		w.copyStmt(n)
+	case *pg_query.TruncateStmt:
+		for _, r := range n.Relations {
+			if rv := r.GetRangeVar(); rv != nil {
+				w.table(rv, accTruncate)
+			}
+		}
+	case *pg_query.RangeVar:
+		// A relation named outside a FROM clause: DDL, LOCK, GRANT, INTO.
+		w.table(n, 0)
+	case *pg_query.DropStmt:
+		for _, o := range n.Objects {
+			w.namedRelation(n.RemoveType, o)
+		}
+	case *pg_query.CommentStmt:
+		w.namedRelation(n.Objtype, n.Object)
+	case *pg_query.SecLabelStmt:
+		w.namedRelation(n.Objtype, n.Object)
+	case *pg_query.ExplainStmt:
+		if explainAnalyze(n) {
+			w.flag(FlagExplainAnalyze)
+		}
+		w.visit(n.Query)
+	case *pg_query.ColumnRef:
+		w.columnRef(n)
+	case *pg_query.FuncCall:
+		w.funcCall(n.Funcname)
+		w.children(n)
+	case *pg_query.ParamRef:
+		w.flag(FlagHasParams)
+		if int(n.Number) > w.maxParam {
+			w.maxParam = int(n.Number)
+		}
+	case *pg_query.MultiAssignRef:
+		// UPDATE SET (a, b) = (SELECT ...): the source repeats on every column.
+		if n.Colno <= 1 {
+			w.visit(n.Source)
+		}
+	case *pg_query.LockingClause:
+		// Only reached outside a SELECT (never in practice): the locked names
+		// are aliases, not relations.
+	default:
+		w.children(m)
+	}
+}
+
+// children visits every message-typed field of m.
+func (w *walker) children(m proto.Message) {
+	m.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() != protoreflect.MessageKind {
+			return true
+		}
+		if fd.IsList() {
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				w.visit(l.Get(i).Message().Interface())
+			}
+		} else if !fd.IsMap() {
+			w.visit(v.Message().Interface())
+		}
+		return true
+	})
+}
+
+// table records a relation with the given access kinds.
+func (w *walker) table(rv *pg_query.RangeVar, kinds accessSet) *tableAcc {
+	return w.tableByName(rv.Schemaname, rv.Relname, kinds)
+}
+
+func (w *walker) tableByName(schema, name string, kinds accessSet) *tableAcc {
+	k := tableKey{schema, name}
+	t := w.tables[k]
+	if t == nil {
+		t = &tableAcc{key: k}
+		w.tables[k] = t
+	}
+	t.access |= kinds
+	if kinds&^accSelect != 0 {
+		w.writes = true
+	}
+	return t
+}
+
+// namedRelation records the relation named by a DROP, COMMENT or SECURITY
+// LABEL object of the
+// given type (a list of name strings); for objects that live on a table
+// (triggers, rules, policies, columns, constraints) the table is recorded.
+func (w *walker) namedRelation(typ pg_query.ObjectType, obj *pg_query.Node) {
+	names := stringList(obj.GetList().GetItems())
+	switch typ {
+	case pg_query.ObjectType_OBJECT_TABLE, pg_query.ObjectType_OBJECT_VIEW,
+		pg_query.ObjectType_OBJECT_MATVIEW, pg_query.ObjectType_OBJECT_INDEX,
+		pg_query.ObjectType_OBJECT_SEQUENCE, pg_query.ObjectType_OBJECT_FOREIGN_TABLE:
+	case pg_query.ObjectType_OBJECT_TRIGGER, pg_query.ObjectType_OBJECT_RULE,
+		pg_query.ObjectType_OBJECT_POLICY, pg_query.ObjectType_OBJECT_COLUMN,
+		pg_query.ObjectType_OBJECT_TABCONSTRAINT:
+		if len(names) > 0 {
+			names = names[:len(names)-1]
+		}
+	default:
+		w.visit(obj)
+		return
+	}
+	switch len(names) {
+	case 0:
+	case 1:
+		w.tableByName("", names[0], 0)
+	default:
+		w.tableByName(names[len(names)-2], names[len(names)-1], 0)
+	}
+}
+
+// stringList returns the String values of ns (nil if any is not a String).
+func stringList(ns []*pg_query.Node) []string {
+	out := make([]string, 0, len(ns))
+	for _, n := range ns {
+		s, ok := n.GetNode().(*pg_query.Node_String_)
+		if !ok {
+			return nil
+		}
+		out = append(out, s.String_.Sval)
+	}
+	return out
+}
+
+// funcCall records a called function by its (possibly qualified) name.
+func (w *walker) funcCall(name []*pg_query.Node) {
+	names := stringList(name)
+	switch len(names) {
+	case 0:
+	case 1:
+		w.funcs[Function{Name: names[0]}] = struct{}{}
+	default:
+		w.funcs[Function{Schema: names[len(names)-2], Name: names[len(names)-1]}] = struct{}{}
+	}
+}
+
+// with registers the CTEs of a WITH clause in the current scope and walks
+// their queries. A non-recursive CTE is visible only after its definition, so
+// `WITH users AS (SELECT * FROM users)` reads the real table.
+func (w *walker) with(wc *pg_query.WithClause) {
+	if wc == nil {
+		return
+	}
+	if wc.Recursive {
+		for _, c := range wc.Ctes {
+			if cte := c.GetCommonTableExpr(); cte != nil {
+				w.sc.ctes = append(w.sc.ctes, cte.Ctename)
+			}
+		}
+	}
+	for _, c := range wc.Ctes {
+		cte := c.GetCommonTableExpr()
+		if cte == nil {
+			continue
+		}
+		switch cte.Ctequery.GetNode().(type) {
+		case *pg_query.Node_InsertStmt, *pg_query.Node_UpdateStmt,
+			*pg_query.Node_DeleteStmt, *pg_query.Node_MergeStmt:
+			w.flag(FlagDataModifyingCTE)
+		}
+		w.visit(cte.Ctequery)
+		if !wc.Recursive {
+			w.sc.ctes = append(w.sc.ctes, cte.Ctename)
+		}
+	}
+}
+
+// fromItem walks one FROM (or USING) item and adds what it defines to the
+// current scope's range table.
+func (w *walker) fromItem(n *pg_query.Node) {
+	switch x := unwrap(n).(type) {
+	case *pg_query.RangeVar:
+		w.fromRangeVar(x, accSelect, false)
+	case *pg_query.JoinExpr:
+		w.fromItem(x.Larg)
+		w.fromItem(x.Rarg)
+		if using := stringList(x.UsingClause); len(using) > 0 {
+			w.usingColumns(x.Larg, using)
+			w.usingColumns(x.Rarg, using)
+			if w.sc.using == nil {
+				w.sc.using = make(map[string]bool, len(using))
+			}
+			for _, c := range using {
+				w.sc.using[c] = true
+			}
+		}
+		w.visit(x.Quals)
+	case *pg_query.RangeSubselect:
+		w.lateral(x.Lateral, func() { w.visit(x.Subquery) })
+		w.sc.rels = append(w.sc.rels, rel{name: x.Alias.GetAliasname(), aliased: true})
+	case *pg_query.RangeFunction:
+		w.lateral(x.Lateral, func() { w.visitAll(x.Functions) })
+		name := x.Alias.GetAliasname()
+		if name == "" && len(x.Functions) > 0 {
+			// Without an alias the function's name qualifies its columns.
+			if fc := x.Functions[0].GetList().GetItems(); len(fc) > 0 {
+				if names := stringList(fc[0].GetFuncCall().GetFuncname()); len(names) > 0 {
+					name = names[len(names)-1]
+				}
+			}
+		}
+		w.sc.rels = append(w.sc.rels, rel{name: name, aliased: true})
+	case *pg_query.RangeTableSample:
+		w.fromItem(x.Relation)
+		w.visitAll(x.Args)
+		w.visit(x.Repeatable)
+	case *pg_query.RangeTableFunc:
+		w.visit(x)
+		w.sc.rels = append(w.sc.rels, rel{name: x.Alias.GetAliasname(), aliased: true})
+	case *pg_query.JsonTable:
+		w.visit(x)
+		w.sc.rels = append(w.sc.rels, rel{name: x.Alias.GetAliasname(), aliased: true})
+	default:
+		w.visit(n)
+	}
+}
+
+// fromRangeVar adds a relation of a FROM list, or the target of a DML
+// statement, to the scope: a CTE reference when an unqualified FROM name
+// matches a CTE in scope (a DML target is always a real relation), else a
+// table with the given access kinds.
+func (w *walker) fromRangeVar(rv *pg_query.RangeVar, kinds accessSet, target bool) *tableAcc {
+	r := rel{name: rv.Relname, schema: rv.Schemaname}
+	if a := rv.Alias.GetAliasname(); a != "" {
+		r.name, r.aliased = a, true
+	}
+	if !target && rv.Schemaname == "" && rv.Catalogname == "" && w.sc.isCTE(rv.Relname) {
+		w.sc.rels = append(w.sc.rels, r)
+		return nil
+	}
+	r.t = w.table(rv, kinds)
+	w.sc.rels = append(w.sc.rels, r)
+	return r.t
+}
+
+// lateral runs f with the current scope's range table visible (LATERAL) or
+// hidden (an ordinary subquery in FROM sees only outer query levels and the
+// CTEs of its own level).
+func (w *walker) lateral(isLateral bool, f func()) {
+	if isLateral {
+		f()
+		return
+	}
+	saved := w.sc
+	w.sc = &scope{parent: saved.parent, ctes: saved.ctes}
+	f()
+	w.sc = saved
+}
+
+// usingColumns attributes JOIN ... USING columns to a side that is a plain
+// table.
+func (w *walker) usingColumns(side *pg_query.Node, cols []string) {
+	rv := side.GetRangeVar()
+	if rv == nil {
+		return
+	}
+	name := rv.Relname
+	if a := rv.Alias.GetAliasname(); a != "" {
+		name = a
+	}
+	for i := len(w.sc.rels) - 1; i >= 0; i-- {
+		if r := w.sc.rels[i]; r.name == name {
+			if r.t != nil {
+				for _, c := range cols {
+					r.t.addColumn(accSelect, c)
+				}
+			}
+			return
+		}
+	}
+}
+
+// selectStmt walks a SELECT (or VALUES, or set operation) as a new query level.
+func (w *walker) selectStmt(s *pg_query.SelectStmt) {
+	if s == nil {
+		return
+	}
+	defer w.push()()
+	w.with(s.WithClause)
+	if s.Op != pg_query.SetOperation_SETOP_NONE && s.Op != pg_query.SetOperation_SET_OPERATION_UNDEFINED {
+		w.selectStmt(s.Larg)
+		w.selectStmt(s.Rarg)
+		w.sc.opaque = true
+		w.visitAll(s.SortClause)
+		w.visit(s.LimitOffset)
+		w.visit(s.LimitCount)
+		w.locking(s.LockingClause)
+		w.visit(s.IntoClause)
+		return
+	}
+	w.visitAll(s.ValuesLists)
+	for _, f := range s.FromClause {
+		w.fromItem(f)
+	}
+	w.visitAll(s.TargetList)
+	w.visit(s.WhereClause)
+	for _, t := range s.TargetList {
+		if name := t.GetResTarget().GetName(); name != "" {
+			if w.sc.outputs == nil {
+				w.sc.outputs = make(map[string]bool)
+			}
+			w.sc.outputs[name] = true
+		}
+	}
+	w.sc.useOutputs = true
+	w.visitAll(s.GroupClause)
+	w.visitAll(s.SortClause)
+	w.visitAll(s.DistinctClause)
+	w.sc.useOutputs = false
+	w.visit(s.HavingClause)
+	w.visitAll(s.WindowClause)
+	w.visit(s.LimitOffset)
+	w.visit(s.LimitCount)
+	w.locking(s.LockingClause)
+	w.visit(s.IntoClause)
+}
+
+func (w *walker) locking(lcs []*pg_query.Node) {
+	if len(lcs) > 0 {
+		w.flag(FlagSelectForUpdate)
+	}
+}
+
+// targetColumns records the column names of SET / INSERT target lists with the
+// given access kind and walks their value expressions and subscripts.
+func (w *walker) targetColumns(t *tableAcc, kind accessSet, targets []*pg_query.Node) {
+	for _, n := range targets {
+		rt := n.GetResTarget()
+		if rt == nil {
+			w.visit(n)
+			continue
+		}
+		if t != nil && rt.Name != "" {
+			t.addColumn(kind, rt.Name)
+		}
+		w.visitAll(rt.Indirection)
+		w.visit(rt.Val)
+	}
+}
+
+func (w *walker) insertStmt(s *pg_query.InsertStmt) {
+	defer w.push()()
+	w.with(s.WithClause)
+	// The source query does not see the target: walk it before adding it.
+	w.visit(s.SelectStmt)
+	if s.Relation == nil {
+		return
+	}
+	t := w.fromRangeVar(s.Relation, accInsert, true)
+	if t != nil && len(s.Cols) == 0 {
+		t.star |= accInsert
+	}
+	w.targetColumns(t, accInsert, s.Cols)
+	if oc := s.OnConflictClause; oc != nil {
+		if oc.Action == pg_query.OnConflictAction_ONCONFLICT_UPDATE && t != nil {
+			t.access |= accUpdate
+		}
+		n := len(w.sc.rels)
+		w.sc.rels = append(w.sc.rels, rel{name: "excluded", aliased: true, qualifiedOnly: true})
+		w.visit(oc.Infer)
+		w.targetColumns(t, accUpdate, oc.TargetList)
+		w.visit(oc.WhereClause)
+		w.sc.rels = w.sc.rels[:n]
+	}
+	w.visitAll(s.ReturningList)
+}
+
+func (w *walker) updateStmt(s *pg_query.UpdateStmt) {
+	defer w.push()()
+	w.with(s.WithClause)
+	if s.Relation == nil {
+		return
+	}
+	t := w.fromRangeVar(s.Relation, accUpdate, true)
+	for _, f := range s.FromClause {
+		w.fromItem(f)
+	}
+	w.targetColumns(t, accUpdate, s.TargetList)
+	w.visit(s.WhereClause)
+	w.visitAll(s.ReturningList)
+}
+
+func (w *walker) deleteStmt(s *pg_query.DeleteStmt) {
+	defer w.push()()
+	w.with(s.WithClause)
+	if s.Relation == nil {
+		return
+	}
+	w.fromRangeVar(s.Relation, accDelete, true)
+	for _, f := range s.UsingClause {
+		w.fromItem(f)
+	}
+	w.visit(s.WhereClause)
+	w.visitAll(s.ReturningList)
+}
+
+func (w *walker) mergeStmt(s *pg_query.MergeStmt) {
+	defer w.push()()
+	w.with(s.WithClause)
+	if s.Relation == nil {
+		return
+	}
+	t := w.fromRangeVar(s.Relation, 0, true)
+	w.fromItem(s.SourceRelation)
+	w.visit(s.JoinCondition)
+	for _, n := range s.MergeWhenClauses {
+		mw := n.GetMergeWhenClause()
+		if mw == nil {
+			continue
+		}
+		w.visit(mw.Condition)
+		var kind accessSet
+		switch mw.CommandType {
+		case pg_query.CmdType_CMD_INSERT:
+			kind = accInsert
+			if t != nil && len(mw.TargetList) == 0 {
+				t.star |= accInsert
+			}
+		case pg_query.CmdType_CMD_UPDATE:
+			kind = accUpdate
+		case pg_query.CmdType_CMD_DELETE:
+			kind = accDelete
+		}
+		if t != nil && kind != 0 {
+			w.tableByName(t.key.schema, t.key.name, kind)
+		}
+		w.targetColumns(t, kind, mw.TargetList)
+		w.visitAll(mw.Values)
+	}
+	w.visitAll(s.ReturningList)
+}
+
+func (w *walker) copyStmt(s *pg_query.CopyStmt) {
+	switch {
+	case s.IsProgram:
+		w.flag(FlagCopyProgram)
+	case s.Filename != "":
+		w.flag(FlagCopyFile)
+	case s.IsFrom:
+		w.flag(FlagCopyFromStdin)
+	default:
+		w.flag(FlagCopyToStdout)
+	}
+	w.visit(s.Query)
+	w.visitAll(s.Options)
+	if s.Relation == nil {
+		return
+	}
+	kind := accSelect
+	if s.IsFrom {
+		kind = accInsert
+	}
+	t := w.table(s.Relation, kind)
+	cols := stringList(s.Attlist)
+	if len(cols) == 0 {
+		t.star |= kind
+	}
+	for _, c := range cols {
+		t.addColumn(kind, c)
+	}
+	if s.WhereClause != nil {
+		// COPY FROM ... WHERE filters the incoming rows, not the table.
+		defer w.push()()
+		w.sc.rels = append(w.sc.rels, rel{name: s.Relation.Relname})
+		w.visit(s.WhereClause)
+	}
+}
+
+// columnRef resolves a column reference to a table of the scope chain.
+func (w *walker) columnRef(c *pg_query.ColumnRef) {
+	names := make([]string, 0, len(c.Fields))
+	star := false
+	for _, f := range c.Fields {
+		switch v := f.GetNode().(type) {
+		case *pg_query.Node_String_:
+			names = append(names, v.String_.Sval)
+		case *pg_query.Node_AStar:
+			star = true
+		}
+	}
+	switch {
+	case star && len(names) == 0:
+		w.starAll()
+	case len(names) == 1 && !star:
+		w.unqualified(names[0])
+	case star:
+		if r, _ := w.qualified(names, true); r != nil && r.t != nil {
+			r.t.star |= accSelect
+		}
+	default:
+		r, col := w.qualified(names, false)
+		switch {
+		case r == nil:
+			// Not a relation: a field of a composite column, (a).b.
+			w.unqualified(names[0])
+		case r.t != nil:
+			r.t.addColumn(accSelect, col)
+		}
+	}
+}
+
+// starAll handles an unqualified *: every relation of the nearest query level
+// that has a range table.
+func (w *walker) starAll() {
+	for s := w.sc; s != nil; s = s.parent {
+		if len(s.rels) == 0 {
+			if s.opaque {
+				return
+			}
+			continue
+		}
+		for _, r := range s.rels {
+			if r.t != nil && !r.qualifiedOnly {
+				r.t.star |= accSelect
+			}
+		}
+		return
+	}
+}
+
+// unqualified resolves a bare name: a select-list alias (ORDER BY/GROUP BY),
+// a whole-row reference to a relation of that name, or a column of the only
+// relation of the nearest query level with a range table.
+func (w *walker) unqualified(name string) {
+	if w.sc.useOutputs && w.sc.outputs[name] {
+		return
+	}
+	for s := w.sc; s != nil; s = s.parent {
+		if len(s.rels) == 0 {
+			if s.opaque {
+				return
+			}
+			continue
+		}
+		if s.using[name] {
+			return
+		}
+		var only *rel
+		n, tables := 0, 0
+		for i := range s.rels {
+			r := &s.rels[i]
+			if r.name == name && !r.qualifiedOnly {
+				if r.t != nil {
+					r.t.star |= accSelect // whole-row reference
+				}
+				return
+			}
+			if !r.qualifiedOnly {
+				only = r
+				n++
+				if r.t != nil {
+					tables++
+				}
+			}
+		}
+		switch {
+		case n == 1 && only.t != nil:
+			only.t.addColumn(accSelect, name)
+		case n > 1 && tables > 0:
+			w.flag(FlagAmbiguousColumn)
+		}
+		return
+	}
+}
+
+// qualified finds the relation that qualifies names and returns it with the
+// column name. Without a star the last relation-qualifier length that matches
+// wins, longest first, as in PostgreSQL: a.b.c is schema a, table b, column c,
+// else table a, column b (and field c). With a star all of names is the
+// qualifier. It returns nil when no relation in scope matches.
+func (w *walker) qualified(names []string, star bool) (*rel, string) {
+	if star {
+		if len(names) > 3 {
+			return nil, ""
+		}
+		return w.findRel(names), ""
+	}
+	for take := min(len(names)-1, 3); take >= 1; take-- {
+		if r := w.findRel(names[:take]); r != nil {
+			return r, names[take]
+		}
+	}
+	return nil, ""
+}
+
+// findRel looks up a relation by its qualifier ([catalog.]schema.table or
+// table), innermost query level first.
+func (w *walker) findRel(q []string) *rel {
+	schema, name := "", q[len(q)-1]
+	if len(q) >= 2 {
+		schema = q[len(q)-2]
+	}
+	for s := w.sc; s != nil; s = s.parent {
+		for i := len(s.rels) - 1; i >= 0; i-- {
+			r := &s.rels[i]
+			if r.name != name {
+				continue
+			}
+			if schema == "" {
+				return r
+			}
+			if !r.aliased && (r.schema == schema || r.schema == "") {
+				return r
+			}
+		}
+	}
+	return nil
+}
+
+// explainAnalyze reports whether EXPLAIN's options include ANALYZE (on).
+func explainAnalyze(e *pg_query.ExplainStmt) bool {
+	on := false
+	for _, o := range e.Options {
+		d := o.GetDefElem()
+		if d == nil || d.Defname != "analyze" {
+			continue
+		}
+		on = defElemBool(d)
+	}
+	return on
+}
+
+// defElemBool interprets an option's argument as PostgreSQL's defGetBoolean
+// does; no argument means true, and anything unrecognised counts as true.
+func defElemBool(d *pg_query.DefElem) bool {
+	switch v := d.Arg.GetNode().(type) {
+	case nil:
+		return true
+	case *pg_query.Node_Integer:
+		return v.Integer.Ival != 0
+	case *pg_query.Node_Boolean:
+		return v.Boolean.Boolval
+	case *pg_query.Node_String_:
+		switch strings.ToLower(v.String_.Sval) {
+		case "false", "off", "no", "f", "n", "0", "of":
+			return false
+		}
+	}
+	return true
+}
+
+// result turns the collected facts into sorted, non-nil slices.
+func (w *walker) result(st *Statement) {
+	st.Tables = make([]Table, 0, len(w.tables))
+	for _, t := range w.tables {
+		access := t.access
+		// A statement that reads columns of a table it writes (WHERE,
+		// SET expressions, RETURNING) also selects from it, as
+		// PostgreSQL's privilege checks and RLS see it.
+		if t.star&accSelect != 0 || len(t.cols[2]) > 0 {
+			access |= accSelect
+		}
+		tb := Table{
+			Schema:  t.key.schema,
+			Name:    t.key.name,
+			Access:  access.list(),
+			Star:    t.star.list(),
+			Columns: make(map[Access][]string),
+		}
+		for i, cols := range t.cols {
+			if len(cols) == 0 {
+				continue
+			}
+			list := make([]string, 0, len(cols))
+			for c := range cols {
+				list = append(list, c)
+			}
+			sort.Strings(list)
+			tb.Columns[accessKinds[i]] = list
+		}
+		st.Tables = append(st.Tables, tb)
+	}
+	sort.Slice(st.Tables, func(i, j int) bool {
+		a, b := st.Tables[i], st.Tables[j]
+		if a.Schema != b.Schema {
+			return a.Schema < b.Schema
+		}
+		return a.Name < b.Name
+	})
+	st.Functions = make([]Function, 0, len(w.funcs))
+	for f := range w.funcs {
+		st.Functions = append(st.Functions, f)
+	}
+	sort.Slice(st.Functions, func(i, j int) bool {
+		a, b := st.Functions[i], st.Functions[j]
+		if a.Schema != b.Schema {
+			return a.Schema < b.Schema
+		}
+		return a.Name < b.Name
+	})
+	st.Flags = make([]string, 0, len(w.flags))
+	for f := range w.flags {
+		st.Flags = append(st.Flags, f)
+	}
+	sort.Strings(st.Flags)
+	st.ParamCount = w.maxParam
+}
