@@ -131,7 +131,7 @@ type Statement struct {
 	// shared and cached: callers must not mutate it (clone it with
 	// proto.Clone first). Node locations in it are byte offsets into the
 	// whole input, not into Text.
-	Tree *pg_query.RawStmt
+	Tree *pg_query.RawStmt `json:"-"`
 }
 
 // Result holds the statements of one query string, in input order. It is

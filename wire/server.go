@@ -61,6 +61,12 @@ type Config struct {
 	MaxMessageSize int
 	// MaxClientConns limits open client connections; zero means 10000.
 	MaxClientConns int
+	// Decider decides every statement. Nil relays statements unchecked: a
+	// transparent proxy.
+	Decider Decider
+	// Auditor receives one record per statement and per login attempt. Nil
+	// records nothing.
+	Auditor Auditor
 	// Logger receives one line per connection event; sessions log through
 	// child loggers carrying session_id.
 	Logger zerolog.Logger

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/pool"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/rs/zerolog"
@@ -46,10 +47,20 @@ type session struct {
 
 	be *pool.Conn // the backend held for the session (session pooling)
 
-	// outstanding counts sync points (Query, Sync, FunctionCall) sent to the
-	// backend whose ReadyForQuery has not come back yet. run increments it
-	// before forwarding; the pump decrements it.
-	outstanding atomic.Int32
+	// Statement decisions; decider nil means relay everything unchecked.
+	decider       Decider
+	auditor       Auditor
+	info          SessionInfo
+	auditBase     audit.Record
+	stmts         map[string]*Plan // prepared statements by name
+	portals       map[string]*Plan // named portals
+	unnamedPortal *Plan
+	skipping      bool          // extended protocol: ignoring messages until Sync
+	txStatus      atomic.Uint32 // last ReadyForQuery status, set by the pump
+
+	// reqs holds the forwarded requests whose answers the pump has yet to
+	// see. run pushes before it forwards; the pump pops.
+	reqs reqQueue
 
 	pumpDone chan struct{}
 	stopping atomic.Bool
@@ -71,6 +82,7 @@ func newSession(srv *Server, conn net.Conn) *session {
 		cr:   msgReader{r: bufio.NewReaderSize(conn, clientBufSize), max: srv.cfg.MaxMessageSize},
 		cw:   bufio.NewWriterSize(conn, clientBufSize),
 	}
+	sess.reqs.init()
 	return sess
 }
 
@@ -122,6 +134,7 @@ func (sess *session) run() {
 	}
 	sess.log = sess.log.With().Str("user", sess.user).Str("database", sess.database).Logger()
 	login, err := sess.authenticate()
+	sess.auditLogin(login, err)
 	if err != nil {
 		sess.startupFailed(err)
 		return
@@ -147,6 +160,7 @@ func (sess *session) run() {
 		sess.releaseBackend()
 		return
 	}
+	sess.initStatements()
 	sess.srv.cancels.register(sess)
 	defer sess.srv.cancels.unregister(sess)
 	if err := sess.greet(); err != nil {
@@ -160,6 +174,64 @@ func (sess *session) run() {
 	go sess.pump()
 	clean := sess.loop()
 	sess.teardown(clean)
+}
+
+// auditLogin records a login attempt.
+func (sess *session) auditLogin(login *Login, err error) {
+	if sess.srv.cfg.Auditor == nil {
+		return
+	}
+	rec := audit.Record{
+		Event: audit.EventLogin, Time: time.Now(), SessionID: sess.id, ClientAddr: sess.conn.RemoteAddr().String(),
+		User: sess.user, Database: sess.database, ApplicationName: sess.startupParams["application_name"],
+		Rows: -1, Success: err == nil, DecisionID: audit.NewDecisionID(),
+	}
+	if login != nil {
+		rec.Role = login.Role
+		rec.UserID = claimString(login.Claims, "user_id")
+	}
+	if err != nil {
+		var pe *Error
+		if errors.As(err, &pe) {
+			rec.SQLState, rec.Error = pe.Code, pe.Message
+		} else {
+			rec.SQLState, rec.Error = CodeProtocolViolation, "authentication did not complete"
+		}
+	}
+	sess.srv.cfg.Auditor.Log(&rec)
+}
+
+func claimString(claims map[string]any, name string) string {
+	if s, ok := claims[name].(string); ok {
+		return s
+	}
+	return ""
+}
+
+// initStatements prepares the per-statement state once the backend is known.
+func (sess *session) initStatements() {
+	sess.decider = sess.srv.cfg.Decider
+	sess.auditor = sess.srv.cfg.Auditor
+	sess.txStatus.Store('I')
+	if sess.decider == nil {
+		return
+	}
+	params := make(map[string]string, len(sess.be.Params))
+	for k, v := range sess.be.Params {
+		params[k] = v
+	}
+	sess.info = SessionInfo{
+		ID: sess.id, Principal: sess.principal, Database: sess.database,
+		ApplicationName: sess.startupParams["application_name"], ClientAddr: sess.conn.RemoteAddr().String(),
+		TLS: sess.tls, BackendParams: params,
+	}
+	sess.auditBase = audit.Record{
+		Event: audit.EventStatement, SessionID: sess.id, ClientAddr: sess.info.ClientAddr,
+		User: sess.principal.User, Role: sess.principal.Role, UserID: claimString(sess.principal.Claims, "user_id"),
+		Database: sess.database, ApplicationName: sess.info.ApplicationName,
+	}
+	sess.stmts = map[string]*Plan{}
+	sess.portals = map[string]*Plan{}
 }
 
 // startupFailed reports an error during startup and logs it. I/O errors
@@ -231,21 +303,18 @@ func (sess *session) loop() (clean bool) {
 			}
 			return false
 		}
-		switch typ {
-		case 'X':
+		if typ == 'X' {
 			return true
-		case 'Q', 'S', 'F':
-			sess.outstanding.Add(1)
-		case 'P', 'B', 'D', 'E', 'C', 'H', 'd', 'c', 'f':
-		default:
-			sess.fatalFromLoop(fatalf(CodeProtocolViolation, "invalid frontend message type %d", typ))
-			return false
 		}
-		if err := sess.forward(be, n); err != nil {
-			if errors.Is(err, errClientRead) {
-				return false
+		if err := sess.handle(be, typ, n); err != nil {
+			var pe *Error
+			switch {
+			case errors.Is(err, errClientRead), errors.Is(err, errQueueClosed):
+			case errors.As(err, &pe):
+				sess.fatalFromLoop(pe)
+			default:
+				sess.backendFailed(err)
 			}
-			sess.backendFailed(err)
 			return false
 		}
 		if sess.cr.buffered() == 0 {
@@ -255,6 +324,116 @@ func (sess *session) loop() (clean bool) {
 			}
 		}
 	}
+}
+
+// errQueueClosed means the pump ended while the loop waited for room.
+var errQueueClosed = errors.New("request queue closed")
+
+// handle processes one client message whose header was just peeked.
+func (sess *session) handle(be *pool.Conn, typ byte, n int) error {
+	if sess.skipping {
+		// After an error in the extended protocol everything up to Sync is
+		// ignored, as PostgreSQL does; Flush still flushes.
+		switch typ {
+		case 'S':
+			sess.skipping = false
+		case 'H':
+		default:
+			return sess.drop(n)
+		}
+	}
+	var kind reqKind
+	switch typ {
+	case 'Q':
+		if sess.decider != nil {
+			return sess.handleQuery(be, n)
+		}
+		kind = reqQuery
+	case 'P':
+		if sess.decider != nil {
+			return sess.handleParse(be, n)
+		}
+		kind = reqParse
+	case 'B':
+		if sess.decider != nil {
+			sess.noteBind(n)
+		}
+		kind = reqBind
+	case 'E':
+		if sess.decider != nil {
+			return sess.handleExecute(be, n)
+		}
+		kind = reqExecute
+	case 'C':
+		if sess.decider != nil {
+			sess.noteClose(n)
+		}
+		kind = reqClose
+	case 'D':
+		kind = reqDescribePortal
+		if b, err := sess.cr.r.Peek(6); err == nil && b[5] == 'S' {
+			kind = reqDescribeStmt
+		}
+	case 'S':
+		kind = reqSync
+	case 'F':
+		if sess.decider != nil {
+			// A fast-path function call names a function by OID, past any SQL
+			// the policy could see: refused like a denied statement.
+			if err := sess.drop(n); err != nil {
+				return err
+			}
+			return sess.sendDenial(be, reqQuery, &Plan{Statements: []PlannedStatement{{Command: "FUNCTION CALL", Decision: audit.DecisionDeny}}},
+				&Denial{Code: CodeInsufficientPriv, Message: "the fast-path function call protocol is not allowed through the proxy"})
+		}
+		kind = reqFunctionCall
+	case 'H', 'd', 'c', 'f':
+		return sess.forward(be, n)
+	default:
+		return fatalf(CodeProtocolViolation, "invalid frontend message type %d", typ)
+	}
+	if err := sess.push(be, request{kind: kind}); err != nil {
+		return err
+	}
+	return sess.forward(be, n)
+}
+
+// push queues a request, flushing the backend first if it must wait.
+func (sess *session) push(be *pool.Conn, r request) error {
+	if !sess.reqs.push(r, func() { _ = be.W.Flush() }) {
+		return errQueueClosed
+	}
+	return nil
+}
+
+// drop consumes a client message without forwarding it.
+func (sess *session) drop(n int) error {
+	if _, err := sess.cr.r.Discard(5 + n); err != nil {
+		return errClientRead
+	}
+	return nil
+}
+
+// readWhole returns the body of the message whose header was peeked, and
+// consumes it. The slice is valid until the next read.
+func (sess *session) readWhole(n int) ([]byte, error) {
+	if sess.cr.fits(n) {
+		b, err := sess.cr.peekWhole(n)
+		if err != nil {
+			return nil, errClientRead
+		}
+		sess.cr.discard(5 + n)
+		return b[5:], nil
+	}
+	body, err := sess.cr.readBody(n, sess.bodyBuf)
+	if err != nil {
+		return nil, errClientRead
+	}
+	sess.bodyBuf = body[:0]
+	if cap(sess.bodyBuf) > 1<<20 {
+		sess.bodyBuf = nil
+	}
+	return body, nil
 }
 
 // errClientRead marks a read error on the client side of forward.
@@ -311,33 +490,16 @@ func (sess *session) pump() {
 				sess.pumpFailed(err, true)
 				return
 			}
-			switch typ {
-			case 'Z':
-				be.TxStatus = b[5]
-				sess.outstanding.Add(-1)
-			case 'S':
-				var ps pgproto3.ParameterStatus
-				if ps.Decode(b[5:]) == nil {
-					be.Params[ps.Name] = ps.Value
-					if ps.Name == "session_authorization" || ps.Name == "is_superuser" {
-						b = sess.rewriteParam(ps.Name, ps.Value)
-						_, err = sess.cw.Write(b)
-						br.discard(5 + n)
-						if err != nil {
-							sess.pumpFailed(err, false)
-							return
-						}
-						continue
-					}
-				}
+			out := sess.inspect(be, typ, b)
+			if out != nil {
+				_, err = sess.cw.Write(out)
 			}
-			_, err = sess.cw.Write(b)
-			br.discard(len(b))
+			br.discard(5 + n)
 			if err != nil {
 				sess.pumpFailed(err, false)
 				return
 			}
-		} else if err := br.copyThrough(sess.cw, n); err != nil {
+		} else if err := sess.streamLarge(&br, typ, n); err != nil {
 			// Either side may have failed mid-message: the backend's stream
 			// is cut either way. Telling a client that is gone costs nothing.
 			sess.pumpFailed(err, true)
@@ -350,6 +512,53 @@ func (sess *session) pump() {
 			}
 		}
 	}
+}
+
+// inspect does the bookkeeping for one whole backend message b (header
+// included) and returns what to relay: b itself, a replacement, or nil.
+func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
+	relay, r := sess.reqs.onBackend(typ)
+	switch typ {
+	case 'C', 'I', 's':
+		if r.run != nil {
+			sess.complete(r.run, typ, b[5:])
+		}
+	case 'E':
+		if r.run != nil {
+			denied := r.run.next == r.run.denyIdx
+			sess.complete(r.run, typ, b[5:])
+			if denied {
+				if nb := stripWhere(b[5:]); nb != nil {
+					return nb
+				}
+			}
+		}
+	case 'Z':
+		be.TxStatus = b[5]
+		sess.txStatus.Store(uint32(b[5]))
+	case 'S':
+		var ps pgproto3.ParameterStatus
+		if ps.Decode(b[5:]) == nil {
+			be.Params[ps.Name] = ps.Value
+			if ps.Name == "session_authorization" || ps.Name == "is_superuser" {
+				return sess.rewriteParam(ps.Name, ps.Value)
+			}
+		}
+	}
+	if !relay {
+		return nil
+	}
+	return b
+}
+
+// streamLarge relays a backend message too large for the buffer (a big
+// DataRow or CopyData) in pieces, or skips it if it answers a swallowed request.
+func (sess *session) streamLarge(br *msgReader, typ byte, n int) error {
+	if relay, _ := sess.reqs.onBackend(typ); relay {
+		return br.copyThrough(sess.cw, n)
+	}
+	_, err := br.r.Discard(5 + n)
+	return err
 }
 
 func (sess *session) rewriteParam(name, value string) []byte {
@@ -376,6 +585,7 @@ func (sess *session) pumpFailed(err error, fromBackend bool) {
 // stopPump interrupts the pump's read and waits for it to end.
 func (sess *session) stopPump() {
 	sess.stopping.Store(true)
+	sess.reqs.close()
 	_ = sess.be.SetReadDeadline(time.Unix(1, 0))
 	<-sess.pumpDone
 	_ = sess.be.SetReadDeadline(time.Time{})
@@ -394,6 +604,7 @@ func (sess *session) fatalFromLoop(e *Error) {
 // backendFailed handles a write error toward the backend.
 func (sess *session) backendFailed(err error) {
 	sess.be.MarkBroken()
+	sess.log.Warn().Err(err).Msg("writing to the backend failed")
 	sess.fatalFromLoop(fatalf(CodeConnectionFailure, "server closed the connection unexpectedly"))
 }
 
@@ -410,8 +621,9 @@ func (sess *session) teardown(clean bool) {
 	if !clean {
 		sess.log.Debug().Msg("client disconnected without Terminate")
 	}
-	if sess.outstanding.Load() != 0 || be.Broken() || be.R.Buffered() > 0 {
-		if sess.outstanding.Load() != 0 && !be.Broken() {
+	pending := sess.reqs.pendingSyncs()
+	if pending != 0 || be.Broken() || be.R.Buffered() > 0 {
+		if pending != 0 && !be.Broken() {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_ = be.Cancel(ctx)
 			cancel()
@@ -428,7 +640,7 @@ func (sess *session) cancelRunning() {
 	sess.mu.Lock()
 	be := sess.mu.be
 	sess.mu.Unlock()
-	if be == nil || sess.outstanding.Load() == 0 {
+	if be == nil || sess.reqs.pendingSyncs() == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -1,0 +1,456 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration file. Every scalar key can be overridden
+// by an environment variable (DBALPROXY_ + the key path in upper case with
+// dots as underscores, e.g. DBALPROXY_POOL_MAX_CONNS) and by a flag of the
+// same path (--pool.max_conns); flags win over the environment, which wins
+// over the file. Scalars in the file may name environment variables as
+// ${NAME}, so secrets can stay out of the file.
+type Config struct {
+	// Listen is the client-facing address. Default 127.0.0.1:6432.
+	Listen  string        `yaml:"listen" doc:"client-facing listen address"`
+	Backend BackendConfig `yaml:"backend"`
+	Pool    PoolConfig    `yaml:"pool"`
+	Auth    AuthConfig    `yaml:"auth"`
+	TLS     TLSConfig     `yaml:"tls"`
+	Limits  LimitsConfig  `yaml:"limits"`
+	Log     LogConfig     `yaml:"log"`
+	Policy  PolicyConfig  `yaml:"policy"`
+	Audit   AuditConfig   `yaml:"audit"`
+	// Logins are the identities clients log in as.
+	Logins []LoginConfig `yaml:"logins"`
+}
+
+// BackendConfig says where PostgreSQL is and with which credentials the proxy
+// itself logs in. Clients never see these credentials.
+type BackendConfig struct {
+	// URL is a libpq-style URL or key=value string (sslmode honoured).
+	URL string `yaml:"url" doc:"backend URL with the proxy's own credentials"`
+	// Databases clients may ask for besides the URL's; "*" for any.
+	Databases []string `yaml:"databases" doc:"extra databases clients may use (comma list; * for any)"`
+}
+
+// PoolConfig configures backend connection pooling.
+type PoolConfig struct {
+	// Mode is "session": a client holds one backend connection from login to
+	// logout.
+	Mode           string   `yaml:"mode" doc:"pooling mode: session"`
+	MaxConns       int      `yaml:"max_conns" doc:"most backend connections per database"`
+	AcquireTimeout Duration `yaml:"acquire_timeout" doc:"how long a client waits for a backend connection before 53300"`
+	IdleTimeout    Duration `yaml:"idle_timeout" doc:"close backend connections idle this long"`
+	ResetQuery     string   `yaml:"reset_query" doc:"query run on a backend connection before reuse"`
+}
+
+// AuthConfig configures client authentication.
+type AuthConfig struct {
+	// Method is "scram-sha-256" (default) or "trust" (no password; only when
+	// chosen explicitly).
+	Method string `yaml:"method" doc:"client auth method: scram-sha-256 or trust"`
+}
+
+// TLSConfig enables TLS for clients.
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file" doc:"PEM certificate for client TLS"`
+	KeyFile  string `yaml:"key_file" doc:"PEM private key for client TLS"`
+	Required bool   `yaml:"required" doc:"refuse clients without TLS"`
+}
+
+// LimitsConfig bounds what clients can make the proxy hold.
+type LimitsConfig struct {
+	StartupTimeout  Duration `yaml:"startup_timeout" doc:"time allowed from connect to ready"`
+	MaxMessageBytes int      `yaml:"max_message_bytes" doc:"largest client message (CopyData exempt)"`
+	MaxClientConns  int      `yaml:"max_client_conns" doc:"most open client connections"`
+}
+
+// LogConfig configures the proxy's own log (not the audit log).
+type LogConfig struct {
+	Level  string `yaml:"level" doc:"debug, info, warn or error"`
+	Format string `yaml:"format" doc:"json or console"`
+}
+
+// PolicyConfig says where the Rego policies are and how they are enforced.
+type PolicyConfig struct {
+	// Dir holds the .rego files (package dbal) and optional data files.
+	Dir string `yaml:"dir" doc:"directory of .rego policies and data files"`
+	// Mode is strict (enforce), permissive (allow, audit would-deny) or
+	// disabled (pass through, still audited).
+	Mode string `yaml:"mode" doc:"strict, permissive or disabled"`
+	// Watch reloads the policies when a file in Dir changes (SIGHUP always does).
+	Watch bool `yaml:"watch" doc:"reload policies when their files change"`
+	// RunTests refuses a policy set whose own *_test.rego tests fail.
+	RunTests bool `yaml:"run_tests" doc:"refuse a policy set whose Rego tests fail"`
+	// CacheSize is how many decided statement plans are kept.
+	CacheSize int `yaml:"cache_size" doc:"decided statements kept (text x principal)"`
+}
+
+// AuditConfig configures the audit log: one JSON line per decision.
+type AuditConfig struct {
+	Output       string   `yaml:"output" doc:"stdout, stderr, off, or a file path (appended, mode 0600)"`
+	Format       string   `yaml:"format" doc:"json or console"`
+	QueueSize    int      `yaml:"queue_size" doc:"records buffered before the sink"`
+	BlockTimeout Duration `yaml:"block_timeout" doc:"how long a statement may wait for a full audit queue before the record is dropped"`
+	LogLiterals  bool     `yaml:"log_literals" doc:"log statements with their literal values"`
+}
+
+// LoginConfig is one client identity.
+type LoginConfig struct {
+	Name string `yaml:"name"`
+	// Password is a plain secret (use ${ENV} for real deployments);
+	// SCRAMVerifier a pg_authid-style SCRAM-SHA-256 verifier. One is required
+	// unless auth.method is trust.
+	Password      string         `yaml:"password"`
+	SCRAMVerifier string         `yaml:"scram_verifier"`
+	Role          string         `yaml:"role"`
+	Claims        map[string]any `yaml:"claims"`
+}
+
+// Duration is a time.Duration written as "5s", "250ms" or "2m" in the file.
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration like 5s or 250ms", n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func defaultConfig() Config {
+	return Config{
+		Listen: "127.0.0.1:6432",
+		Pool: PoolConfig{
+			Mode: "session", MaxConns: 20,
+			AcquireTimeout: Duration(5 * time.Second), IdleTimeout: Duration(5 * time.Minute),
+			ResetQuery: "DISCARD ALL",
+		},
+		Auth:   AuthConfig{Method: "scram-sha-256"},
+		Limits: LimitsConfig{StartupTimeout: Duration(15 * time.Second), MaxMessageBytes: 64 << 20, MaxClientConns: 10000},
+		Log:    LogConfig{Level: "info", Format: "json"},
+		Policy: PolicyConfig{Dir: "policies", Mode: "strict", Watch: true, RunTests: true, CacheSize: 10000},
+		Audit:  AuditConfig{Output: "stdout", Format: "json", QueueSize: 4096},
+	}
+}
+
+// configError is a configuration problem at one key.
+type configError struct {
+	key string
+	msg string
+}
+
+func (e *configError) Error() string {
+	if e.key == "" {
+		return "config: " + e.msg
+	}
+	return "config: " + e.key + ": " + e.msg
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// parseConfigFile reads YAML into cfg, refusing unknown keys and expanding
+// ${NAME} references.
+func parseConfigFile(data []byte, cfg *Config) error {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return &configError{msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	if len(root.Content) == 0 {
+		return nil
+	}
+	doc := root.Content[0]
+	if err := checkKeys(doc, reflect.TypeOf(*cfg), ""); err != nil {
+		return err
+	}
+	if err := expandEnv(doc, ""); err != nil {
+		return err
+	}
+	if err := doc.Decode(cfg); err != nil {
+		return &configError{msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	return nil
+}
+
+// checkKeys walks n against type t and reports the first unknown key or a
+// value of the wrong kind, naming the key path.
+func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if t == reflect.TypeOf(Duration(0)) {
+			return nil
+		}
+		if n.Kind != yaml.MappingNode {
+			return &configError{key: path, msg: fmt.Sprintf("want a mapping of keys (line %d)", n.Line)}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			f, ok := fieldByTag(t, k.Value)
+			if !ok {
+				return &configError{key: join(path, k.Value), msg: fmt.Sprintf("unknown key (line %d)", k.Line)}
+			}
+			if err := checkKeys(v, f.Type, join(path, k.Value)); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			if t.Elem().Kind() == reflect.String && n.Kind == yaml.ScalarNode {
+				return nil // a single value stands for a one-element list
+			}
+			return &configError{key: path, msg: fmt.Sprintf("want a list (line %d)", n.Line)}
+		}
+		for i, c := range n.Content {
+			if err := checkKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func fieldByTag(t reflect.Type, key string) (reflect.StructField, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); tag == key {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// expandEnv replaces ${NAME} in scalar values.
+func expandEnv(n *yaml.Node, path string) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		var missing string
+		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
+			name := m[2 : len(m)-1]
+			v, ok := os.LookupEnv(name)
+			if !ok && missing == "" {
+				missing = name
+			}
+			return v
+		})
+		if missing != "" {
+			return &configError{key: path, msg: fmt.Sprintf("environment variable %s is not set", missing)}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if err := expandEnv(n.Content[i+1], join(path, n.Content[i].Value)); err != nil {
+				return err
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			if err := expandEnv(c, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// scalarField is one overridable key.
+type scalarField struct {
+	path string
+	doc  string
+	v    reflect.Value
+}
+
+// scalarFields lists every scalar key of cfg (structs nested, slices of
+// strings as comma lists; other slices and maps, such as logins, are file-only).
+func scalarFields(cfg *Config) []scalarField {
+	var out []scalarField
+	var walk func(v reflect.Value, path string)
+	walk = func(v reflect.Value, path string) {
+		t := v.Type()
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			p := join(path, tag)
+			fv := v.Field(i)
+			switch {
+			case f.Type == reflect.TypeOf(Duration(0)):
+				out = append(out, scalarField{p, f.Tag.Get("doc"), fv})
+			case f.Type.Kind() == reflect.Struct:
+				walk(fv, p)
+			case f.Type.Kind() == reflect.String, f.Type.Kind() == reflect.Int, f.Type.Kind() == reflect.Bool,
+				f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.String:
+				out = append(out, scalarField{p, f.Tag.Get("doc"), fv})
+			}
+		}
+	}
+	walk(reflect.ValueOf(cfg).Elem(), "")
+	return out
+}
+
+func envName(path string) string {
+	return "DBALPROXY_" + strings.ToUpper(strings.NewReplacer(".", "_").Replace(path))
+}
+
+// setScalar parses s into the field.
+func setScalar(f scalarField, s string) error {
+	v := f.v
+	switch {
+	case v.Type() == reflect.TypeOf(Duration(0)):
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return &configError{key: f.path, msg: fmt.Sprintf("%q is not a duration like 5s or 250ms", s)}
+		}
+		v.SetInt(int64(d))
+	case v.Kind() == reflect.String:
+		v.SetString(s)
+	case v.Kind() == reflect.Int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return &configError{key: f.path, msg: fmt.Sprintf("%q is not a whole number", s)}
+		}
+		v.SetInt(int64(n))
+	case v.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return &configError{key: f.path, msg: fmt.Sprintf("%q is not true or false", s)}
+		}
+		v.SetBool(b)
+	case v.Kind() == reflect.Slice:
+		var parts []string
+		for p := range strings.SplitSeq(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				parts = append(parts, p)
+			}
+		}
+		v.Set(reflect.ValueOf(parts))
+	}
+	return nil
+}
+
+// configFlags registers a string flag per scalar key on fs. The returned
+// function applies, after fs.Parse, the environment and then the flags that
+// were set.
+func configFlags(fs *flag.FlagSet, cfg *Config) func() error {
+	fields := scalarFields(cfg)
+	vals := make([]*string, len(fields))
+	for i, f := range fields {
+		vals[i] = fs.String(f.path, "", f.doc+" (env "+envName(f.path)+")")
+	}
+	return func() error {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for i, f := range fields {
+			if s, ok := os.LookupEnv(envName(f.path)); ok {
+				if err := setScalar(f, s); err != nil {
+					return err
+				}
+			}
+			if set[f.path] {
+				if err := setScalar(f, *vals[i]); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+}
+
+// loadConfig builds the configuration: defaults, then the file (if any), then
+// the environment and flags through apply.
+func loadConfig(path string, cfg *Config, apply func() error) error {
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return &configError{msg: fmt.Sprintf("cannot read %s: %v", path, errors.Unwrap(err))}
+		}
+		if err := parseConfigFile(data, cfg); err != nil {
+			return err
+		}
+	}
+	if apply != nil {
+		if err := apply(); err != nil {
+			return err
+		}
+	}
+	return validateConfig(cfg)
+}
+
+// validateConfig checks values the types cannot.
+func validateConfig(cfg *Config) error {
+	switch {
+	case cfg.Listen == "":
+		return &configError{key: "listen", msg: "is empty"}
+	case cfg.Backend.URL == "":
+		return &configError{key: "backend.url", msg: "is required (the backend URL with the proxy's own credentials)"}
+	case cfg.Pool.Mode != "session":
+		return &configError{key: "pool.mode", msg: fmt.Sprintf("%q is not a pooling mode (want session)", cfg.Pool.Mode)}
+	case cfg.Pool.MaxConns < 1:
+		return &configError{key: "pool.max_conns", msg: "must be at least 1"}
+	case cfg.Pool.AcquireTimeout <= 0:
+		return &configError{key: "pool.acquire_timeout", msg: "must be positive"}
+	case cfg.Auth.Method != "scram-sha-256" && cfg.Auth.Method != "trust":
+		return &configError{key: "auth.method", msg: fmt.Sprintf("%q is not supported (want scram-sha-256 or trust)", cfg.Auth.Method)}
+	case (cfg.TLS.CertFile == "") != (cfg.TLS.KeyFile == ""):
+		return &configError{key: "tls", msg: "cert_file and key_file go together"}
+	case cfg.TLS.Required && cfg.TLS.CertFile == "":
+		return &configError{key: "tls.required", msg: "needs tls.cert_file and tls.key_file"}
+	case cfg.Limits.MaxMessageBytes < 1<<16:
+		return &configError{key: "limits.max_message_bytes", msg: "must be at least 65536"}
+	case cfg.Limits.MaxClientConns < 1:
+		return &configError{key: "limits.max_client_conns", msg: "must be at least 1"}
+	case cfg.Limits.StartupTimeout <= 0:
+		return &configError{key: "limits.startup_timeout", msg: "must be positive"}
+	case cfg.Log.Format != "json" && cfg.Log.Format != "console":
+		return &configError{key: "log.format", msg: fmt.Sprintf("%q is not json or console", cfg.Log.Format)}
+	case cfg.Policy.Mode != "strict" && cfg.Policy.Mode != "permissive" && cfg.Policy.Mode != "disabled":
+		return &configError{key: "policy.mode", msg: fmt.Sprintf("%q is not strict, permissive or disabled", cfg.Policy.Mode)}
+	case cfg.Policy.Dir == "" && cfg.Policy.Mode != "disabled":
+		return &configError{key: "policy.dir", msg: "is required unless policy.mode is disabled"}
+	case cfg.Audit.Format != "json" && cfg.Audit.Format != "console":
+		return &configError{key: "audit.format", msg: fmt.Sprintf("%q is not json or console", cfg.Audit.Format)}
+	case len(cfg.Logins) == 0:
+		return &configError{key: "logins", msg: "at least one login is required"}
+	}
+	seen := map[string]bool{}
+	for i, l := range cfg.Logins {
+		key := fmt.Sprintf("logins[%d]", i)
+		switch {
+		case l.Name == "":
+			return &configError{key: key + ".name", msg: "is required"}
+		case seen[l.Name]:
+			return &configError{key: key + ".name", msg: fmt.Sprintf("login %q appears twice", l.Name)}
+		case l.Role == "":
+			return &configError{key: key + ".role", msg: "is required"}
+		case cfg.Auth.Method == "scram-sha-256" && l.Password == "" && l.SCRAMVerifier == "":
+			return &configError{key: key, msg: "needs password or scram_verifier"}
+		case l.Password != "" && l.SCRAMVerifier != "":
+			return &configError{key: key, msg: "has both password and scram_verifier; keep one"}
+		}
+		seen[l.Name] = true
+	}
+	return nil
+}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const goodConfig = `
+listen: 127.0.0.1:7000
+backend:
+  url: postgres://u:${TEST_BACKEND_PW}@127.0.0.1:5432/app
+pool:
+  max_conns: 7
+  acquire_timeout: 250ms
+logins:
+  - name: alice
+    password: ${TEST_ALICE_PW}
+    role: user
+    claims: {user_id: u_alice}
+`
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "dbalproxy.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func load(t *testing.T, path string, args ...string) (*Config, error) {
+	t.Helper()
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfg := defaultConfig()
+	apply := configFlags(fs, &cfg)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	err := loadConfig(path, &cfg, apply)
+	return &cfg, err
+}
+
+func TestConfigFileEnvAndFlags(t *testing.T) {
+	t.Setenv("TEST_BACKEND_PW", "s3cret")
+	t.Setenv("TEST_ALICE_PW", "alicepw")
+	t.Setenv("DBALPROXY_POOL_MAX_CONNS", "9")
+	t.Setenv("DBALPROXY_LISTEN", "127.0.0.1:7001")
+	cfg, err := load(t, writeConfig(t, goodConfig), "--listen", "127.0.0.1:7002", "--backend.databases", "a, b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Backend.URL != "postgres://u:s3cret@127.0.0.1:5432/app" {
+		t.Errorf("backend.url = %q: ${VAR} not expanded", cfg.Backend.URL)
+	}
+	if cfg.Logins[0].Password != "alicepw" || cfg.Logins[0].Claims["user_id"] != "u_alice" {
+		t.Errorf("login = %+v", cfg.Logins[0])
+	}
+	if cfg.Pool.MaxConns != 9 {
+		t.Errorf("pool.max_conns = %d: the environment should override the file", cfg.Pool.MaxConns)
+	}
+	if cfg.Listen != "127.0.0.1:7002" {
+		t.Errorf("listen = %q: a flag should override the environment", cfg.Listen)
+	}
+	if cfg.Pool.AcquireTimeout.D() != 250*time.Millisecond {
+		t.Errorf("acquire_timeout = %v", cfg.Pool.AcquireTimeout.D())
+	}
+	if got := strings.Join(cfg.Backend.Databases, "|"); got != "a|b" {
+		t.Errorf("backend.databases = %q", got)
+	}
+	if cfg.Policy.Mode != "strict" || cfg.Audit.Output != "stdout" {
+		t.Errorf("defaults lost: policy.mode %q audit.output %q", cfg.Policy.Mode, cfg.Audit.Output)
+	}
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	t.Setenv("TEST_BACKEND_PW", "x")
+	t.Setenv("TEST_ALICE_PW", "x")
+	cases := []struct {
+		name, body string
+		args       []string
+		want       string
+	}{
+		{"unknown key", goodConfig + "\npoool: {}\n", nil, "config: poool: unknown key"},
+		{"unknown nested key", strings.Replace(goodConfig, "max_conns: 7", "max_con: 7", 1), nil, "config: pool.max_con: unknown key"},
+		{"bad duration", strings.Replace(goodConfig, "250ms", "soon", 1), nil, `"soon" is not a duration`},
+		{"bad int flag", goodConfig, []string{"--pool.max_conns", "many"}, `config: pool.max_conns: "many" is not a whole number`},
+		{"zero conns", strings.Replace(goodConfig, "max_conns: 7", "max_conns: 0", 1), nil, "config: pool.max_conns: must be at least 1"},
+		{"missing env", strings.Replace(goodConfig, "TEST_ALICE_PW", "TEST_NOT_SET_ANYWHERE", 1), nil, "config: logins[0].password: environment variable TEST_NOT_SET_ANYWHERE is not set"},
+		{"no backend", strings.Replace(goodConfig, "url: postgres://u:${TEST_BACKEND_PW}@127.0.0.1:5432/app", "url: ''", 1), nil, "config: backend.url: is required"},
+		{"bad mode", goodConfig + "policy: {mode: lax}\n", nil, `config: policy.mode: "lax"`},
+		{"login without secret", strings.Replace(goodConfig, "password: ${TEST_ALICE_PW}", "", 1), nil, "config: logins[0]: needs password or scram_verifier"},
+		{"not yaml", "listen: [", nil, "config: not valid YAML"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := load(t, writeConfig(t, tc.body), tc.args...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error is not one line: %q", err)
+			}
+		})
+	}
+}
+
+func TestBuildLoginsVerifier(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.Logins = []LoginConfig{{Name: "a", Role: "user", Password: "pw"}}
+	logins, err := buildLogins(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if logins["a"].SCRAM.Iters != 4096 || len(logins["a"].SCRAM.StoredKey) != 32 {
+		t.Fatalf("verifier not derived: %+v", logins["a"].SCRAM)
+	}
+	cfg.Logins = []LoginConfig{{Name: "b", Role: "user", SCRAMVerifier: "SCRAM-SHA-256$4096:bad"}}
+	if _, err := buildLogins(&cfg); err == nil || !strings.Contains(err.Error(), "logins[0].scram_verifier") {
+		t.Fatalf("bad verifier: %v", err)
+	}
+}

@@ -1,0 +1,518 @@
+# Tests of the shipped policy: run them with `dbalproxy policy test policies`
+# (or `opa test policies`).
+package dbal_test
+
+import data.dbal
+
+# ---------------------------------------------------------------------------
+# Helpers
+
+alice_claims := {"user_id": "u_alice"}
+
+session(role) := {
+	"user": "alice", "role": role, "claims": alice_claims, "database": "app",
+	"application_name": "test", "client_addr": "127.0.0.1", "tls": false,
+}
+
+# stmt is an input for a statement with the given command, class, tables,
+# functions and flags.
+stmt(role, command, class, tables, functions, flags) := {
+	"session": session(role),
+	"statement": {
+		"command": command, "class": class, "tables": tables, "functions": functions,
+		"flags": flags, "fingerprint": "0", "text": "",
+	},
+	"transaction": {"active": false},
+	"backend": {"version": "17.2", "version_num": 170002, "settings": {}},
+}
+
+command_of := {"select": "SELECT", "insert": "INSERT", "update": "UPDATE", "delete": "DELETE"}
+
+class_of := {"select": "read", "insert": "write", "update": "write", "delete": "write"}
+
+table(schema, name, kind) := {"schema": schema, "name": name, "access": [kind], "columns": {}}
+
+# on is an input for one CRUD statement on one table.
+on(role, schema, name, kind) := stmt(role, command_of[kind], class_of[kind], [table(schema, name, kind)], [], [])
+
+# dec is the decision for an input.
+dec(inp) := d if {
+	d := dbal.decision with input as inp
+}
+
+decide(role, name, kind) := dec(on(role, "public", name, kind))
+
+allowed(role, name, kind) if decide(role, name, kind).allow == true
+
+denied(role, name, kind) if decide(role, name, kind).allow == false
+
+# exactly holds if role may use exactly these CRUD kinds on public.<name>.
+exactly(role, name, kinds) if {
+	every kind in kinds {
+		allowed(role, name, kind)
+	}
+	every kind in dbal.crud - kinds {
+		denied(role, name, kind)
+	}
+}
+
+# command is an input for a table-less statement.
+command(role, cmd, class) := stmt(role, cmd, class, [], [], [])
+
+calls(role, fname) := stmt(role, "SELECT", "read", [], [{"schema": "", "name": fname}], [])
+
+flagged(role, cmd, class, flag) := stmt(role, cmd, class, [], [], [flag])
+
+crud := {"select", "insert", "update", "delete"}
+
+# ---------------------------------------------------------------------------
+# The matrix, one test per cell. "users (own)" and "users (others)" share the
+# operation level; the others test checks the row filter that hides them.
+
+test_users_own_user if exactly("user", "users", {"select", "update"})
+
+test_users_own_admin if exactly("admin", "users", crud)
+
+test_users_own_god if exactly("god", "users", crud)
+
+test_users_own_supergod if exactly("supergod", "users", crud)
+
+test_users_others_user if {
+	# A user never sees or changes another row: every users statement is
+	# limited to id = its own user_id, and insert/delete are denied.
+	every kind in {"select", "update"} {
+		d := decide("user", "users", kind)
+		d.filters["public.users"] == {"sql": "id = $1", "args": ["u_alice"]}
+	}
+	denied("user", "users", "insert")
+	denied("user", "users", "delete")
+}
+
+test_users_others_admin if {
+	exactly("admin", "users", crud)
+	every kind in crud {
+		not decide("admin", "users", kind).filters
+	}
+}
+
+test_users_others_god if {
+	exactly("god", "users", crud)
+	every kind in crud {
+		not decide("god", "users", kind).filters
+		not decide("god", "users", kind).checks
+	}
+}
+
+test_users_others_supergod if {
+	exactly("supergod", "users", crud)
+	not decide("supergod", "users", "update").filters
+}
+
+test_page_views_user if exactly("user", "page_views", {"select"})
+
+test_page_views_admin if exactly("admin", "page_views", {"select"})
+
+test_page_views_god if exactly("god", "page_views", crud)
+
+test_page_views_supergod if exactly("supergod", "page_views", crud)
+
+test_component_hierarchy_user if exactly("user", "component_hierarchy", set())
+
+test_component_hierarchy_admin if exactly("admin", "component_hierarchy", set())
+
+test_component_hierarchy_god if exactly("god", "component_hierarchy", crud)
+
+test_component_hierarchy_supergod if exactly("supergod", "component_hierarchy", crud)
+
+test_workflows_user if exactly("user", "workflows", set())
+
+test_workflows_admin if exactly("admin", "workflows", set())
+
+test_workflows_god if exactly("god", "workflows", crud)
+
+test_workflows_supergod if exactly("supergod", "workflows", crud)
+
+test_lua_scripts_user if exactly("user", "lua_scripts", set())
+
+test_lua_scripts_admin if exactly("admin", "lua_scripts", set())
+
+test_lua_scripts_god if exactly("god", "lua_scripts", crud)
+
+test_lua_scripts_supergod if exactly("supergod", "lua_scripts", crud)
+
+test_packages_user if exactly("user", "packages", set())
+
+test_packages_admin if exactly("admin", "packages", {"select"})
+
+test_packages_god if exactly("god", "packages", crud)
+
+test_packages_supergod if exactly("supergod", "packages", crud)
+
+# ---------------------------------------------------------------------------
+# Tables outside the matrix, schemas, migrator
+
+test_unqualified_table_is_public if {
+	d := dbal.decision with input as on("user", "", "page_views", "select")
+	d.allow
+	d.reason == `allowed: role "user" may select public.page_views`
+}
+
+test_unlisted_table_supergod_only if {
+	not dec(on("god", "public", "secrets", "select")).allow
+	dec(on("supergod", "public", "secrets", "delete")).allow
+}
+
+test_other_schema_is_not_the_matrix if {
+	d := dbal.decision with input as on("god", "audit", "users", "select")
+	not d.allow
+	d.reason == `role "god" may not select from audit.users`
+}
+
+test_truncate_needs_all if {
+	t := {"schema": "", "name": "users", "access": ["truncate"], "columns": {}}
+	not dec(stmt("admin", "TRUNCATE", "write", [t], [], [])).allow
+	dec(stmt("god", "TRUNCATE", "write", [t], [], [])).allow
+}
+
+test_migrator_all_dml if {
+	every name in {"users", "workflows", "_prisma_migrations", "anything"} {
+		every kind in crud {
+			dec(on("migrator", "public", name, kind)).allow
+		}
+	}
+}
+
+test_migrator_no_limits if {
+	d := dbal.decision with input as on("migrator", "public", "users", "select")
+	not d.timeout_ms
+	not d.max_rows
+}
+
+# ---------------------------------------------------------------------------
+# Catalog reads
+
+test_catalog_reads_everyone if {
+	every role in {"user", "admin", "god", "supergod", "migrator"} {
+		every t in [
+			table("pg_catalog", "pg_class", "select"),
+			table("information_schema", "tables", "select"),
+			table("", "pg_type", "select"),
+		] {
+			dec(stmt(role, "SELECT", "read", [t], [], [])).allow
+		}
+	}
+}
+
+test_catalog_read_reason if {
+	d := dbal.decision with input as stmt("user", "SELECT", "read", [table("", "pg_type", "select")], [], [])
+	d.reason == `allowed: role "user" may select pg_catalog.pg_type`
+}
+
+test_catalog_writes_supergod_only if {
+	t := table("pg_catalog", "pg_class", "update")
+	not dec(stmt("god", "UPDATE", "write", [t], [], [])).allow
+	not dec(stmt("migrator", "UPDATE", "write", [t], [], [])).allow
+	dec(stmt("supergod", "UPDATE", "write", [t], [], [])).allow
+}
+
+test_catalog_read_mixed_with_denied_table if {
+	ts := [table("pg_catalog", "pg_class", "select"), table("public", "workflows", "select")]
+	d := dbal.decision with input as stmt("user", "SELECT", "read", ts, [], [])
+	not d.allow
+	d.reason == `role "user" may not select from public.workflows`
+}
+
+# ---------------------------------------------------------------------------
+# DDL, DCL, ALTER SYSTEM, DO/CALL, other utility
+
+test_ddl_supergod_and_migrator if {
+	dec(command("supergod", "CREATE TABLE", "ddl")).allow
+	d := dbal.decision with input as command("migrator", "CREATE TABLE", "ddl")
+	d.allow
+	d.reason == `allowed: role "migrator" may run CREATE TABLE (DDL)`
+}
+
+test_ddl_denied_others if {
+	every role in {"user", "admin", "god", "intern"} {
+		not dec(command(role, "DROP TABLE", "ddl")).allow
+	}
+	d := dbal.decision with input as command("god", "DROP TABLE", "ddl")
+	d.reason == `role "god" may not run DROP TABLE: schema changes (DDL) are for supergod and migrator only`
+	d.rule == "ddl"
+}
+
+test_dcl_supergod_only if {
+	dec(command("supergod", "GRANT", "dcl")).allow
+	every role in {"migrator", "god", "admin"} {
+		d := dbal.decision with input as command(role, "GRANT", "dcl")
+		not d.allow
+		d.rule == "dcl"
+	}
+}
+
+test_alter_system_supergod_only if {
+	dec(command("supergod", "ALTER SYSTEM", "utility")).allow
+	d := dbal.decision with input as command("migrator", "ALTER SYSTEM", "ddl")
+	not d.allow
+	d.rule == "alter_system"
+	d.reason == `role "migrator" may not run ALTER SYSTEM: it changes the server's configuration (supergod only)`
+}
+
+test_do_and_call_supergod_only if {
+	every cmd in {"DO", "CALL"} {
+		dec(command("supergod", cmd, "utility")).allow
+		every role in {"god", "migrator", "user"} {
+			d := dbal.decision with input as command(role, cmd, "utility")
+			not d.allow
+			d.rule == "code"
+		}
+	}
+}
+
+test_other_utility_supergod_only if {
+	d := dbal.decision with input as command("god", "VACUUM", "utility")
+	not d.allow
+	d.reason == `role "god" may not run VACUUM (supergod only)`
+	dec(command("supergod", "VACUUM", "utility")).allow
+}
+
+test_unknown_class_denied if {
+	d := dbal.decision with input as command("god", "FROBNICATE", "mystery")
+	not d.allow
+	d.rule == "class"
+}
+
+# ---------------------------------------------------------------------------
+# Transaction control and harmless utility
+
+test_transaction_control_every_role if {
+	every role in {"user", "admin", "god", "supergod", "migrator", "intern", ""} {
+		every cmd in {"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT"} {
+			dec(command(role, cmd, "transaction")).allow
+		}
+	}
+}
+
+test_utility_known_roles if {
+	every role in {"user", "admin", "god", "migrator"} {
+		every cmd in {"SET", "RESET", "SHOW", "DISCARD ALL", "LISTEN", "UNLISTEN", "NOTIFY", "DEALLOCATE", "PREPARE", "EXECUTE"} {
+			dec(command(role, cmd, "utility")).allow
+		}
+	}
+	d := dbal.decision with input as command("user", "SHOW", "utility")
+	d.reason == `allowed: role "user" may run SHOW`
+}
+
+test_unknown_role_harmless_only if {
+	every role in {"intern", ""} {
+		dec(command(role, "SET", "utility")).allow
+		dec(command(role, "SHOW", "utility")).allow
+		not dec(command(role, "LISTEN", "utility")).allow
+		not dec(command(role, "SELECT", "read")).allow
+		not dec(on(role, "public", "page_views", "select")).allow
+		not dec(stmt(role, "SELECT", "read", [table("pg_catalog", "pg_class", "select")], [], [])).allow
+	}
+}
+
+test_unknown_role_reason if {
+	d := dbal.decision with input as on("intern", "public", "users", "select")
+	d.rule == "unknown_role"
+	d.reason == `role "intern" is not known to the policy: only transaction control and SET, RESET, SHOW, DISCARD or DEALLOCATE are allowed, not SELECT`
+}
+
+test_missing_role if {
+	inp := json.remove(on("x", "public", "users", "select"), ["session/role"])
+	d := dbal.decision with input as inp
+	not d.allow
+	d.reason == "the session has no role: only transaction control and SET, RESET, SHOW, DISCARD or DEALLOCATE are allowed, not SELECT"
+}
+
+test_no_table_select_known_roles if {
+	d := dbal.decision with input as command("user", "SELECT", "read")
+	d.allow
+	d.rule == "no_tables"
+}
+
+# ---------------------------------------------------------------------------
+# Functions
+
+test_denied_functions if {
+	every fname in {
+		"pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file",
+		"lo_import", "lo_export", "dblink", "dblink_exec", "dblink_connect",
+		"pg_terminate_backend", "pg_cancel_backend", "pg_ls_waldir",
+	} {
+		every role in {"user", "admin", "god", "migrator"} {
+			d := dbal.decision with input as calls(role, fname)
+			not d.allow
+			d.rule == "function"
+		}
+		dec(calls("supergod", fname)).allow
+	}
+}
+
+test_function_reason_names_first if {
+	fs := [{"schema": "", "name": "lower"}, {"schema": "pg_catalog", "name": "pg_read_file"}, {"schema": "", "name": "dblink"}]
+	d := dbal.decision with input as stmt("god", "SELECT", "read", [], fs, [])
+	d.reason == `role "god" may not call pg_read_file(): it reaches outside the database or into other sessions (supergod only)`
+}
+
+test_set_config_allowed if {
+	dec(calls("user", "set_config")).allow
+	dec(calls("user", "now")).allow
+}
+
+# ---------------------------------------------------------------------------
+# Flags and settings
+
+test_denied_flags if {
+	every flag in {"copy_program", "copy_file", "set_role", "set_session_authorization"} {
+		every role in {"user", "admin", "god", "migrator", "intern"} {
+			d := dbal.decision with input as flagged(role, "COPY", "utility", flag)
+			not d.allow
+		}
+		dec(flagged("supergod", "COPY", "utility", flag)).allow
+	}
+	d := dbal.decision with input as flagged("god", "COPY", "utility", "copy_program")
+	d.rule == "copy_program"
+	d.reason == `role "god" may not run COPY: COPY ... PROGRAM runs a shell command on the database server (supergod only)`
+}
+
+test_denied_flags_without_role if {
+	inp := json.remove(flagged("x", "SET", "utility", "set_role"), ["session/role"])
+	d := dec(inp)
+	not d.allow
+	d.rule == "set_role"
+	d.reason == "a session without a role may not run SET: SET ROLE changes the backend's privileges (supergod only)"
+}
+
+test_set_role_by_setting if {
+	inp := json.patch(command("admin", "SET", "utility"), [{"op": "add", "path": "/statement/setting", "value": {"name": "role", "local": false}}])
+	d := dbal.decision with input as inp
+	not d.allow
+	d.rule == "set_role"
+}
+
+test_set_other_setting if {
+	inp := json.patch(command("user", "SET", "utility"), [{"op": "add", "path": "/statement/setting", "value": {"name": "search_path", "local": true}}])
+	dec(inp).allow
+}
+
+# ---------------------------------------------------------------------------
+# Filters, checks, columns, limits
+
+test_user_row_rules if {
+	d := decide("user", "users", "update")
+	d.filters == {"public.users": {"sql": "id = $1", "args": ["u_alice"]}}
+	d.checks == {"public.users": {"sql": "id = $1", "args": ["u_alice"]}}
+	d.columns == {"public.users": {"deny_write": ["role", "id"]}}
+}
+
+test_user_row_rules_only_for_users if {
+	d := decide("user", "page_views", "select")
+	not d.filters
+	not d.checks
+	not d.columns
+}
+
+test_user_without_user_id_denied_users if {
+	inp := json.remove(on("user", "public", "users", "select"), ["session/claims/user_id"])
+	d := dbal.decision with input as inp
+	not d.allow
+	d.rule == "user_id_claim"
+	dec(json.remove(on("user", "public", "page_views", "select"), ["session/claims/user_id"])).allow
+}
+
+test_numeric_user_id if {
+	inp := json.patch(on("user", "public", "users", "select"), [{"op": "replace", "path": "/session/claims/user_id", "value": 42}])
+	d := dbal.decision with input as inp
+	d.filters["public.users"].args == [42]
+}
+
+test_admin_role_check if {
+	d := decide("admin", "users", "insert")
+	d.checks == {"public.users": {"sql": "role IN ('user','admin')"}}
+	not d.filters
+	not d.columns
+}
+
+test_limits if {
+	u := decide("user", "page_views", "select")
+	u.timeout_ms == 5000
+	u.max_rows == 1000
+	a := decide("admin", "page_views", "select")
+	a.timeout_ms == 5000
+	a.max_rows == 5000
+	g := decide("god", "page_views", "select")
+	g.timeout_ms == 30000
+	not g.max_rows
+	s := decide("supergod", "page_views", "select")
+	not s.timeout_ms
+	not s.max_rows
+}
+
+test_denied_has_no_extras if {
+	d := decide("user", "users", "delete")
+	object.keys(d) == {"allow", "reason", "rule"}
+}
+
+# ---------------------------------------------------------------------------
+# Reasons
+
+test_reason_denied if {
+	d := decide("user", "page_views", "delete")
+	d.reason == `role "user" may not delete from public.page_views`
+	d.rule == "table_access"
+}
+
+test_reason_allowed if {
+	decide("admin", "users", "select").reason == `allowed: role "admin" may select public.users`
+	decide("god", "workflows", "insert").reason == `allowed: role "god" may insert public.workflows`
+}
+
+test_reason_names_first_offending_table if {
+	ts := [
+		table("public", "users", "select"),
+		table("", "page_views", "delete"),
+		table("public", "workflows", "select"),
+	]
+	d := dbal.decision with input as stmt("user", "DELETE", "write", ts, [], [])
+	d.reason == `role "user" may not delete from public.page_views`
+}
+
+test_reason_first_access_kind if {
+	t := {"schema": "public", "name": "packages", "access": ["select", "insert", "update"], "columns": {}}
+	d := dbal.decision with input as stmt("admin", "INSERT", "write", [t], [], [])
+	d.reason == `role "admin" may not insert into public.packages`
+}
+
+test_reason_more_tables if {
+	ts := [table("public", "users", "select"), table("public", "page_views", "select")]
+	d := dbal.decision with input as stmt("admin", "SELECT", "read", ts, [], [])
+	d.reason == `allowed: role "admin" may select public.users and 1 more table`
+}
+
+test_reason_transaction if {
+	d := dbal.decision with input as command("intern", "BEGIN", "transaction")
+	d.reason == "allowed: transaction control (BEGIN) is open to every session"
+}
+
+test_reason_supergod if {
+	d := decide("supergod", "lua_scripts", "delete")
+	d.reason == `allowed: role "supergod" may run anything`
+}
+
+test_every_decision_has_reason if {
+	every inp in [
+		on("user", "public", "users", "delete"),
+		on("admin", "public", "users", "delete"),
+		command("intern", "SELECT", "read"),
+		calls("god", "pg_ls_dir"),
+		command("god", "ALTER SYSTEM", "utility"),
+	] {
+		d := dbal.decision with input as inp
+		is_string(d.reason)
+		d.reason != ""
+		is_string(d.rule)
+	}
+}

@@ -1,0 +1,100 @@
+# The tables, roles and limits of the dbalproxy demo policy. dbal.rego turns
+# them into decisions; edit this file to change who may do what.
+package dbal
+
+# The roles this policy knows. A session whose role is not listed here (or
+# that has no role) may only run transaction control and SET/RESET/SHOW/
+# DISCARD/DEALLOCATE (see harmless_words in dbal.rego).
+known_roles := {"user", "admin", "god", "supergod", "migrator"}
+
+# The seed's CRUD letters as PostgreSQL access kinds.
+crud := {"select", "insert", "update", "delete"}
+
+# The seed's role matrix over the demo schema (all in schema public):
+#
+#   table                        user    admin   god   supergod
+#   users (own row)              RU      RU      CRUD  CRUD
+#   users (others)               -       CRUD    CRUD  CRUD
+#   page_views                   R       R       CRUD  CRUD
+#   component_hierarchy          -       -       CRUD  CRUD
+#   workflows, lua_scripts       -       -       CRUD  CRUD
+#   packages                     -       R       CRUD  CRUD
+#
+# permissions[role][table] is the set of access kinds the role may use on
+# public.<table>; "*" means every kind (CRUD, TRUNCATE, ...). A table missing
+# from a role's entry is off limits to it. supergod may do anything and
+# migrator may use every non-catalog table; neither needs an entry here.
+#
+# "users" holds both users rows of the seed: the operation level is decided
+# here, and row_rules in dbal.rego emits the row filter that limits role
+# "user" to its own row.
+permissions := {
+	"user": {
+		"users": {"select", "update"},
+		"page_views": {"select"},
+	},
+	"admin": {
+		"users": {"select", "insert", "update", "delete"},
+		"page_views": {"select"},
+		"packages": {"select"},
+	},
+	"god": {
+		"users": {"*"},
+		"page_views": {"*"},
+		"component_hierarchy": {"*"},
+		"workflows": {"*"},
+		"lua_scripts": {"*"},
+		"packages": {"*"},
+	},
+}
+
+# Per-role statement timeout and row cap (the seed's pagination caps). A
+# missing key means no limit.
+limits := {
+	"user": {"timeout_ms": 5000, "max_rows": 1000},
+	"admin": {"timeout_ms": 5000, "max_rows": 5000},
+	"god": {"timeout_ms": 30000},
+}
+
+# Functions only supergod may call, whatever their schema: they read or list
+# server files, import or export large objects through server files, reach
+# other servers, signal other backends, or change the server's state.
+denied_functions := {
+	"pg_read_file", "pg_read_binary_file", "pg_stat_file",
+	"lo_import", "lo_export",
+	"dblink",
+	"pg_terminate_backend", "pg_cancel_backend",
+	"pg_reload_conf", "pg_rotate_logfile", "pg_promote", "pg_switch_wal",
+	"pg_file_write", "pg_file_rename", "pg_file_unlink", "pg_file_sync",
+}
+
+# Name prefixes of functions only supergod may call: every dblink_* function
+# and the pg_ls_* directory listings (pg_ls_dir, pg_ls_logdir, pg_ls_waldir,
+# pg_ls_tmpdir, ...).
+denied_function_prefixes := {"dblink_", "pg_ls_"}
+
+# Statement flags (set by the parser) that only supergod may use, with why.
+denied_flags := {
+	"copy_program": "COPY ... PROGRAM runs a shell command on the database server",
+	"copy_file": "COPY to or from a server file reads or writes the database server's disk",
+	"set_role": "SET ROLE changes the backend's privileges",
+	"set_session_authorization": "SET SESSION AUTHORIZATION changes the backend's identity",
+}
+
+# Settings that SET may not change (a second line of defence behind the
+# set_role and set_session_authorization flags).
+denied_settings := {"role": "set_role", "session_authorization": "set_session_authorization"}
+
+# Utility commands (by first word) that every known role may run. Other
+# utility statements (VACUUM, CHECKPOINT, LOAD, ...) are for supergod only.
+utility_words := {
+	"SET", "RESET", "SHOW", "DISCARD", "LISTEN", "UNLISTEN", "NOTIFY",
+	"DEALLOCATE", "PREPARE", "EXECUTE", "EXPLAIN", "COPY",
+}
+
+# Commands (by first word) that even a session without a known role may run,
+# besides transaction control.
+harmless_words := {"SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE"}
+
+# Schemas whose tables every known role may read.
+catalog_schemas := {"pg_catalog", "information_schema"}

@@ -1,0 +1,75 @@
+// Package policy decides SQL statements with Rego policies.
+//
+// It loads a directory of Rego v1 files (plus optional JSON/YAML data),
+// compiles it with the OPA Go SDK, prepares the query data.dbal.decision once
+// per load, and answers Decide calls with a typed Decision. It knows nothing
+// about sockets, wire messages or SQL text: the caller (package wire) passes
+// the parser's facts about one statement as an Input.
+//
+// # Contract for policy authors
+//
+// Policies are Rego v1 files in package dbal. The entry point is
+// data.dbal.decision, an object:
+//
+//	allow       bool, required: may the statement run?
+//	reason      string: why, in words the client will see
+//	rule        string: a rule name, for logs
+//	filters     {"schema.table": {"sql": "id = $1", "args": ["u_alice"]}}
+//	            rows outside the predicate are invisible (like RLS USING)
+//	checks      same shape: new or updated rows must satisfy it
+//	            (like RLS WITH CHECK)
+//	columns     {"schema.table": {"deny_read": [...], "deny_write": [...]}}
+//	timeout_ms  int >= 0: statement timeout, 0 or absent for none
+//	max_rows    int >= 0: row cap, 0 or absent for none
+//
+// Any other key, a wrong type, a table key that is not "schema.table", a
+// filter without sql, or an undefined decision is an error and the
+// statement is denied (fail closed). Evaluation uses strict built-in errors:
+// a failing built-in (division by zero, a bad argument to object.get, ...)
+// or conflicting values of a complete rule deny the statement, too.
+//
+// The input (see Input) is
+//
+//	{"session":     {"user", "role", "claims", "database", "application_name", "client_addr", "tls"},
+//	 "statement":   {"command", "class", "tables": [{"schema", "name", "access", "columns"}],
+//	                 "functions": [{"schema", "name"}], "flags", "setting": {"name", "local"},
+//	                 "fingerprint", "text"},
+//	 "transaction": {"active"},
+//	 "backend":     {"version", "version_num", "settings"}}
+//
+// An unqualified table has schema "". Arrays and objects are never null.
+// "setting" is present only for statements that name a parameter.
+//
+// Data files (*.json, *.yaml, *.yml) are loaded under data as `opa eval -d
+// dir` would: a file at the top of the directory is merged into data, a file
+// in subdirectory a/b under data.a.b. Files and directories whose names
+// start with "." are ignored. Tests (*_test.rego, test_* rules) are run by
+// RunTests and, with Options.RunTests, at every load; they are not part of
+// the set that decides.
+//
+// A minimal policy:
+//
+//	package dbal
+//
+//	default decision := {"allow": false, "reason": "denied by default"}
+//
+//	decision := {"allow": true, "reason": "reads are open"} if input.statement.class == "read"
+//
+// The shipped set in the repository's policies/ directory implements the
+// seed's role matrix; its README shows more.
+//
+// # Modes
+//
+// ModeStrict enforces decisions. ModePermissive evaluates but allows
+// everything, marking what would have been denied with Decision.WouldDeny.
+// ModeDisabled allows everything without evaluating.
+//
+// # Reloading
+//
+// An Engine holds its compiled set behind an atomic pointer; Decide takes no
+// lock. Reload (and Watch, which calls it when files change) builds the new
+// set aside and swaps it in only if it compiles, defines a decision and, if
+// asked, passes its tests; otherwise the running set stays in force.
+// Version is a content hash of the loaded files, so that callers can key
+// caches of decisions on it.
+package policy

@@ -1,0 +1,231 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/rs/zerolog"
+)
+
+// Options configure an Engine.
+type Options struct {
+	// Dir is the directory of .rego files (and optional .json/.yaml data
+	// files, loaded under `data` as `opa eval -d Dir` would). Required
+	// unless Mode is ModeDisabled, which ignores it.
+	Dir string
+	// Mode is how decisions are enforced; "" means ModeStrict.
+	Mode Mode
+	// Logger receives one line per load, reload and reload failure. The
+	// zero Logger discards them. Input values (claims, statement text) are
+	// never logged.
+	Logger zerolog.Logger
+	// RunTests, if true, runs the set's own *_test.rego tests at every
+	// load and refuses a set whose tests fail. The CLI sets it by default.
+	RunTests bool
+}
+
+// Engine decides statements with the policy set in a directory. It is safe
+// for concurrent use: Decide reads the current compiled set through an
+// atomic pointer and takes no lock; Reload and Watch build a new set aside
+// and swap it in only if it is good.
+type Engine struct {
+	dir      string
+	mode     Mode
+	runTests bool
+	log      zerolog.Logger
+
+	// set is the current policy set; nil only in ModeDisabled.
+	set atomic.Pointer[policySet]
+	// reloadMu serializes loads (Reload, Watch). Decide never takes it.
+	reloadMu sync.Mutex
+}
+
+// New loads, compiles and (with Options.RunTests) tests the policy set in
+// opts.Dir and prepares data.dbal.decision once. It returns an error if the
+// directory cannot be read, the set does not compile, defines no decision,
+// or fails its tests. In ModeDisabled nothing is loaded.
+func New(opts Options) (*Engine, error) {
+	mode, err := ParseMode(string(opts.Mode))
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{dir: filepath.Clean(opts.Dir), mode: mode, runTests: opts.RunTests, log: opts.Logger}
+	if mode == ModeDisabled {
+		e.log.Warn().Str("policy_mode", string(mode)).Msg("policy enforcement is disabled: every statement is allowed")
+		return e, nil
+	}
+	if opts.Dir == "" {
+		return nil, errors.New("policy: Options.Dir is required")
+	}
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	if err := e.load(context.Background(), "load"); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Mode returns the engine's enforcement mode.
+func (e *Engine) Mode() Mode { return e.mode }
+
+// Version returns a short hash of the current set's files and data (12 hex
+// digits). It changes whenever a reload loads different content, and only
+// then. It is "disabled" in ModeDisabled.
+func (e *Engine) Version() string {
+	if s := e.set.Load(); s != nil {
+		return s.version
+	}
+	return "disabled"
+}
+
+// Reload re-reads the directory and, if its content changed, compiles (and
+// with Options.RunTests, tests) it and swaps it in. On any failure (a compile
+// error, failing tests, a vanished directory) the running set stays in
+// place, one error line is logged, and the error is returned. Reloading
+// unchanged content is a no-op. In ModeDisabled it does nothing.
+func (e *Engine) Reload() error {
+	if e.mode == ModeDisabled {
+		return nil
+	}
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	return e.load(context.Background(), "reload")
+}
+
+// load builds the set in e.dir and swaps it in; reloadMu must be held.
+func (e *Engine) load(ctx context.Context, what string) error {
+	start := time.Now()
+	old := e.set.Load()
+	fail := func(err error) error {
+		err = fmt.Errorf("policy: %s %s: %w", what, e.dir, err)
+		if old != nil {
+			e.log.Error().Err(err).Str("policy_dir", e.dir).Str("policy_version", old.version).
+				Msg("policy reload failed; the running policy set stays in force")
+		}
+		return err
+	}
+	snap, err := readDir(e.dir)
+	if err != nil {
+		return fail(err)
+	}
+	if old != nil && snap.version == old.version {
+		e.log.Debug().Str("policy_dir", e.dir).Str("policy_version", old.version).Msg("policy files unchanged")
+		return nil
+	}
+	set, err := build(ctx, snap, e.runTests)
+	if err != nil {
+		return fail(err)
+	}
+	e.set.Store(set)
+	ev := e.log.Info().Str("policy_dir", e.dir).Str("policy_version", set.version).
+		Str("policy_mode", string(e.mode)).Int("files", set.files).
+		Dur("took", time.Since(start))
+	if old != nil {
+		ev = ev.Str("previous_version", old.version)
+	}
+	if e.runTests {
+		ev = ev.Int("tests_passed", set.tests)
+	}
+	ev.Msg("policy set " + what + "ed")
+	return nil
+}
+
+// Decide evaluates data.dbal.decision for in.
+//
+// It fails closed: if the decision is undefined, is not an object of the
+// documented shape, or evaluation fails (a built-in error, conflicting rule
+// values, a cancelled ctx), it returns a Decision with Allow false and a
+// Reason for the client, and a non-nil error with the details for the log.
+//
+// In ModePermissive a statement the policy denies (or fails to decide) is
+// allowed: the Decision has Allow and WouldDeny set, the Reason of the
+// denial, and a nil error. In ModeDisabled every statement is allowed
+// without evaluation.
+func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
+	set := e.set.Load()
+	if set == nil {
+		return Decision{Allow: true, Rule: "disabled", Reason: "allowed: policy enforcement is disabled"}, nil
+	}
+	d, err := set.decide(ctx, in)
+	if e.mode == ModePermissive && (err != nil || !d.Allow) {
+		if err != nil {
+			e.log.Warn().Err(err).Str("policy_version", set.version).
+				Msg("policy evaluation failed; permissive mode allows the statement")
+		}
+		return Decision{Allow: true, WouldDeny: true, Reason: d.Reason, Rule: d.Rule, Version: set.version}, nil
+	}
+	return d, err
+}
+
+// evalOptions that never change: no metrics, and result terms kept as AST
+// values (decodeDecision reads them without a conversion to Go).
+var (
+	noMetrics  = rego.EvalMetrics(metrics.NoOp())
+	keepASTOpt = rego.EvalGenerateJSON(keepAST)
+	// neverCancel serves contexts that cannot be cancelled; nobody calls
+	// its Cancel.
+	neverCancel = topdown.NewCancel()
+)
+
+func keepAST(t *ast.Term, _ *rego.EvalContext) (any, error) { return t.Value, nil }
+
+func (s *policySet) decide(ctx context.Context, in *Input) (Decision, error) {
+	deny := func(reason string, err error) (Decision, error) {
+		return Decision{Reason: reason, Rule: "error", Version: s.version},
+			fmt.Errorf("policy %s: %w", s.version, err)
+	}
+	if in == nil {
+		return deny("denied: the proxy gave the policy no input", errors.New("nil input"))
+	}
+	if err := ctx.Err(); err != nil {
+		return deny("denied: the policy decision was cancelled", err)
+	}
+	v, err := inputValue(in)
+	if err != nil {
+		return deny("denied: the statement could not be described to the policy", fmt.Errorf("input: %w", err))
+	}
+
+	// Cancel evaluation when ctx is done, without the goroutine per call
+	// that rego starts when it is not given a Cancel.
+	cancel := neverCancel
+	if ctx.Done() != nil {
+		cancel = topdown.NewCancel()
+		defer context.AfterFunc(ctx, cancel.Cancel)()
+	}
+	rs, err := s.query.Eval(ctx, rego.EvalParsedInput(v), rego.EvalExternalCancel(cancel), noMetrics, keepASTOpt)
+	if err != nil {
+		if ctx.Err() != nil {
+			return deny("denied: the policy decision was cancelled", fmt.Errorf("eval: %w (%w)", err, ctx.Err()))
+		}
+		return deny("denied: the policy failed while deciding", fmt.Errorf("eval: %w", err))
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return deny("denied: the policy defines no decision for this statement", errors.New(decisionQuery+" is undefined"))
+	}
+	val, ok := rs[0].Expressions[0].Value.(ast.Value)
+	if !ok {
+		return deny("denied: the policy failed while deciding", fmt.Errorf("unexpected result %T", rs[0].Expressions[0].Value))
+	}
+	d, err := decodeDecision(val)
+	if err != nil {
+		return deny("denied: the policy's decision is malformed: "+err.Error(), err)
+	}
+	d.Version = s.version
+	if d.Reason == "" {
+		if d.Allow {
+			d.Reason = "allowed by policy"
+		} else {
+			d.Reason = "denied by policy"
+		}
+	}
+	return d, nil
+}

@@ -1,0 +1,163 @@
+package wire
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dbalproxy/dbalproxy/pool"
+	"github.com/jackc/pgx/v5/pgproto3"
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"github.com/rs/zerolog"
+)
+
+// noBackends refuses every Acquire: the startup fuzzer never gets that far
+// with a valid password, and must not need a database.
+type noBackends struct{}
+
+func (noBackends) Acquire(context.Context, string) (*pool.Conn, error) {
+	return nil, errors.New("no backend in this test")
+}
+func (noBackends) Release(*pool.Conn) {}
+func (noBackends) Destroy(*pool.Conn) {}
+
+func startupSeeds() [][]byte {
+	enc := func(m pgproto3.FrontendMessage) []byte { b, _ := m.Encode(nil); return b }
+	startup := enc(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30,
+		Parameters: map[string]string{"user": "alice", "database": "app", "options": "-c search_path=x"}})
+	return [][]byte{
+		startup,
+		append(enc(&pgproto3.SSLRequest{}), startup...),
+		append(enc(&pgproto3.GSSEncRequest{}), startup...),
+		enc(&pgproto3.CancelRequest{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}}),
+		append(startup, enc(&pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte("n,,n=,r=abc")})...),
+		append(startup, enc(&pgproto3.SASLInitialResponse{AuthMechanism: "PLAIN", Data: []byte("x")})...),
+		append(startup, 'p', 0, 0, 0, 3),
+		[]byte("GET / HTTP/1.1\r\n\r\n"),
+		{0, 0, 0, 8, 0, 3, 0, 1},
+	}
+}
+
+// FuzzStartup feeds arbitrary bytes to a session as its client: whatever
+// comes, the session ends within its startup timeout, without a panic.
+func FuzzStartup(f *testing.F) {
+	for _, s := range startupSeeds() {
+		f.Add(s)
+	}
+	sc, err := NewSCRAMCredentials("alice")
+	if err != nil {
+		f.Fatal(err)
+	}
+	srv, err := NewServer(Config{
+		Logins:          Logins{"alice": {Name: "alice", Role: "user", SCRAM: sc}},
+		Backends:        noBackends{},
+		DefaultDatabase: "app",
+		StartupTimeout:  200 * time.Millisecond,
+		Logger:          zerolog.Nop(),
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		client, server := net.Pipe()
+		defer client.Close()
+		sess := newSession(srv, server)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			sess.run()
+		}()
+		go func() { _, _ = io.Copy(io.Discard, client) }()
+		_ = client.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = client.Write(data)
+		if len(data)%2 == 0 {
+			client.Close() // half the inputs end with EOF, half wait for the timeout
+		}
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+			t.Fatal("session did not end after its startup timeout")
+		}
+	})
+}
+
+// FuzzFrames reads arbitrary bytes as a message stream: every message is
+// either framed within its bounds or refused, never a panic or an
+// over-long allocation.
+func FuzzFrames(f *testing.F) {
+	f.Add([]byte{'Q', 0, 0, 0, 9, 'S', 'E', 'L', 0, 'X', 0, 0, 0, 4})
+	f.Add([]byte{'d', 0, 0, 0x40, 0})
+	f.Add([]byte{'Q', 0, 0, 0, 1})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m := msgReader{r: bufio.NewReaderSize(bytes.NewReader(data), 64), max: 1 << 12}
+		var out bytes.Buffer
+		w := bufio.NewWriter(&out)
+		for {
+			typ, n, err := m.header()
+			if err != nil {
+				return
+			}
+			if n < 0 || n > m.max {
+				t.Fatalf("header gave length %d for type %q", n, typ)
+			}
+			if m.fits(n) {
+				b, err := m.peekWhole(n)
+				if err != nil {
+					return
+				}
+				if len(b) != n+5 {
+					t.Fatalf("peekWhole gave %d bytes, want %d", len(b), n+5)
+				}
+				m.discard(len(b))
+			} else if err := m.copyThrough(w, n); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// FuzzOptions parses arbitrary startup "options" values.
+func FuzzOptions(f *testing.F) {
+	f.Add("-c search_path=a\\ b --work_mem=4MB")
+	f.Add("-c")
+	f.Add("--=x -cx")
+	f.Fuzz(func(t *testing.T, s string) {
+		opts, err := parseOptions(s)
+		if err != nil {
+			return
+		}
+		for k := range opts {
+			if k == "" {
+				t.Fatalf("empty option name from %q", s)
+			}
+		}
+	})
+}
+
+// FuzzDenyStatement checks that no denial text, whatever a client put in a
+// table name or a policy in a reason, can break out of the injected DO
+// statement: the result is always exactly one DO statement.
+func FuzzDenyStatement(f *testing.F) {
+	f.Add("role \"user\" may not delete from public.users", "statement: DELETE on x")
+	f.Add("$dbalproxy$; DROP TABLE users; --", "'); DROP TABLE x; --")
+	f.Add("\\'$$", "$a$")
+	f.Fuzz(func(t *testing.T, msg, detail string) {
+		if strings.IndexByte(msg, 0) >= 0 || strings.IndexByte(detail, 0) >= 0 {
+			return // cannot come from the protocol's C strings
+		}
+		sql := denyStatement(&Denial{Code: CodeInsufficientPriv, Message: msg, Detail: detail}, "abc")
+		res, err := pg_query.Parse(sql)
+		if err != nil {
+			t.Fatalf("deny statement does not parse: %v\n%s", err, sql)
+		}
+		if len(res.Stmts) != 1 || res.Stmts[0].Stmt.GetDoStmt() == nil {
+			t.Fatalf("deny statement is not exactly one DO statement:\n%s", sql)
+		}
+	})
+}

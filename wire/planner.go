@@ -1,0 +1,269 @@
+package wire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dbalproxy/dbalproxy/audit"
+	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/policy"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/rs/zerolog"
+)
+
+// PolicyEngine is what the planner needs of the policy layer;
+// *policy.Engine implements it.
+type PolicyEngine interface {
+	Decide(ctx context.Context, in *policy.Input) (policy.Decision, error)
+	Version() string
+	Mode() policy.Mode
+}
+
+// StatementParser is what the planner needs of the parser; *parser.Parser
+// implements it.
+type StatementParser interface {
+	Parse(sql string) (*parser.Result, error)
+}
+
+// PlannerConfig configures NewPlanner.
+type PlannerConfig struct {
+	Parser StatementParser // required
+	Policy PolicyEngine    // required
+	// CacheSize is the number of plans kept, keyed by statement text,
+	// principal and policy version. Zero means 10000.
+	CacheSize int
+	// EvalTimeout bounds one policy evaluation. Zero means 2s.
+	EvalTimeout time.Duration
+	Logger      zerolog.Logger
+}
+
+// Planner is the Decider of a running proxy: it parses a statement text,
+// asks the policy about each statement, and caches the resulting plan, so a
+// text seen before for the same principal and policy version reaches neither
+// the parser nor OPA.
+type Planner struct {
+	cfg   PlannerConfig
+	cache *lru.Cache[planKey, *Plan]
+}
+
+// planKey is what a plan depends on. The principal is in canonical form, so
+// two sessions of the same login share plans.
+type planKey struct {
+	principal string
+	version   string
+	inTx      bool
+	sql       string
+}
+
+// NewPlanner returns a Planner.
+func NewPlanner(cfg PlannerConfig) (*Planner, error) {
+	if cfg.Parser == nil || cfg.Policy == nil {
+		return nil, errors.New("wire: a planner needs a parser and a policy engine")
+	}
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = 10000
+	}
+	if cfg.EvalTimeout <= 0 {
+		cfg.EvalTimeout = 2 * time.Second
+	}
+	c, err := lru.New[planKey, *Plan](cfg.CacheSize)
+	if err != nil {
+		return nil, err
+	}
+	return &Planner{cfg: cfg, cache: c}, nil
+}
+
+// principalKey is a canonical string of what a principal's decisions may
+// depend on: login, role and claims.
+func principalKey(p Principal) string {
+	var b strings.Builder
+	b.WriteString(p.User)
+	b.WriteByte(0)
+	b.WriteString(p.Role)
+	b.WriteByte(0)
+	keys := make([]string, 0, len(p.Claims))
+	for k := range p.Claims {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%q=%#v;", k, p.Claims[k])
+	}
+	return b.String()
+}
+
+// Decide implements Decider.
+func (p *Planner) Decide(ctx context.Context, s *SessionInfo, sql string) (*Plan, error) {
+	if s.principalKey == "" {
+		s.principalKey = principalKey(s.Principal)
+	}
+	key := planKey{principal: s.principalKey, version: p.cfg.Policy.Version(), inTx: s.InTransaction, sql: sql}
+	if plan, ok := p.cache.Get(key); ok {
+		return plan, nil
+	}
+	plan := p.plan(ctx, s, sql, key.version)
+	p.cache.Add(key, plan)
+	return plan, nil
+}
+
+// plan decides every statement of sql.
+func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string) *Plan {
+	mode := p.cfg.Policy.Mode()
+	res, err := p.cfg.Parser.Parse(sql)
+	if err != nil {
+		return p.unparsable(sql, err, mode, version)
+	}
+	plan := &Plan{SQL: sql, Statements: make([]PlannedStatement, len(res.Statements))}
+	in := policy.Input{
+		Session: policy.Session{
+			User: s.Principal.User, Role: s.Principal.Role, Claims: s.Principal.Claims,
+			Database: s.Database, ApplicationName: s.ApplicationName, ClientAddr: s.ClientAddr, TLS: s.TLS,
+		},
+		Transaction: policy.Transaction{Active: s.InTransaction},
+		Backend:     backendInput(s.BackendParams),
+	}
+	for i, st := range res.Statements {
+		ps := &plan.Statements[i]
+		ps.Command = st.Command
+		ps.Fingerprint = st.Fingerprint
+		ps.Query = st.Normalized
+		ps.QueryRaw = st.Text
+		ps.PolicyVersion = version
+		ps.Tables = make([]string, len(st.Tables))
+		for j, t := range st.Tables {
+			ps.Tables[j] = qualified(t.Schema, t.Name)
+		}
+		in.Statement = statementInput(st)
+		ectx, cancel := context.WithTimeout(ctx, p.cfg.EvalTimeout)
+		d, err := p.cfg.Policy.Decide(ectx, &in)
+		cancel()
+		if err != nil {
+			p.cfg.Logger.Error().Err(err).Str("command", st.Command).Str("fingerprint", st.Fingerprint).
+				Msg("policy evaluation failed; the statement is denied")
+		}
+		ps.Reason = d.Reason
+		switch {
+		case err == nil && d.Allow && d.WouldDeny:
+			ps.Decision = audit.DecisionWouldDeny
+		case err == nil && d.Allow:
+			ps.Decision = audit.DecisionAllow
+		default:
+			ps.Decision = audit.DecisionDeny
+			if ps.Reason == "" {
+				ps.Reason = "denied by policy"
+			}
+			plan.Deny = &Denial{
+				Index:   i,
+				Prefix:  prefixSQL(sql, res.Statements[:i]),
+				Code:    CodeInsufficientPriv,
+				Message: ps.Reason,
+				Detail:  denialDetail(st.Command, ps.Tables),
+			}
+			plan.Statements = plan.Statements[:i+1]
+			return plan
+		}
+	}
+	return plan
+}
+
+// unparsable plans a text the parser rejects: denied in strict mode (the
+// backend never sees it), forwarded in the other modes.
+func (p *Planner) unparsable(sql string, err error, mode policy.Mode, version string) *Plan {
+	msg := "the proxy could not parse this statement"
+	var se *parser.SyntaxError
+	if errors.As(err, &se) {
+		msg = se.Message
+		if se.Position > 0 {
+			msg += " at character " + strconv.Itoa(se.Position)
+		}
+	}
+	ps := PlannedStatement{Reason: msg, PolicyVersion: version}
+	switch mode {
+	case policy.ModeDisabled:
+		ps.Decision = audit.DecisionAllow
+		return &Plan{SQL: sql, Statements: []PlannedStatement{ps}}
+	case policy.ModePermissive:
+		ps.Decision = audit.DecisionWouldDeny
+		return &Plan{SQL: sql, Statements: []PlannedStatement{ps}}
+	}
+	ps.Decision = audit.DecisionDeny
+	return &Plan{Statements: []PlannedStatement{ps}, Deny: &Denial{Code: CodeSyntaxError, Message: msg}}
+}
+
+// prefixSQL is the text of the statements that run before a denied one.
+func prefixSQL(sql string, before []*parser.Statement) string {
+	if len(before) == 0 {
+		return ""
+	}
+	last := before[len(before)-1]
+	return sql[:last.Location+last.Length]
+}
+
+func denialDetail(command string, tables []string) string {
+	if command == "" {
+		return ""
+	}
+	if len(tables) == 0 {
+		return "statement: " + command
+	}
+	return "statement: " + command + " on " + strings.Join(tables, ", ")
+}
+
+func qualified(schema, name string) string {
+	if schema == "" {
+		schema = "public"
+	}
+	return schema + "." + name
+}
+
+// statementInput converts parser facts to the policy's input.
+func statementInput(st *parser.Statement) policy.Statement {
+	out := policy.Statement{
+		Command: st.Command, Class: string(st.Class), Flags: st.Flags,
+		Fingerprint: st.Fingerprint, Text: st.Text,
+		Tables:    make([]policy.Table, len(st.Tables)),
+		Functions: make([]policy.Function, len(st.Functions)),
+	}
+	for i, t := range st.Tables {
+		pt := policy.Table{Schema: t.Schema, Name: t.Name, Access: make([]string, len(t.Access))}
+		for j, a := range t.Access {
+			pt.Access[j] = string(a)
+		}
+		if len(t.Columns) > 0 {
+			pt.Columns = make(map[string][]string, len(t.Columns))
+			for a, cols := range t.Columns {
+				pt.Columns[string(a)] = cols
+			}
+		}
+		out.Tables[i] = pt
+	}
+	for i, f := range st.Functions {
+		out.Functions[i] = policy.Function{Schema: f.Schema, Name: f.Name}
+	}
+	if st.Setting != nil {
+		out.Setting = &policy.Setting{Name: st.Setting.Name, Local: st.Setting.Local}
+	}
+	return out
+}
+
+// backendInput describes the backend server for capability checks.
+func backendInput(params map[string]string) policy.Backend {
+	b := policy.Backend{Settings: params, Version: params["server_version"]}
+	// server_version is like "15.18 (Debian 15.18-0+deb12u1)" or "17.2".
+	v, _, _ := strings.Cut(b.Version, " ")
+	major, minor, _ := strings.Cut(v, ".")
+	ma, err1 := strconv.Atoi(major)
+	mi, err2 := strconv.Atoi(minor)
+	if err1 == nil {
+		if err2 != nil {
+			mi = 0
+		}
+		b.VersionNum = ma*10000 + mi
+	}
+	return b
+}

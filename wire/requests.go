@@ -1,0 +1,173 @@
+package wire
+
+import "sync"
+
+// reqKind is what a forwarded client message waits for from the backend.
+type reqKind uint8
+
+const (
+	reqQuery          reqKind = iota // simple Query: done at ReadyForQuery
+	reqSync                          // Sync: done at ReadyForQuery
+	reqFunctionCall                  // FunctionCall: done at ReadyForQuery
+	reqParse                         // ParseComplete
+	reqBind                          // BindComplete
+	reqClose                         // CloseComplete
+	reqDescribeStmt                  // ParameterDescription, then RowDescription or NoData
+	reqDescribePortal                // RowDescription or NoData
+	reqExecute                       // CommandComplete, EmptyQueryResponse or PortalSuspended
+)
+
+// isSyncPoint reports whether the request ends with ReadyForQuery.
+func (k reqKind) isSyncPoint() bool { return k <= reqFunctionCall }
+
+// request is one client message (or one the proxy injected) whose answer
+// the pump has yet to see.
+type request struct {
+	kind reqKind
+	// swallow drops the backend's answer instead of relaying it: the proxy
+	// injected the message and the client must not see its answer. An
+	// ErrorResponse is always relayed.
+	swallow bool
+	// run, when set, receives the outcome of the statements this request
+	// runs, for audit.
+	run *stmtRun
+}
+
+// maxPipeline bounds how many answers a client may be waiting for at once. A
+// client that pipelines more is simply not read until the backend catches up.
+const maxPipeline = 4096
+
+// reqQueue is the FIFO of requests between the session goroutine (which
+// pushes before it forwards) and the pump (which pops as answers arrive).
+type reqQueue struct {
+	mu      sync.Mutex
+	notFull sync.Cond
+	buf     []request // ring; grows from 16 up to maxPipeline
+	head    int       // index of the oldest request
+	n       int // requests queued
+	syncs   int // queued requests that end with ReadyForQuery
+	closed  bool
+}
+
+func (q *reqQueue) init() { q.notFull.L = &q.mu }
+
+// push appends r. If the queue is full it calls beforeWait (which flushes the
+// backend writer, so the backend can answer) and waits for room. It returns
+// false if the queue was closed.
+func (q *reqQueue) push(r request, beforeWait func()) bool {
+	q.mu.Lock()
+	if q.n == len(q.buf) && len(q.buf) < maxPipeline {
+		q.grow()
+	}
+	if q.n == len(q.buf) && !q.closed {
+		q.mu.Unlock()
+		beforeWait()
+		q.mu.Lock()
+		for q.n == len(q.buf) && !q.closed {
+			q.notFull.Wait()
+		}
+	}
+	if q.closed {
+		q.mu.Unlock()
+		return false
+	}
+	q.buf[(q.head+q.n)%len(q.buf)] = r
+	q.n++
+	if r.kind.isSyncPoint() {
+		q.syncs++
+	}
+	q.mu.Unlock()
+	return true
+}
+
+// grow doubles the ring, keeping the order.
+func (q *reqQueue) grow() {
+	nb := make([]request, max(16, 2*len(q.buf)))
+	for i := 0; i < q.n; i++ {
+		nb[i] = q.buf[(q.head+i)%len(q.buf)]
+	}
+	q.buf, q.head = nb, 0
+}
+
+// onBackend accounts for a backend message of type t. It reports whether the
+// message is to be relayed to the client, and the request it answers (the
+// zero request for asynchronous messages).
+func (q *reqQueue) onBackend(t byte) (relay bool, r request) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.n == 0 {
+		return true, request{} // asynchronous: a notice, a notification, a FATAL
+	}
+	f := q.buf[q.head]
+	switch t {
+	case 'Z':
+		if f.kind.isSyncPoint() {
+			q.popLocked()
+		}
+		return !f.swallow, f
+	case 'E':
+		if !f.kind.isSyncPoint() {
+			// Extended protocol: the backend ignores everything up to the
+			// next Sync, so those requests get no answer.
+			for q.n > 0 && !q.buf[q.head].kind.isSyncPoint() {
+				q.popLocked()
+			}
+		}
+		return true, f
+	case '1':
+		return q.finish(f, reqParse), f
+	case '2':
+		return q.finish(f, reqBind), f
+	case '3':
+		return q.finish(f, reqClose), f
+	case 'T', 'n':
+		if f.kind == reqDescribeStmt {
+			return q.finish(f, reqDescribeStmt), f
+		}
+		return q.finish(f, reqDescribePortal), f
+	case 'C', 'I', 's':
+		return q.finish(f, reqExecute), f
+	case 'N', 'A', 'S':
+		return true, request{}
+	}
+	return !f.swallow, f
+}
+
+// finish pops f if it is of kind k and reports whether its answer is relayed.
+func (q *reqQueue) finish(f request, k reqKind) bool {
+	if f.kind != k {
+		return true
+	}
+	q.popLocked()
+	return !f.swallow
+}
+
+func (q *reqQueue) popLocked() {
+	if q.n == 0 {
+		return
+	}
+	if q.buf[q.head].kind.isSyncPoint() {
+		q.syncs--
+	}
+	q.buf[q.head] = request{}
+	q.head = (q.head + 1) % len(q.buf)
+	if q.n == len(q.buf) && len(q.buf) == maxPipeline {
+		q.notFull.Signal()
+	}
+	q.n--
+}
+
+// pendingSyncs is the number of ReadyForQuery messages still to come.
+func (q *reqQueue) pendingSyncs() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.syncs
+}
+
+// close wakes a waiting pusher for good.
+func (q *reqQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.notFull.Broadcast()
+	q.mu.Unlock()
+}

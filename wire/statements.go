@@ -1,0 +1,328 @@
+package wire
+
+import (
+	"bytes"
+	"context"
+	"time"
+
+	"github.com/dbalproxy/dbalproxy/audit"
+	"github.com/dbalproxy/dbalproxy/pool"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// maxTrackedStatements bounds the prepared statements and portals a session
+// keeps audit facts for; past it, executions are still decided at Parse and
+// audited, but without the statement's facts.
+const maxTrackedStatements = 10000
+
+// stmtRun follows one Query or Execute through the pump, so that each
+// statement's outcome (tag, rows, SQLSTATE, duration) lands in its audit
+// record.
+type stmtRun struct {
+	plan       *Plan
+	next       int // index of the statement to complete next
+	start      time.Time
+	denyIdx    int    // index of the denied statement, -1 if none
+	decisionID string // the denied statement's decision id
+}
+
+// cstring returns the NUL-terminated string at the start of b and the rest.
+func cstring(b []byte) (string, []byte, bool) {
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		return "", nil, false
+	}
+	return string(b[:i]), b[i+1:], true
+}
+
+// decide asks the Decider about sql. An error of the Decider itself denies:
+// nothing is forwarded unchecked.
+func (sess *session) decide(sql string) *Plan {
+	sess.info.InTransaction = sess.txStatus.Load() != 'I'
+	plan, err := sess.decider.Decide(context.Background(), &sess.info, sql)
+	if err != nil || plan == nil {
+		sess.log.Error().Err(err).Msg("deciding a statement failed; denying it")
+		return &Plan{
+			Statements: []PlannedStatement{{Decision: audit.DecisionDeny, Reason: "decision failed"}},
+			Deny: &Denial{Code: CodeInsufficientPriv, Message: "the proxy could not decide this statement, so it was denied",
+				Hint: "the proxy's log has the cause"},
+		}
+	}
+	return plan
+}
+
+// handleQuery decides a simple Query and forwards it, its rewrite, or the
+// denial.
+func (sess *session) handleQuery(be *pool.Conn, n int) error {
+	body, err := sess.readWhole(n)
+	if err != nil {
+		return err
+	}
+	sql, _, ok := cstring(body)
+	if !ok {
+		return fatalf(CodeProtocolViolation, "invalid Query message")
+	}
+	plan := sess.decide(sql)
+	if plan.Deny != nil {
+		return sess.sendDenial(be, reqQuery, plan, plan.Deny)
+	}
+	run := &stmtRun{plan: plan, start: time.Now(), denyIdx: -1}
+	if err := sess.push(be, request{kind: reqQuery, run: run}); err != nil {
+		return err
+	}
+	if plan.SQL == sql {
+		return writeMessage(be.W, 'Q', body)
+	}
+	return sess.writeQuery(be, plan.SQL)
+}
+
+// writeQuery writes a Query message with text sql.
+func (sess *session) writeQuery(be *pool.Conn, sql string) error {
+	buf, err := (&pgproto3.Query{String: sql}).Encode(sess.scratch[:0])
+	if err != nil {
+		return err
+	}
+	sess.scratch = buf
+	_, err = be.W.Write(buf)
+	return err
+}
+
+// sendDenial makes the backend raise the denial in place of the statement
+// (see denyStatement). kind is reqQuery for a simple Query and reqExecute for
+// the extended protocol, where the injected Parse and Bind are swallowed and
+// the client's messages are skipped until Sync.
+func (sess *session) sendDenial(be *pool.Conn, kind reqKind, plan *Plan, d *Denial) error {
+	id := audit.NewDecisionID()
+	run := &stmtRun{plan: plan, start: time.Now(), denyIdx: d.Index, decisionID: id}
+	raise := denyStatement(d, id)
+	sess.log.Info().Str("sqlstate", d.Code).Str("reason", d.Message).Str("decision_id", id).Msg("statement denied")
+	if kind == reqQuery {
+		if err := sess.push(be, request{kind: reqQuery, run: run}); err != nil {
+			return err
+		}
+		if d.Prefix != "" {
+			raise = d.Prefix + ";\n" + raise
+		}
+		return sess.writeQuery(be, raise)
+	}
+	msgs := []struct {
+		r request
+		m pgproto3.FrontendMessage
+	}{
+		{request{kind: reqParse, swallow: true}, &pgproto3.Parse{Query: raise}},
+		{request{kind: reqBind, swallow: true}, &pgproto3.Bind{}},
+		{request{kind: reqExecute, run: run}, &pgproto3.Execute{}},
+	}
+	for _, x := range msgs {
+		if err := sess.push(be, x.r); err != nil {
+			return err
+		}
+		buf, err := x.m.Encode(sess.scratch[:0])
+		if err != nil {
+			return err
+		}
+		sess.scratch = buf
+		if _, err := be.W.Write(buf); err != nil {
+			return err
+		}
+	}
+	sess.skipping = true
+	return nil
+}
+
+// handleParse decides an extended-protocol Parse once; Bind and Execute
+// reuse the decision.
+func (sess *session) handleParse(be *pool.Conn, n int) error {
+	body, err := sess.readWhole(n)
+	if err != nil {
+		return err
+	}
+	var m pgproto3.Parse
+	if err := m.Decode(body); err != nil {
+		return fatalf(CodeProtocolViolation, "invalid Parse message")
+	}
+	plan := sess.decide(m.Query)
+	if plan.Deny != nil {
+		return sess.sendDenial(be, reqExecute, plan, plan.Deny)
+	}
+	if len(sess.stmts) < maxTrackedStatements || sess.stmts[m.Name] != nil {
+		sess.stmts[m.Name] = plan
+	}
+	if err := sess.push(be, request{kind: reqParse}); err != nil {
+		return err
+	}
+	if plan.SQL == m.Query {
+		return writeMessage(be.W, 'P', body)
+	}
+	m.Query = plan.SQL
+	buf, err := m.Encode(sess.scratch[:0])
+	if err != nil {
+		return err
+	}
+	sess.scratch = buf
+	_, err = be.W.Write(buf)
+	return err
+}
+
+// noteBind records which statement a portal runs, for audit. The message is
+// forwarded by the caller.
+func (sess *session) noteBind(n int) {
+	b, err := sess.cr.r.Peek(min(5+n, sess.cr.r.Size()))
+	if err != nil {
+		return
+	}
+	portal, rest, ok1 := cstring(b[5:])
+	stmt, _, ok2 := cstring(rest)
+	if !ok1 || !ok2 {
+		return
+	}
+	plan := sess.stmts[stmt]
+	if portal == "" {
+		sess.unnamedPortal = plan
+		return
+	}
+	if len(sess.portals) < maxTrackedStatements || sess.portals[portal] != nil {
+		sess.portals[portal] = plan
+	}
+}
+
+// noteClose forgets a closed statement or portal.
+func (sess *session) noteClose(n int) {
+	b, err := sess.cr.r.Peek(min(5+n, sess.cr.r.Size()))
+	if err != nil || len(b) < 6 {
+		return
+	}
+	name, _, ok := cstring(b[6:])
+	if !ok {
+		return
+	}
+	switch b[5] {
+	case 'S':
+		delete(sess.stmts, name)
+	case 'P':
+		if name == "" {
+			sess.unnamedPortal = nil
+		}
+		delete(sess.portals, name)
+	}
+}
+
+// handleExecute forwards an Execute with its audit bookkeeping.
+func (sess *session) handleExecute(be *pool.Conn, n int) error {
+	var plan *Plan
+	if b, err := sess.cr.r.Peek(min(5+n, sess.cr.r.Size())); err == nil {
+		if i := bytes.IndexByte(b[5:], 0); i == 0 {
+			plan = sess.unnamedPortal
+		} else if i > 0 {
+			plan = sess.portals[string(b[5:5+i])]
+		}
+	}
+	r := request{kind: reqExecute}
+	if plan != nil {
+		r.run = &stmtRun{plan: plan, start: time.Now(), denyIdx: -1}
+	}
+	if err := sess.push(be, r); err != nil {
+		return err
+	}
+	return sess.forward(be, n)
+}
+
+// complete writes the audit record of the statement a backend answer (typ
+// 'C', 'I', 's' or 'E' with body) finishes. It runs on the pump.
+func (sess *session) complete(run *stmtRun, typ byte, body []byte) {
+	if sess.auditor == nil || run == nil {
+		return
+	}
+	idx := run.next
+	if typ != 's' {
+		run.next++
+	}
+	if idx >= len(run.plan.Statements) {
+		return
+	}
+	ps := &run.plan.Statements[idx]
+	rec := sess.auditBase
+	rec.Time = time.Now()
+	rec.Command = ps.Command
+	rec.Tables = ps.Tables
+	rec.Fingerprint = ps.Fingerprint
+	rec.Query = ps.Query
+	rec.QueryRaw = ps.QueryRaw
+	rec.Decision = ps.Decision
+	rec.Reason = ps.Reason
+	rec.PolicyVersion = ps.PolicyVersion
+	rec.Rewritten = ps.Rewritten
+	rec.DurationMS = float64(rec.Time.Sub(run.start).Microseconds()) / 1000
+	rec.Rows = -1
+	if idx == run.denyIdx {
+		rec.Decision = audit.DecisionDeny
+		rec.DecisionID = run.decisionID
+	} else {
+		rec.DecisionID = audit.NewDecisionID()
+	}
+	switch typ {
+	case 'C', 's':
+		rec.Success = true
+		rec.Rows = tagRows(body)
+	case 'I':
+		rec.Success = true
+	case 'E':
+		rec.SQLState, rec.Error = errorFields(body)
+	}
+	sess.auditor.Log(&rec)
+}
+
+// tagRows reads the row count at the end of a CommandComplete tag
+// ("SELECT 5", "INSERT 0 1"), or -1.
+func tagRows(body []byte) int64 {
+	end := bytes.IndexByte(body, 0)
+	if end < 0 {
+		end = len(body)
+	}
+	i := end
+	for i > 0 && body[i-1] >= '0' && body[i-1] <= '9' {
+		i--
+	}
+	if i == end || i == 0 || body[i-1] != ' ' {
+		return -1
+	}
+	var n int64
+	for _, c := range body[i:end] {
+		n = n*10 + int64(c-'0')
+	}
+	return n
+}
+
+// errorFields returns the SQLSTATE and message of an ErrorResponse body.
+func errorFields(body []byte) (code, msg string) {
+	for len(body) > 1 {
+		t := body[0]
+		v, rest, ok := cstring(body[1:])
+		if !ok {
+			break
+		}
+		switch t {
+		case 'C':
+			code = v
+		case 'M':
+			msg = v
+		}
+		body = rest
+	}
+	return code, msg
+}
+
+// stripWhere re-encodes an ErrorResponse without its context ('W') field:
+// the PL/pgSQL context of an injected denial means nothing to the client.
+func stripWhere(body []byte) []byte {
+	var m pgproto3.ErrorResponse
+	if m.Decode(body) != nil {
+		return nil
+	}
+	m.Where = ""
+	buf, err := m.Encode(nil)
+	if err != nil {
+		return nil
+	}
+	return buf
+}
