@@ -384,4 +384,3 @@ func TestCancelWithWrongKeyIsIgnored(t *testing.T) {
 		t.Fatalf("a cancel with a wrong secret cancelled the statement: %v", err)
 	}
 }
-

@@ -26,9 +26,9 @@ var testLogins = map[string]string{"alice": "user", "bob": "admin", "carol": "go
 // proxy is a dbalproxy server running in the test process in front of a
 // fresh database of the shared cluster.
 type proxy struct {
-	Addr     string     // host:port of the proxy
-	DB       string     // the database's name
-	DirectDB string     // URL of the same database, straight to PostgreSQL (app user)
+	Addr     string // host:port of the proxy
+	DB       string // the database's name
+	DirectDB string // URL of the same database, straight to PostgreSQL (app user)
 	Server   *wire.Server
 	Pool     *pool.Pool
 	Cluster  *testenv.Cluster
@@ -107,7 +107,6 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
-
 
 // auditSink collects audit records in memory for assertions.
 type auditSink struct {

@@ -44,8 +44,8 @@ type reqQueue struct {
 	notFull sync.Cond
 	buf     []request // ring; grows from 16 up to maxPipeline
 	head    int       // index of the oldest request
-	n       int // requests queued
-	syncs   int // queued requests that end with ReadyForQuery
+	n       int       // requests queued
+	syncs   int       // queued requests that end with ReadyForQuery
 	closed  bool
 }
 
