@@ -309,6 +309,14 @@ func (p *Pool) dial(ctx context.Context, s *subPool) (*Conn, error) {
 		p.dialFails.Add(1)
 		return nil, &DialError{Database: s.database, err: err}
 	}
+	// pgconn may still have its background reader running after connect:
+	// it must have stopped, with nothing buffered, before we take the raw
+	// socket, or it would keep reading the backend's answers.
+	if err := pc.SyncConn(ctx); err != nil {
+		pc.Close(context.Background())
+		p.dialFails.Add(1)
+		return nil, &DialError{Database: s.database, err: err}
+	}
 	hc, err := pc.Hijack()
 	if err != nil {
 		pc.Close(context.Background())
