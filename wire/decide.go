@@ -30,6 +30,9 @@ type SessionInfo struct {
 // returns the same *Plan, which callers must not modify.
 type Decider interface {
 	Decide(ctx context.Context, s *SessionInfo, sql string) (*Plan, error)
+	// Version names the policy set that decides now. A prepared statement
+	// decided under another version is decided again before it runs.
+	Version() string
 }
 
 // Plan is what to do with one statement text (a simple Query, possibly of
@@ -38,6 +41,8 @@ type Plan struct {
 	// SQL is the text to send to the backend when nothing is denied: the
 	// client's own, or a rewrite of it.
 	SQL string
+	// Version is the policy version the plan was decided under.
+	Version string
 	// Statements describes each statement for audit, in order.
 	Statements []PlannedStatement
 	// Deny, when set, is the first statement that must not run. The

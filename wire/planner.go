@@ -111,6 +111,9 @@ func (p *Planner) Decide(ctx context.Context, s *SessionInfo, sql string) (*Plan
 	return plan, nil
 }
 
+// Version implements Decider.
+func (p *Planner) Version() string { return p.cfg.Policy.Version() }
+
 // plan decides every statement of sql.
 func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string) *Plan {
 	mode := p.cfg.Policy.Mode()
@@ -118,7 +121,7 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 	if err != nil {
 		return p.unparsable(sql, err, mode, version)
 	}
-	plan := &Plan{SQL: sql, Statements: make([]PlannedStatement, len(res.Statements))}
+	plan := &Plan{SQL: sql, Version: version, Statements: make([]PlannedStatement, len(res.Statements))}
 	in := policy.Input{
 		Session: policy.Session{
 			User: s.Principal.User, Role: s.Principal.Role, Claims: s.Principal.Claims,
@@ -186,13 +189,13 @@ func (p *Planner) unparsable(sql string, err error, mode policy.Mode, version st
 	switch mode {
 	case policy.ModeDisabled:
 		ps.Decision = audit.DecisionAllow
-		return &Plan{SQL: sql, Statements: []PlannedStatement{ps}}
+		return &Plan{SQL: sql, Version: version, Statements: []PlannedStatement{ps}}
 	case policy.ModePermissive:
 		ps.Decision = audit.DecisionWouldDeny
-		return &Plan{SQL: sql, Statements: []PlannedStatement{ps}}
+		return &Plan{SQL: sql, Version: version, Statements: []PlannedStatement{ps}}
 	}
 	ps.Decision = audit.DecisionDeny
-	return &Plan{Statements: []PlannedStatement{ps}, Deny: &Denial{Code: CodeSyntaxError, Message: msg}}
+	return &Plan{Version: version, Statements: []PlannedStatement{ps}, Deny: &Denial{Code: CodeSyntaxError, Message: msg}}
 }
 
 // prefixSQL is the text of the statements that run before a denied one.

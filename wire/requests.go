@@ -45,7 +45,6 @@ type reqQueue struct {
 	buf     []request // ring; grows from 16 up to maxPipeline
 	head    int       // index of the oldest request
 	n       int       // requests queued
-	syncs   int       // queued requests that end with ReadyForQuery
 	closed  bool
 }
 
@@ -73,9 +72,6 @@ func (q *reqQueue) push(r request, beforeWait func()) bool {
 	}
 	q.buf[(q.head+q.n)%len(q.buf)] = r
 	q.n++
-	if r.kind.isSyncPoint() {
-		q.syncs++
-	}
 	q.mu.Unlock()
 	return true
 }
@@ -146,9 +142,6 @@ func (q *reqQueue) popLocked() {
 	if q.n == 0 {
 		return
 	}
-	if q.buf[q.head].kind.isSyncPoint() {
-		q.syncs--
-	}
 	q.buf[q.head] = request{}
 	q.head = (q.head + 1) % len(q.buf)
 	if q.n == len(q.buf) && len(q.buf) == maxPipeline {
@@ -157,11 +150,11 @@ func (q *reqQueue) popLocked() {
 	q.n--
 }
 
-// pendingSyncs is the number of ReadyForQuery messages still to come.
-func (q *reqQueue) pendingSyncs() int {
+// pending is the number of requests still waiting for an answer.
+func (q *reqQueue) pending() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.syncs
+	return q.n
 }
 
 // close wakes a waiting pusher for good.

@@ -52,8 +52,8 @@ type session struct {
 	auditor       Auditor
 	info          SessionInfo
 	auditBase     audit.Record
-	stmts         map[string]*Plan // prepared statements by name
-	portals       map[string]*Plan // named portals
+	stmts         map[string]*prepared // prepared statements by name
+	portals       map[string]*Plan     // named portals
 	unnamedPortal *Plan
 	skipping      bool          // extended protocol: ignoring messages until Sync
 	txStatus      atomic.Uint32 // last ReadyForQuery status, set by the pump
@@ -230,7 +230,7 @@ func (sess *session) initStatements() {
 		User: sess.principal.User, Role: sess.principal.Role, UserID: claimString(sess.principal.Claims, "user_id"),
 		Database: sess.database, ApplicationName: sess.info.ApplicationName,
 	}
-	sess.stmts = map[string]*Plan{}
+	sess.stmts = map[string]*prepared{}
 	sess.portals = map[string]*Plan{}
 }
 
@@ -356,7 +356,7 @@ func (sess *session) handle(be *pool.Conn, typ byte, n int) error {
 		kind = reqParse
 	case 'B':
 		if sess.decider != nil {
-			sess.noteBind(n)
+			return sess.handleBind(be, n)
 		}
 		kind = reqBind
 	case 'E':
@@ -621,7 +621,7 @@ func (sess *session) teardown(clean bool) {
 	if !clean {
 		sess.log.Debug().Msg("client disconnected without Terminate")
 	}
-	pending := sess.reqs.pendingSyncs()
+	pending := sess.reqs.pending()
 	if pending != 0 || be.Broken() || be.R.Buffered() > 0 {
 		if pending != 0 && !be.Broken() {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -640,7 +640,7 @@ func (sess *session) cancelRunning() {
 	sess.mu.Lock()
 	be := sess.mu.be
 	sess.mu.Unlock()
-	if be == nil || sess.reqs.pendingSyncs() == 0 {
+	if be == nil || sess.reqs.pending() == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

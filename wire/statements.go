@@ -146,7 +146,7 @@ func (sess *session) handleParse(be *pool.Conn, n int) error {
 		return sess.sendDenial(be, reqExecute, plan, plan.Deny)
 	}
 	if len(sess.stmts) < maxTrackedStatements || sess.stmts[m.Name] != nil {
-		sess.stmts[m.Name] = plan
+		sess.stmts[m.Name] = &prepared{text: m.Query, plan: plan}
 	}
 	if err := sess.push(be, request{kind: reqParse}); err != nil {
 		return err
@@ -164,26 +164,46 @@ func (sess *session) handleParse(be *pool.Conn, n int) error {
 	return err
 }
 
-// noteBind records which statement a portal runs, for audit. The message is
-// forwarded by the caller.
-func (sess *session) noteBind(n int) {
+// prepared is a statement the client prepared: its text and current plan.
+type prepared struct {
+	text string
+	plan *Plan
+}
+
+// handleBind records which statement a portal runs and, if the policy
+// changed since the statement was decided, decides it again: a revoked
+// permission also stops statements prepared before the change.
+func (sess *session) handleBind(be *pool.Conn, n int) error {
 	b, err := sess.cr.r.Peek(min(5+n, sess.cr.r.Size()))
 	if err != nil {
-		return
+		return errClientRead
 	}
 	portal, rest, ok1 := cstring(b[5:])
 	stmt, _, ok2 := cstring(rest)
-	if !ok1 || !ok2 {
-		return
+	var plan *Plan
+	if ok1 && ok2 {
+		if ps := sess.stmts[stmt]; ps != nil {
+			if ps.plan.Version != sess.decider.Version() {
+				ps.plan = sess.decide(ps.text)
+			}
+			plan = ps.plan
+		}
+		if portal == "" {
+			sess.unnamedPortal = plan
+		} else if len(sess.portals) < maxTrackedStatements || sess.portals[portal] != nil {
+			sess.portals[portal] = plan
+		}
 	}
-	plan := sess.stmts[stmt]
-	if portal == "" {
-		sess.unnamedPortal = plan
-		return
+	if plan != nil && plan.Deny != nil {
+		if err := sess.drop(n); err != nil {
+			return err
+		}
+		return sess.sendDenial(be, reqExecute, plan, plan.Deny)
 	}
-	if len(sess.portals) < maxTrackedStatements || sess.portals[portal] != nil {
-		sess.portals[portal] = plan
+	if err := sess.push(be, request{kind: reqBind}); err != nil {
+		return err
 	}
+	return sess.forward(be, n)
 }
 
 // noteClose forgets a closed statement or portal.
