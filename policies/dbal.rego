@@ -7,11 +7,12 @@
 # How a statement is decided:
 #   1. Every rule below that objects adds an entry to `violations`, a tuple
 #      [category, index, index, rule name, reason]. The categories are
-#      0 unknown role, 1 statement-level (ALTER SYSTEM, DCL, flags, DO/CALL,
-#      DDL, unknown classes, other utility), 2 functions, 3 tables; the
+#      0 unknown role, 1 statement-level (ALTER SYSTEM, flags, settings, DCL,
+#      DO/CALL, DDL, unknown classes, other utility), 2 functions, 3 tables; the
 #      indexes are the positions of the offending function, table or access
 #      kind in the input, so the smallest tuple names the FIRST offender.
-#   2. No violation: allow, with the role's limits and row rules.
+#   2. No violation: allow, with the role's limits and row rules. An allowed
+#      decision carries every key; {} and 0 mean none.
 #
 # The rules read input fields directly and test the cheapest, most selective
 # condition first (OPA indexes `input.x == "constant"` conditions, so a rule
@@ -27,7 +28,16 @@ default decision := {"allow": false, "reason": "denied: the policy reached no de
 decision := {"allow": false, "reason": v[4], "rule": v[3]} if {
 	count(violations) > 0
 	v := sort(violations)[0]
-} else := object.union_n([object.get(limits, role, {}), row_rules, {"allow": true, "rule": allowed[0], "reason": allowed[1]}])
+} else := {
+	"allow": true,
+	"rule": allowed[0],
+	"reason": allowed[1],
+	"timeout_ms": object.get(limits, [role, "timeout_ms"], 0),
+	"max_rows": object.get(limits, [role, "max_rows"], 0),
+	"filters": row_rules.filters,
+	"checks": row_rules.checks,
+	"columns": row_rules.columns,
+}
 
 # allowed is [rule, reason] for a statement without violations.
 allowed := ["supergod", sprintf("allowed: %s may run anything", [role_label])] if {
@@ -44,7 +54,7 @@ allowed := ["supergod", sprintf("allowed: %s may run anything", [role_label])] i
 
 # table_summary names the first table, e.g.
 # `allowed: role "admin" may select public.users and 1 more table`.
-table_summary := sprintf("allowed: %s may %s %s%s", [role_label, concat("/", access_of(t)), qname(t), more_tables]) if {
+table_summary := sprintf("allowed: role %q may %s %s%s", [role, concat("/", access_of(t)), qname(t), more_tables]) if {
 	t := input.statement.tables[0]
 }
 
@@ -55,7 +65,7 @@ more_tables := "" if {
 } else := sprintf(" and %d more tables", [count(input.statement.tables) - 1])
 
 # row_rules are the filters, checks and column rules of the statement's
-# tables, for the rewrite stage:
+# tables, for the rewrite stage (always all three keys, {} for none):
 #   - role "user" sees and writes only its own row of public.users, and may
 #     not change its role or id;
 #   - role "admin" may not make anyone god or supergod (nor change a row that
@@ -67,12 +77,15 @@ row_rules := {
 } if {
 	input.session.role == "user"
 	touches_users
-} else := {"checks": {"public.users": {"sql": "role IN ('user','admin')"}}} if {
+	own_row := {"sql": "id = $1", "args": [input.session.claims.user_id]}
+} else := {
+	"filters": {},
+	"checks": {"public.users": {"sql": "role IN ('user','admin')"}},
+	"columns": {},
+} if {
 	input.session.role == "admin"
 	touches_users
-} else := {}
-
-own_row := {"sql": "id = $1", "args": [input.session.claims.user_id]}
+} else := {"filters": {}, "checks": {}, "columns": {}}
 
 touches_users if {
 	some t in input.statement.tables
@@ -95,31 +108,32 @@ harmless if input.statement.class == "transaction"
 
 harmless if command_word in harmless_words
 
-# 1: statement-level rules.
+# 1: statement-level rules. SET/RESET ROLE and SESSION AUTHORIZATION are dcl
+# too; their flags come first so that the reason names them.
 violations contains [1, 0, 0, "alter_system", msg] if {
 	input.statement.command == "ALTER SYSTEM"
 	not_supergod
 	msg := sprintf("%s may not run ALTER SYSTEM: it changes the server's configuration (supergod only)", [role_label])
 }
 
-violations contains [1, 1, 0, "dcl", msg] if {
-	input.statement.class == "dcl"
-	not_supergod
-	msg := sprintf("%s may not run %s: privilege statements (GRANT, REVOKE, roles) are for supergod only", [role_label, command_label])
-}
-
-violations contains [1, 2, i, flag, msg] if {
+violations contains [1, 1, i, flag, msg] if {
 	some i, flag in input.statement.flags
 	why := denied_flags[flag]
 	not_supergod
 	msg := sprintf("%s may not run %s: %s (supergod only)", [role_label, command_label, why])
 }
 
-violations contains [1, 3, 0, flag, msg] if {
+violations contains [1, 2, 0, flag, msg] if {
 	input.statement.command == "SET"
 	flag := denied_settings[lower(input.statement.setting.name)]
 	not_supergod
 	msg := sprintf("%s may not run %s: %s (supergod only)", [role_label, command_label, denied_flags[flag]])
+}
+
+violations contains [1, 3, 0, "dcl", msg] if {
+	input.statement.class == "dcl"
+	not_supergod
+	msg := sprintf("%s may not run %s: privilege statements (GRANT, REVOKE, roles) are for supergod only", [role_label, command_label])
 }
 
 violations contains [1, 4, 0, "code", msg] if {
@@ -141,9 +155,9 @@ violations contains [1, 5, 0, "ddl", msg] if {
 }
 
 violations contains [1, 6, 0, "class", msg] if {
-	not input.statement.class in {"read", "write", "transaction", "utility", "ddl", "dcl"}
+	not class in {"read", "write", "transaction", "utility", "ddl", "dcl"}
 	not_supergod
-	msg := sprintf("%s may not run %s: statements of class %q are for supergod only", [role_label, command_label, object.get(input.statement, "class", "")])
+	msg := sprintf("%s may not run %s: statements of class %q are for supergod only", [role_label, command_label, class])
 }
 
 violations contains [1, 7, 0, "utility", msg] if {
@@ -181,7 +195,7 @@ violations contains [3, i, j, "table_access", msg] if {
 
 violations contains [3, i, 0, "table_access", msg] if {
 	some i, t in input.statement.tables
-	count(t.access) == 0
+	not has_access(t)
 	not table_permits(t, "use")
 	msg := sprintf("%s may not use %s", [role_label, qname(t)])
 }
@@ -244,10 +258,14 @@ qname(t) := concat(".", ["public", t.name]) if {
 	not startswith(t.name, "pg_")
 } else := concat(".", ["pg_catalog", t.name]) if {
 	t.schema == ""
-} else := concat(".", [t.schema, t.name])
+} else := concat(".", [t.schema, t.name]) if {
+	is_string(t.schema)
+} else := "a table without a name"
+
+has_access(t) if count(t.access) > 0
 
 access_of(t) := t.access if {
-	count(t.access) > 0
+	has_access(t)
 } else := ["use"]
 
 verb("select") := "select from"
@@ -279,8 +297,20 @@ unknown_label := "the session has no role" if {
 } else := sprintf("role %q is not known to the policy", [role])
 
 # The parser gives command tags in upper case ("SELECT", "ALTER SYSTEM").
-command_word := split(input.statement.command, " ")[0]
+command_word := split(command, " ")[0]
 
-command_label := input.statement.command if {
-	input.statement.command != ""
+# class and command are "" when missing: a `not x in s` with an undefined x
+# would not be true but undefined.
+class := c if {
+	c := input.statement.class
+	is_string(c)
+} else := ""
+
+command := c if {
+	c := input.statement.command
+	is_string(c)
+} else := ""
+
+command_label := command if {
+	command != ""
 } else := "this statement"

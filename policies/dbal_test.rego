@@ -91,21 +91,21 @@ test_users_others_user if {
 test_users_others_admin if {
 	exactly("admin", "users", crud)
 	every kind in crud {
-		not decide("admin", "users", kind).filters
+		decide("admin", "users", kind).filters == {}
 	}
 }
 
 test_users_others_god if {
 	exactly("god", "users", crud)
 	every kind in crud {
-		not decide("god", "users", kind).filters
-		not decide("god", "users", kind).checks
+		decide("god", "users", kind).filters == {}
+		decide("god", "users", kind).checks == {}
 	}
 }
 
 test_users_others_supergod if {
 	exactly("supergod", "users", crud)
-	not decide("supergod", "users", "update").filters
+	decide("supergod", "users", "update").filters == {}
 }
 
 test_page_views_user if exactly("user", "page_views", {"select"})
@@ -184,8 +184,8 @@ test_migrator_all_dml if {
 
 test_migrator_no_limits if {
 	d := dbal.decision with input as on("migrator", "public", "users", "select")
-	not d.timeout_ms
-	not d.max_rows
+	d.timeout_ms == 0
+	d.max_rows == 0
 }
 
 # ---------------------------------------------------------------------------
@@ -252,7 +252,7 @@ test_dcl_supergod_only if {
 
 test_alter_system_supergod_only if {
 	dec(command("supergod", "ALTER SYSTEM", "utility")).allow
-	d := dbal.decision with input as command("migrator", "ALTER SYSTEM", "ddl")
+	d := dbal.decision with input as command("migrator", "ALTER SYSTEM", "dcl")
 	not d.allow
 	d.rule == "alter_system"
 	d.reason == `role "migrator" may not run ALTER SYSTEM: it changes the server's configuration (supergod only)`
@@ -276,6 +276,27 @@ test_other_utility_supergod_only if {
 	dec(command("supergod", "VACUUM", "utility")).allow
 }
 
+test_missing_statement_denied if {
+	d := dec({"session": session("god")})
+	not d.allow
+	d.rule == "class"
+	d.reason == `role "god" may not run this statement: statements of class "" are for supergod only`
+}
+
+test_missing_command_denied if {
+	d := dec({"session": session("god"), "statement": {"class": "utility"}})
+	not d.allow
+	d.reason == `role "god" may not run this statement (supergod only)`
+}
+
+test_malformed_table_denied if {
+	every t in [{"name": "users"}, {"schema": "public", "name": "users"}, {"schema": "public"}, {}] {
+		d := dec(stmt("user", "SELECT", "read", [t], [], []))
+		not d.allow
+		d.rule == "table_access"
+	}
+}
+
 test_unknown_class_denied if {
 	d := dbal.decision with input as command("god", "FROBNICATE", "mystery")
 	not d.allow
@@ -295,18 +316,40 @@ test_transaction_control_every_role if {
 
 test_utility_known_roles if {
 	every role in {"user", "admin", "god", "migrator"} {
-		every cmd in {"SET", "RESET", "SHOW", "DISCARD ALL", "LISTEN", "UNLISTEN", "NOTIFY", "DEALLOCATE", "PREPARE", "EXECUTE"} {
+		every cmd in {"SET", "RESET", "SET CONSTRAINTS", "DISCARD ALL", "LISTEN", "UNLISTEN", "NOTIFY", "DEALLOCATE", "DEALLOCATE ALL", "PREPARE", "EXECUTE", "CLOSE CURSOR"} {
 			dec(command(role, cmd, "utility")).allow
 		}
+		dec(command(role, "SHOW", "read")).allow
 	}
-	d := dbal.decision with input as command("user", "SHOW", "utility")
-	d.reason == `allowed: role "user" may run SHOW`
+	d := dbal.decision with input as command("user", "SET", "utility")
+	d.reason == `allowed: role "user" may run SET`
+}
+
+test_lock_and_maintenance_supergod_only if {
+	every cmd in {"LOCK TABLE", "VACUUM", "ANALYZE", "CHECKPOINT", "LOAD", "CLUSTER", "REINDEX", "???"} {
+		not dec(command("god", cmd, "utility")).allow
+		dec(command("supergod", cmd, "utility")).allow
+	}
+}
+
+test_set_role_as_parsed if {
+	# The parser classes SET/RESET ROLE and SESSION AUTHORIZATION as dcl
+	# and flags them; the reason names the flag.
+	every cmd in {"SET", "RESET"} {
+		inp := json.patch(flagged("admin", cmd, "dcl", "set_role"), [{"op": "add", "path": "/statement/setting", "value": {"name": "role", "local": false}}])
+		d := dec(inp)
+		not d.allow
+		d.rule == "set_role"
+	}
+	d := dec(flagged("intern", "SET", "dcl", "set_session_authorization"))
+	d.rule == "set_session_authorization"
+	dec(flagged("supergod", "SET", "dcl", "set_role")).allow
 }
 
 test_unknown_role_harmless_only if {
 	every role in {"intern", ""} {
 		dec(command(role, "SET", "utility")).allow
-		dec(command(role, "SHOW", "utility")).allow
+		dec(command(role, "SHOW", "read")).allow
 		not dec(command(role, "LISTEN", "utility")).allow
 		not dec(command(role, "SELECT", "read")).allow
 		not dec(on(role, "public", "page_views", "select")).allow
@@ -383,7 +426,7 @@ test_denied_flags_without_role if {
 	d := dec(inp)
 	not d.allow
 	d.rule == "set_role"
-	d.reason == "a session without a role may not run SET: SET ROLE changes the backend's privileges (supergod only)"
+	d.reason == "a session without a role may not run SET: SET/RESET ROLE changes the backend's privileges (supergod only)"
 }
 
 test_set_role_by_setting if {
@@ -399,7 +442,8 @@ test_set_other_setting if {
 }
 
 # ---------------------------------------------------------------------------
-# Filters, checks, columns, limits
+# Filters, checks, columns, limits. An allowed decision always has all five
+# keys; {} and 0 mean none.
 
 test_user_row_rules if {
 	d := decide("user", "users", "update")
@@ -410,9 +454,9 @@ test_user_row_rules if {
 
 test_user_row_rules_only_for_users if {
 	d := decide("user", "page_views", "select")
-	not d.filters
-	not d.checks
-	not d.columns
+	d.filters == {}
+	d.checks == {}
+	d.columns == {}
 }
 
 test_user_without_user_id_denied_users if {
@@ -432,8 +476,8 @@ test_numeric_user_id if {
 test_admin_role_check if {
 	d := decide("admin", "users", "insert")
 	d.checks == {"public.users": {"sql": "role IN ('user','admin')"}}
-	not d.filters
-	not d.columns
+	d.filters == {}
+	d.columns == {}
 }
 
 test_limits if {
@@ -445,10 +489,10 @@ test_limits if {
 	a.max_rows == 5000
 	g := decide("god", "page_views", "select")
 	g.timeout_ms == 30000
-	not g.max_rows
+	g.max_rows == 0
 	s := decide("supergod", "page_views", "select")
-	not s.timeout_ms
-	not s.max_rows
+	s.timeout_ms == 0
+	s.max_rows == 0
 }
 
 test_denied_has_no_extras if {

@@ -4,7 +4,7 @@ package dbal
 
 # The roles this policy knows. A session whose role is not listed here (or
 # that has no role) may only run transaction control and SET/RESET/SHOW/
-# DISCARD/DEALLOCATE (see harmless_words in dbal.rego).
+# DISCARD/DEALLOCATE (see harmless_words below).
 known_roles := {"user", "admin", "god", "supergod", "migrator"}
 
 # The seed's CRUD letters as PostgreSQL access kinds.
@@ -77,8 +77,8 @@ denied_function_prefixes := {"dblink_", "pg_ls_"}
 denied_flags := {
 	"copy_program": "COPY ... PROGRAM runs a shell command on the database server",
 	"copy_file": "COPY to or from a server file reads or writes the database server's disk",
-	"set_role": "SET ROLE changes the backend's privileges",
-	"set_session_authorization": "SET SESSION AUTHORIZATION changes the backend's identity",
+	"set_role": "SET/RESET ROLE changes the backend's privileges",
+	"set_session_authorization": "SET/RESET SESSION AUTHORIZATION changes the backend's identity",
 }
 
 # Settings that SET may not change (a second line of defence behind the
@@ -86,10 +86,14 @@ denied_flags := {
 denied_settings := {"role": "set_role", "session_authorization": "set_session_authorization"}
 
 # Utility commands (by first word) that every known role may run. Other
-# utility statements (VACUUM, CHECKPOINT, LOAD, ...) are for supergod only.
+# utility statements (VACUUM, ANALYZE, CHECKPOINT, LOAD, LOCK, ...) are for
+# supergod only.
+# (SHOW, EXPLAIN, COPY, FETCH are reads or writes, not utility statements;
+# PREPARE carries the facts of the statement it prepares, so its tables are
+# checked like any other.)
 utility_words := {
-	"SET", "RESET", "SHOW", "DISCARD", "LISTEN", "UNLISTEN", "NOTIFY",
-	"DEALLOCATE", "PREPARE", "EXECUTE", "EXPLAIN", "COPY",
+	"SET", "RESET", "DISCARD", "LISTEN", "UNLISTEN", "NOTIFY",
+	"DEALLOCATE", "PREPARE", "EXECUTE", "CLOSE",
 }
 
 # Commands (by first word) that even a session without a known role may run,

@@ -4,10 +4,26 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// Keys of the decision document, built once.
+var (
+	dAllow     = ast.StringTerm("allow")
+	dReason    = ast.StringTerm("reason")
+	dRule      = ast.StringTerm("rule")
+	dFilters   = ast.StringTerm("filters")
+	dChecks    = ast.StringTerm("checks")
+	dColumns   = ast.StringTerm("columns")
+	dTimeoutMS = ast.StringTerm("timeout_ms")
+	dMaxRows   = ast.StringTerm("max_rows")
+	dSQL       = ast.StringTerm("sql")
+	dArgs      = ast.StringTerm("args")
+	dDenyRead  = ast.StringTerm("deny_read")
+	dDenyWrite = ast.StringTerm("deny_write")
 )
 
 // decodeDecision reads the value of data.dbal.decision. Anything but an
@@ -20,47 +36,74 @@ func decodeDecision(v ast.Value) (Decision, error) {
 	}
 	var d Decision
 	var err error
-	seenAllow := false
-	obj.Until(func(k, val *ast.Term) bool {
-		key, ok := k.Value.(ast.String)
-		if !ok {
-			err = fmt.Errorf("decision has a non-string key %v", k)
-			return true
-		}
-		switch string(key) {
-		case "allow":
-			b, ok := val.Value.(ast.Boolean)
-			if !ok {
-				err = fmt.Errorf("decision.allow is %s, not a boolean", typeName(val.Value))
-				return true
-			}
-			d.Allow, seenAllow = bool(b), true
-		case "reason":
-			d.Reason, err = stringField("reason", val.Value)
-		case "rule":
-			d.Rule, err = stringField("rule", val.Value)
-		case "filters":
-			d.Filters, err = filtersField("filters", val.Value)
-		case "checks":
-			d.Checks, err = filtersField("checks", val.Value)
-		case "columns":
-			d.Columns, err = columnsField(val.Value)
-		case "timeout_ms":
-			d.TimeoutMS, err = countField("timeout_ms", val.Value)
-		case "max_rows":
-			d.MaxRows, err = countField("max_rows", val.Value)
-		default:
-			err = fmt.Errorf("decision has an unknown key %q (known: allow, reason, rule, filters, checks, columns, timeout_ms, max_rows)", string(key))
-		}
-		return err != nil
-	})
-	if err != nil {
-		return Decision{}, err
-	}
-	if !seenAllow {
+	t := obj.Get(dAllow)
+	if t == nil {
 		return Decision{}, errors.New("decision has no allow field")
 	}
+	b, ok := t.Value.(ast.Boolean)
+	if !ok {
+		return Decision{}, fmt.Errorf("decision.allow is %s, not a boolean", typeName(t.Value))
+	}
+	d.Allow = bool(b)
+	known := 1
+	if t := obj.Get(dReason); t != nil {
+		known++
+		if d.Reason, err = stringField("reason", t.Value); err != nil {
+			return Decision{}, err
+		}
+	}
+	if t := obj.Get(dRule); t != nil {
+		known++
+		if d.Rule, err = stringField("rule", t.Value); err != nil {
+			return Decision{}, err
+		}
+	}
+	if t := obj.Get(dFilters); t != nil {
+		known++
+		if d.Filters, err = filtersField("filters", t.Value); err != nil {
+			return Decision{}, err
+		}
+	}
+	if t := obj.Get(dChecks); t != nil {
+		known++
+		if d.Checks, err = filtersField("checks", t.Value); err != nil {
+			return Decision{}, err
+		}
+	}
+	if t := obj.Get(dColumns); t != nil {
+		known++
+		if d.Columns, err = columnsField(t.Value); err != nil {
+			return Decision{}, err
+		}
+	}
+	if t := obj.Get(dTimeoutMS); t != nil {
+		known++
+		if d.TimeoutMS, err = countField("timeout_ms", t.Value); err != nil {
+			return Decision{}, err
+		}
+	}
+	if t := obj.Get(dMaxRows); t != nil {
+		known++
+		if d.MaxRows, err = countField("max_rows", t.Value); err != nil {
+			return Decision{}, err
+		}
+	}
+	if known != obj.Len() {
+		return Decision{}, unknownKey("decision", obj, "allow, reason, rule, filters, checks, columns, timeout_ms, max_rows")
+	}
 	return d, nil
+}
+
+// unknownKey names the first key of obj that is not one of known (a
+// comma-separated list).
+func unknownKey(path string, obj ast.Object, known string) error {
+	names := strings.Split(known, ", ")
+	for _, k := range obj.Keys() {
+		if s, ok := k.Value.(ast.String); !ok || !slices.Contains(names, string(s)) {
+			return fmt.Errorf("%s has an unknown key %v (known: %s)", path, k, known)
+		}
+	}
+	return fmt.Errorf("%s has unknown keys", path)
 }
 
 func stringField(name string, v ast.Value) (string, error) {
@@ -107,21 +150,20 @@ func filtersField(field string, v ast.Value) (map[string]Filter, error) {
 		return nil, nil
 	}
 	out := make(map[string]Filter, obj.Len())
-	var err error
-	obj.Until(func(k, val *ast.Term) bool {
-		var key string
-		if key, err = tableKey(field, k); err != nil {
-			return true
+	for it := obj.KeysIterator(); ; {
+		k, ok := it.Next()
+		if !ok {
+			break
 		}
-		var f Filter
-		if f, err = filterValue(field+"["+key+"]", val.Value); err != nil {
-			return true
+		key, err := tableKey(field, k)
+		if err != nil {
+			return nil, err
+		}
+		f, err := filterValue(field+"["+key+"]", obj.Get(k).Value)
+		if err != nil {
+			return nil, err
 		}
 		out[key] = f
-		return false
-	})
-	if err != nil {
-		return nil, err
 	}
 	return out, nil
 }
@@ -132,40 +174,35 @@ func filterValue(path string, v ast.Value) (Filter, error) {
 		return Filter{}, fmt.Errorf("decision.%s is %s, not an object", path, typeName(v))
 	}
 	var f Filter
-	var err error
-	obj.Until(func(k, val *ast.Term) bool {
-		key, _ := k.Value.(ast.String)
-		switch string(key) {
-		case "sql":
-			s, ok := val.Value.(ast.String)
-			if !ok || strings.TrimSpace(string(s)) == "" {
-				err = fmt.Errorf("decision.%s.sql is %s, not a non-empty string", path, typeName(val.Value))
-				return true
-			}
-			f.SQL = string(s)
-		case "args":
-			arr, ok := val.Value.(*ast.Array)
-			if !ok {
-				err = fmt.Errorf("decision.%s.args is %s, not an array", path, typeName(val.Value))
-				return true
-			}
-			f.Args = make([]any, arr.Len())
-			for i := range arr.Len() {
-				if f.Args[i], err = argValue(arr.Elem(i).Value); err != nil {
-					err = fmt.Errorf("decision.%s.args[%d]: %w", path, i, err)
-					return true
-				}
-			}
-		default:
-			err = fmt.Errorf("decision.%s has an unknown key %v (known: sql, args)", path, k)
-		}
-		return err != nil
-	})
-	if err != nil {
-		return Filter{}, err
-	}
-	if f.SQL == "" {
+	known := 0
+	t := obj.Get(dSQL)
+	if t == nil {
 		return Filter{}, fmt.Errorf("decision.%s has no sql", path)
+	}
+	known++
+	s, ok := t.Value.(ast.String)
+	if !ok || strings.TrimSpace(string(s)) == "" {
+		return Filter{}, fmt.Errorf("decision.%s.sql is %s, not a non-empty string", path, typeName(t.Value))
+	}
+	f.SQL = string(s)
+	if t := obj.Get(dArgs); t != nil {
+		known++
+		arr, ok := t.Value.(*ast.Array)
+		if !ok {
+			return Filter{}, fmt.Errorf("decision.%s.args is %s, not an array", path, typeName(t.Value))
+		}
+		if arr.Len() > 0 {
+			f.Args = make([]any, arr.Len())
+		}
+		for i := range arr.Len() {
+			var err error
+			if f.Args[i], err = argValue(arr.Elem(i).Value); err != nil {
+				return Filter{}, fmt.Errorf("decision.%s.args[%d]: %w", path, i, err)
+			}
+		}
+	}
+	if known != obj.Len() {
+		return Filter{}, unknownKey("decision."+path, obj, "sql, args")
 	}
 	return f, nil
 }
@@ -205,69 +242,60 @@ func columnsField(v ast.Value) (map[string]ColumnRule, error) {
 		return nil, nil
 	}
 	out := make(map[string]ColumnRule, obj.Len())
-	var err error
-	obj.Until(func(k, val *ast.Term) bool {
-		var key string
-		if key, err = tableKey("columns", k); err != nil {
-			return true
-		}
-		rule, ok := val.Value.(ast.Object)
+	for it := obj.KeysIterator(); ; {
+		k, ok := it.Next()
 		if !ok {
-			err = fmt.Errorf("decision.columns[%s] is %s, not an object", key, typeName(val.Value))
-			return true
+			break
+		}
+		key, err := tableKey("columns", k)
+		if err != nil {
+			return nil, err
+		}
+		rule, ok := obj.Get(k).Value.(ast.Object)
+		if !ok {
+			return nil, fmt.Errorf("decision.columns[%s] is %s, not an object", key, typeName(obj.Get(k).Value))
 		}
 		var cr ColumnRule
-		rule.Until(func(rk, rv *ast.Term) bool {
-			name, _ := rk.Value.(ast.String)
-			path := "columns[" + key + "]." + string(name)
-			switch string(name) {
-			case "deny_read":
-				cr.DenyRead, err = stringList(path, rv.Value)
-			case "deny_write":
-				cr.DenyWrite, err = stringList(path, rv.Value)
-			default:
-				err = fmt.Errorf("decision.columns[%s] has an unknown key %v (known: deny_read, deny_write)", key, rk)
+		known := 0
+		if t := rule.Get(dDenyRead); t != nil {
+			known++
+			if cr.DenyRead, err = stringList("columns["+key+"].deny_read", t.Value); err != nil {
+				return nil, err
 			}
-			return err != nil
-		})
-		if err != nil {
-			return true
+		}
+		if t := rule.Get(dDenyWrite); t != nil {
+			known++
+			if cr.DenyWrite, err = stringList("columns["+key+"].deny_write", t.Value); err != nil {
+				return nil, err
+			}
+		}
+		if known != rule.Len() {
+			return nil, unknownKey("decision.columns["+key+"]", rule, "deny_read, deny_write")
 		}
 		out[key] = cr
-		return false
-	})
-	if err != nil {
-		return nil, err
 	}
 	return out, nil
 }
 
 // stringList reads an array or a set of strings (a set comes back sorted).
 func stringList(path string, v ast.Value) ([]string, error) {
-	var out []string
-	var bad ast.Value
-	add := func(t *ast.Term) bool {
-		s, ok := t.Value.(ast.String)
-		if !ok {
-			bad = t.Value
-			return true
-		}
-		out = append(out, string(s))
-		return false
-	}
+	var arr *ast.Array
 	switch x := v.(type) {
 	case *ast.Array:
-		out = make([]string, 0, x.Len())
-		x.Until(add)
+		arr = x
 	case ast.Set:
-		out = make([]string, 0, x.Len())
-		x.Until(add)
-		sort.Strings(out)
+		arr = x.Sorted()
 	default:
 		return nil, fmt.Errorf("decision.%s is %s, not an array of strings", path, typeName(v))
 	}
-	if bad != nil {
-		return nil, fmt.Errorf("decision.%s holds %s, not only strings", path, typeName(bad))
+	out := make([]string, arr.Len())
+	for i := range arr.Len() {
+		t := arr.Elem(i)
+		s, ok := t.Value.(ast.String)
+		if !ok {
+			return nil, fmt.Errorf("decision.%s holds %s, not only strings", path, typeName(t.Value))
+		}
+		out[i] = string(s)
 	}
 	return out, nil
 }

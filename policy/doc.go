@@ -37,7 +37,9 @@
 //	 "transaction": {"active"},
 //	 "backend":     {"version", "version_num", "settings"}}
 //
-// An unqualified table has schema "". Arrays and objects are never null.
+// Command is the upper-case command tag and class one of "read", "write",
+// "ddl", "dcl", "transaction", "utility", as package parser gives them. An
+// unqualified table has schema "". Arrays and objects are never null.
 // "setting" is present only for statements that name a parameter.
 //
 // Data files (*.json, *.yaml, *.yml) are loaded under data as `opa eval -d
@@ -63,6 +65,16 @@
 // ModeStrict enforces decisions. ModePermissive evaluates but allows
 // everything, marking what would have been denied with Decision.WouldDeny.
 // ModeDisabled allows everything without evaluating.
+//
+// # Performance
+//
+// The query is prepared once per load, the input is built as an AST directly
+// (no JSON round trip; the backend's settings are converted once and reused
+// while they stay the same), and the result is read as an AST, so a decision
+// costs the policy's own evaluation plus about 15 µs. The policy dominates:
+// the shipped set takes 100 to 150 µs of CPU per decision on a small shared
+// machine (BenchmarkDecide), so callers cache decisions by statement,
+// principal and Version.
 //
 // # Reloading
 //

@@ -47,6 +47,8 @@ type Engine struct {
 	set atomic.Pointer[policySet]
 	// reloadMu serializes loads (Reload, Watch). Decide never takes it.
 	reloadMu sync.Mutex
+	// backends caches the input's backend part (see backendCache).
+	backends backendCache
 }
 
 // New loads, compiles and (with Options.RunTests) tests the policy set in
@@ -155,7 +157,7 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	if set == nil {
 		return Decision{Allow: true, Rule: "disabled", Reason: "allowed: policy enforcement is disabled"}, nil
 	}
-	d, err := set.decide(ctx, in)
+	d, err := set.decide(ctx, in, &e.backends)
 	if e.mode == ModePermissive && (err != nil || !d.Allow) {
 		if err != nil {
 			e.log.Warn().Err(err).Str("policy_version", set.version).
@@ -178,7 +180,7 @@ var (
 
 func keepAST(t *ast.Term, _ *rego.EvalContext) (any, error) { return t.Value, nil }
 
-func (s *policySet) decide(ctx context.Context, in *Input) (Decision, error) {
+func (s *policySet) decide(ctx context.Context, in *Input, bc *backendCache) (Decision, error) {
 	deny := func(reason string, err error) (Decision, error) {
 		return Decision{Reason: reason, Rule: "error", Version: s.version},
 			fmt.Errorf("policy %s: %w", s.version, err)
@@ -189,7 +191,7 @@ func (s *policySet) decide(ctx context.Context, in *Input) (Decision, error) {
 	if err := ctx.Err(); err != nil {
 		return deny("denied: the policy decision was cancelled", err)
 	}
-	v, err := inputValue(in)
+	v, err := inputValue(in, bc)
 	if err != nil {
 		return deny("denied: the statement could not be described to the policy", fmt.Errorf("input: %w", err))
 	}

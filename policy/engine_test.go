@@ -64,8 +64,17 @@ func userInput(role, table, kind string) *Input {
 			Tables:      []Table{{Name: table, Access: []string{kind}, Columns: map[string][]string{kind: {"id"}}}},
 			Fingerprint: "f00", Text: "SELECT id FROM " + table,
 		},
-		Backend: Backend{Version: "17.2", VersionNum: 170002, Settings: map[string]string{"server_version": "17.2"}},
+		Backend: Backend{Version: "17.2", VersionNum: 170002, Settings: backendSettings},
 	}
+}
+
+// backendSettings are what PostgreSQL 17 reports in ParameterStatus.
+var backendSettings = map[string]string{
+	"application_name": "", "client_encoding": "UTF8", "DateStyle": "ISO, MDY",
+	"default_transaction_read_only": "off", "in_hot_standby": "off", "integer_datetimes": "on",
+	"IntervalStyle": "postgres", "is_superuser": "off", "scram_iterations": "4096",
+	"server_encoding": "UTF8", "server_version": "17.2", "session_authorization": "proxy",
+	"standard_conforming_strings": "on", "TimeZone": "UTC",
 }
 
 const allowAll = `package dbal
@@ -259,7 +268,7 @@ func TestInputValue(t *testing.T) {
 	in.Transaction.Active = true
 	in.Session.TLS = true
 
-	got, err := inputValue(in)
+	got, err := inputValue(in, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +285,7 @@ func TestInputValue(t *testing.T) {
 	}
 
 	// Nil slices and maps become empty arrays and objects.
-	empty, err := inputValue(&Input{})
+	empty, err := inputValue(&Input{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,6 +293,37 @@ func TestInputValue(t *testing.T) {
 		v, err := empty.Find(ast.MustParseRef("x." + path)[1:])
 		if err != nil || v.String() == "null" {
 			t.Errorf("%s = %v, %v", path, v, err)
+		}
+	}
+}
+
+func TestBackendCache(t *testing.T) {
+	var bc backendCache
+	b := Backend{Version: "17.2", VersionNum: 170002, Settings: map[string]string{"TimeZone": "UTC"}}
+	t1 := bc.term(&b)
+	if t2 := bc.term(&Backend{Version: "17.2", VersionNum: 170002, Settings: map[string]string{"TimeZone": "UTC"}}); t2 != t1 {
+		t.Error("equal backend converted again")
+	}
+	b.Settings["TimeZone"] = "Europe/Paris" // the cache holds its own copy
+	t3 := bc.term(&b)
+	if t3 == t1 || t3.Value.Compare(backendTerm(&b).Value) != 0 {
+		t.Errorf("changed settings: got %v", t3)
+	}
+	if t4 := bc.term(&Backend{Version: "16.1", VersionNum: 160001, Settings: b.Settings}); t4 == t3 {
+		t.Error("changed version not converted")
+	}
+
+	// Through the engine: a policy that reads the backend sees each change.
+	dir := writeDir(t, map[string]string{"p.rego": `package dbal
+decision := {"allow": input.backend.settings.TimeZone == "UTC", "reason": input.backend.version}
+`})
+	e := newEngine(t, dir, ModeStrict, false)
+	in := userInput("user", "t", "select")
+	in.Backend.Settings = map[string]string{"TimeZone": "UTC"}
+	for _, tz := range []string{"UTC", "CET", "UTC"} {
+		in.Backend.Settings["TimeZone"] = tz
+		if d, err := e.Decide(context.Background(), in); err != nil || d.Allow != (tz == "UTC") || d.Reason != "17.2" {
+			t.Errorf("TimeZone %s: %+v, %v", tz, d, err)
 		}
 	}
 }

@@ -3,7 +3,9 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
+	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -55,8 +57,10 @@ var (
 
 // inputValue converts in to the ast.Value a policy sees as `input`. It builds
 // the AST directly: no reflection, no JSON round trip. Nil slices and maps
-// become empty arrays and objects, so that policies can iterate them.
-func inputValue(in *Input) (ast.Value, error) {
+// become empty arrays and objects, so that policies can iterate them. The
+// backend part comes from bc when it describes the same backend (bc may be
+// nil).
+func inputValue(in *Input, bc *backendCache) (ast.Value, error) {
 	claims, err := mapValue(in.Session.Claims)
 	if err != nil {
 		return nil, fmt.Errorf("session.claims: %w", err)
@@ -105,22 +109,63 @@ func inputValue(in *Input) (ast.Value, error) {
 	}
 	statement := ast.NewObject(items...)
 
-	settings := make([][2]*ast.Term, 0, len(in.Backend.Settings))
-	for k, v := range in.Backend.Settings {
-		settings = append(settings, ast.Item(str(k), str(v)))
-	}
-	backend := ast.NewObject(
-		ast.Item(kVersion, str(in.Backend.Version)),
-		ast.Item(kVersionNum, ast.InternedTerm(in.Backend.VersionNum)),
-		ast.Item(kSettings, ast.ObjectTerm(settings...)),
-	)
-
 	return ast.NewObject(
 		ast.Item(kSession, ast.NewTerm(session)),
 		ast.Item(kStatement, ast.NewTerm(statement)),
 		ast.Item(kTransaction, txTerms[in.Transaction.Active]),
-		ast.Item(kBackend, ast.NewTerm(backend)),
+		ast.Item(kBackend, bc.term(&in.Backend)),
 	), nil
+}
+
+// backendCache keeps the AST of the last backend description: every
+// statement carries the backend's ParameterStatus values (a dozen or more),
+// and they rarely change, so comparing them is cheaper than converting them.
+// The zero value is ready; a nil *backendCache converts every time.
+type backendCache struct {
+	last atomic.Pointer[backendEntry]
+}
+
+type backendEntry struct {
+	version    string
+	versionNum int
+	settings   map[string]string // a private copy
+	term       *ast.Term
+}
+
+func (c *backendCache) term(b *Backend) *ast.Term {
+	if c == nil {
+		return backendTerm(b)
+	}
+	if e := c.last.Load(); e != nil && e.version == b.Version && e.versionNum == b.VersionNum && sameSettings(e.settings, b.Settings) {
+		return e.term
+	}
+	t := backendTerm(b)
+	c.last.Store(&backendEntry{version: b.Version, versionNum: b.VersionNum, settings: maps.Clone(b.Settings), term: t})
+	return t
+}
+
+func sameSettings(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range b {
+		if w, ok := a[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+func backendTerm(b *Backend) *ast.Term {
+	settings := make([][2]*ast.Term, 0, len(b.Settings))
+	for k, v := range b.Settings {
+		settings = append(settings, ast.Item(str(k), str(v)))
+	}
+	return ast.ObjectTerm(
+		ast.Item(kVersion, str(b.Version)),
+		ast.Item(kVersionNum, ast.InternedTerm(b.VersionNum)),
+		ast.Item(kSettings, ast.ObjectTerm(settings...)),
+	)
 }
 
 // str is a string term, interned when OPA has one for s (common keys and

@@ -57,11 +57,11 @@ type Session struct {
 
 // Statement is the parser's facts about one SQL statement.
 type Statement struct {
-	// Command is the statement's command tag, upper case ("SELECT",
-	// "ALTER SYSTEM", "BEGIN", ...).
+	// Command is the statement's command tag as PostgreSQL names it, in
+	// upper case ("SELECT", "ALTER SYSTEM", "CREATE TABLE", "DISCARD ALL").
 	Command string `json:"command"`
 	// Class groups commands: "read", "write", "ddl", "dcl", "transaction",
-	// "utility".
+	// "utility" (package parser documents which command is which).
 	Class string `json:"class"`
 	// Tables are the tables the statement touches, in order of appearance.
 	Tables []Table `json:"tables"`
@@ -85,7 +85,8 @@ type Table struct {
 	// Name is the table name.
 	Name string `json:"name"`
 	// Access lists the access kinds: "select", "insert", "update",
-	// "delete", "truncate", ...
+	// "delete", "truncate"; empty for a table that is only named (DDL,
+	// LOCK).
 	Access []string `json:"access"`
 	// Columns maps an access kind to the columns used with it.
 	Columns map[string][]string `json:"columns"`
