@@ -63,6 +63,24 @@ func newConn(hc *pgconn.HijackedConn, s *subPool) *Conn {
 	}
 }
 
+// NewConn wraps an established backend connection that is idle at a
+// ReadyForQuery boundary, for custom dialers and for tests that script a
+// backend. The result belongs to no pool: give it back with Close, not
+// Release or Destroy.
+func NewConn(c net.Conn, pid uint32, secretKey []byte, params map[string]string) *Conn {
+	if params == nil {
+		params = map[string]string{}
+	}
+	return &Conn{
+		R: bufio.NewReaderSize(c, bufSize), W: bufio.NewWriterSize(c, bufSize),
+		PID: pid, SecretKey: secretKey, Params: params, TxStatus: 'I',
+		netConn: c, sub: &subPool{}, lastUsed: time.Now(),
+	}
+}
+
+// Close closes a connection made with NewConn.
+func (c *Conn) Close() { c.close() }
+
 // Database is the database this connection is logged in to.
 func (c *Conn) Database() string { return c.sub.database }
 

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/pool"
 	"github.com/jackc/pgx/v5/pgproto3"
 	pg_query "github.com/pganalyze/pg_query_go/v6"
@@ -158,6 +160,83 @@ func FuzzDenyStatement(f *testing.F) {
 		}
 		if len(res.Stmts) != 1 || res.Stmts[0].Stmt.GetDoStmt() == nil {
 			t.Fatalf("deny statement is not exactly one DO statement:\n%s", sql)
+		}
+	})
+}
+
+// scriptedBackends hands out one pool.Conn over a net.Pipe whose far end
+// reads and discards what the proxy forwards, and records how it was given back.
+type scriptedBackends struct{ released, destroyed int }
+
+func (b *scriptedBackends) Acquire(context.Context, string) (*pool.Conn, error) {
+	return nil, errors.New("not used")
+}
+func (b *scriptedBackends) Release(c *pool.Conn) { b.released++; c.Close() }
+func (b *scriptedBackends) Destroy(c *pool.Conn) { b.destroyed++; c.Close() }
+
+// FuzzSession feeds arbitrary bytes, after login, to a session that decides
+// with the shipped policies: it must end cleanly when the client goes away,
+// never panic, and never hand a backend with unanswered requests back for
+// reuse.
+func FuzzSession(f *testing.F) {
+	enc := func(ms ...pgproto3.FrontendMessage) []byte {
+		var b []byte
+		for _, m := range ms {
+			b, _ = m.Encode(b)
+		}
+		return b
+	}
+	f.Add(enc(&pgproto3.Query{String: "SELECT 1; DELETE FROM users"}))
+	f.Add(enc(&pgproto3.Parse{Name: "s1", Query: "SELECT * FROM users WHERE id = $1"}, &pgproto3.Bind{PreparedStatement: "s1"},
+		&pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{}))
+	f.Add(enc(&pgproto3.Parse{Query: "DELETE FROM packages"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{}, &pgproto3.Terminate{}))
+	f.Add(enc(&pgproto3.FunctionCall{Function: 1}, &pgproto3.Close{ObjectType: 'S', Name: "s1"}, &pgproto3.Flush{}))
+	f.Add([]byte{'Q', 0, 0, 0, 5, 0, 'z', 0, 0, 0, 4})
+	f.Add(enc(&pgproto3.Query{String: "SELEC"}, &pgproto3.CopyData{Data: []byte("x")}, &pgproto3.CopyDone{}))
+	engine, err := policy.New(policy.Options{Dir: "../policies", Logger: zerolog.Nop()})
+	if err != nil {
+		f.Fatal(err)
+	}
+	planner, err := NewPlanner(PlannerConfig{Parser: parser.New(parser.Options{}), Policy: engine, Logger: zerolog.Nop()})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		backends := &scriptedBackends{}
+		srv, err := NewServer(Config{Logins: Logins{}, Backends: backends, DefaultDatabase: "app",
+			Decider: planner, Logger: zerolog.Nop(), MaxMessageSize: 1 << 16})
+		if err != nil {
+			t.Fatal(err)
+		}
+		client, server := net.Pipe()
+		beProxy, beFar := net.Pipe()
+		go func() { _, _ = io.Copy(io.Discard, beFar) }()
+		go func() { _, _ = io.Copy(io.Discard, client) }()
+		sess := newSession(srv, server)
+		sess.user, sess.database = "alice", "app"
+		sess.principal = Principal{User: "alice", Role: "user", Claims: map[string]any{"user_id": "u_alice"}}
+		sess.attach(pool.NewConn(beProxy, 1, []byte{1, 2, 3, 4}, map[string]string{"server_version": "15.0"}))
+		sess.initStatements()
+		sess.pumpDone = make(chan struct{})
+		go sess.pump()
+		done := make(chan bool)
+		go func() { done <- sess.loop() }()
+		_ = client.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+		_, _ = client.Write(data)
+		client.Close()
+		var clean bool
+		select {
+		case clean = <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("session loop did not end after the client closed")
+		}
+		sess.teardown(clean)
+		beFar.Close()
+		if backends.released+backends.destroyed != 1 {
+			t.Fatalf("backend given back %d times", backends.released+backends.destroyed)
+		}
+		if backends.released == 1 && sess.reqs.pending() != 0 {
+			t.Fatal("a backend with unanswered requests was released for reuse")
 		}
 	})
 }
