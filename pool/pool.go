@@ -51,8 +51,9 @@ type Config struct {
 	IdleTimeout time.Duration
 	// ResetQuery runs on every released connection. Empty means "DISCARD ALL".
 	ResetQuery string
-	// ApplicationName is reported to the backend for the proxy's connections.
-	// Empty means "dbalproxy".
+	// ApplicationName is reported to the backend for the proxy's connections
+	// until a client sets its own. Empty (the default) sets none, so a client
+	// that sends no application_name sees "" as it would with PostgreSQL.
 	ApplicationName string
 	// Logger receives connection lifecycle lines. The zero value logs nothing.
 	Logger zerolog.Logger
@@ -76,9 +77,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.ResetQuery == "" {
 		c.ResetQuery = "DISCARD ALL"
-	}
-	if c.ApplicationName == "" {
-		c.ApplicationName = "dbalproxy"
 	}
 }
 
@@ -148,7 +146,9 @@ func New(cfg Config) (*Pool, error) {
 	if base.RuntimeParams == nil {
 		base.RuntimeParams = map[string]string{}
 	}
-	base.RuntimeParams["application_name"] = cfg.ApplicationName
+	if cfg.ApplicationName != "" {
+		base.RuntimeParams["application_name"] = cfg.ApplicationName
+	}
 	p := &Pool{cfg: cfg, base: base, log: cfg.Logger, stop: make(chan struct{}), done: make(chan struct{})}
 	p.mu.subs = map[string]*subPool{}
 	go p.reapLoop()
