@@ -117,9 +117,10 @@ func denyStatement(d *Denial, decisionID string) string {
 	return b.String()
 }
 
-// writePLLiteral writes s as an escape-string literal that cannot contain a
-// dollar sign, so it can never end the dollar-quoted DO body around it.
-// Invalid UTF-8 is replaced, so the backend accepts the text.
+// writePLLiteral writes s as an escape-string literal, correct whatever
+// standard_conforming_strings says, that cannot contain a dollar sign, so it
+// can never end a dollar-quoted DO body around it. Invalid UTF-8 is replaced,
+// so the backend accepts the text.
 func writePLLiteral(b *strings.Builder, s string) {
 	s = strings.ToValidUTF8(s, "\uFFFD")
 	b.WriteString("E'")

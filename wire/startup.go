@@ -345,34 +345,15 @@ func (sess *session) applyStartupParams(ctx context.Context) error {
 			q.WriteString(", ")
 		}
 		q.WriteString("pg_catalog.set_config(")
-		writeLiteral(&q, k)
+		writePLLiteral(&q, k)
 		q.WriteString(", ")
-		writeLiteral(&q, v)
+		writePLLiteral(&q, v)
 		q.WriteString(", false)")
 	}
 	if q.Len() == 0 {
 		return nil
 	}
 	return sess.be.Exec(ctx, q.String())
-}
-
-// writeLiteral writes s as an escape-string literal, correct whatever
-// standard_conforming_strings says.
-func writeLiteral(b *strings.Builder, s string) {
-	b.WriteString("E'")
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '\'':
-			b.WriteString("''")
-		case '\\':
-			b.WriteString(`\\`)
-		case 0:
-			// NUL cannot be in a startup parameter; drop it defensively.
-		default:
-			b.WriteByte(c)
-		}
-	}
-	b.WriteByte('\'')
 }
 
 // greet sends what a server sends after authentication: AuthenticationOk,
