@@ -41,6 +41,33 @@
 // reader has nothing more buffered, that is, when the other side would
 // otherwise wait: one flush per round trip instead of one per message.
 //
+// # Decisions
+//
+// With a Decider (the Planner: parser facts, then the policy engine, cached
+// per statement text, principal and policy version), every Query and every
+// Parse is decided before it is forwarded:
+//
+//	client                        proxy (wire)                         backend
+//	  | Query "SELECT 1; DELETE FROM packages"                            |
+//	  |---------------------------->| plan: statement 2 denied            |
+//	  |                             | Query "SELECT 1;                    |
+//	  |                             |   DO $dbalproxy$BEGIN RAISE ... 42501 ...$dbalproxy$"
+//	  |                             |------------------------------------>|
+//	  |  RowDescription, DataRow, CommandComplete, ErrorResponse 42501,   |
+//	  |  ReadyForQuery (E inside a transaction block, as PostgreSQL)      |
+//	  |<----------------------------|<------------------------------------|
+//
+// The denied statement never reaches the backend; the backend raises the
+// denial in its place, so ordering, implicit-transaction rollback and the
+// aborted state of a transaction block are PostgreSQL's own. In the extended
+// protocol a denied Parse is replaced by Parse/Bind/Execute of the DO
+// statement (the pump swallows the ParseComplete and BindComplete the client
+// did not ask for and strips the PL/pgSQL CONTEXT from the error), and the
+// client's messages are skipped until Sync. A prepared statement decided
+// under an older policy version is decided again at Bind. The pump follows
+// each request to its answer (the reqQueue) and writes one audit record per
+// statement with its command tag, row count, SQLSTATE and duration.
+//
 // # Cancel
 //
 // Clients get the proxy's own BackendKeyData. A CancelRequest carrying it is
