@@ -1,6 +1,9 @@
 package wire
 
-import "sync"
+import (
+	"bufio"
+	"sync"
+)
 
 // reqKind is what a forwarded client message waits for from the backend.
 type reqKind uint8
@@ -50,17 +53,17 @@ type reqQueue struct {
 
 func (q *reqQueue) init() { q.notFull.L = &q.mu }
 
-// push appends r. If the queue is full it calls beforeWait (which flushes the
-// backend writer, so the backend can answer) and waits for room. It returns
-// false if the queue was closed.
-func (q *reqQueue) push(r request, beforeWait func()) bool {
+// push appends r. If the queue is full it flushes w (the backend writer, so
+// the backend can answer) and waits for room. It returns false if the queue
+// was closed.
+func (q *reqQueue) push(r request, w *bufio.Writer) bool {
 	q.mu.Lock()
 	if q.n == len(q.buf) && len(q.buf) < maxPipeline {
 		q.grow()
 	}
 	if q.n == len(q.buf) && !q.closed {
 		q.mu.Unlock()
-		beforeWait()
+		_ = w.Flush()
 		q.mu.Lock()
 		for q.n == len(q.buf) && !q.closed {
 			q.notFull.Wait()

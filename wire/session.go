@@ -400,7 +400,7 @@ func (sess *session) handle(be *pool.Conn, typ byte, n int) error {
 
 // push queues a request, flushing the backend first if it must wait.
 func (sess *session) push(be *pool.Conn, r request) error {
-	if !sess.reqs.push(r, func() { _ = be.W.Flush() }) {
+	if !sess.reqs.push(r, be.W) {
 		return errQueueClosed
 	}
 	return nil
