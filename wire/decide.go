@@ -62,6 +62,11 @@ type PlannedStatement struct {
 	Reason        string
 	PolicyVersion string
 	Rewritten     string // normalized rewritten text, if rewritten
+	// MaxRows caps the rows the statement may return to the client; 0 for
+	// none. Rows past it are withheld and the client gets a NOTICE.
+	MaxRows int
+	// TimeoutMS is the policy's statement timeout; 0 for none.
+	TimeoutMS int
 }
 
 // Denial is why a statement may not run, as the client will see it.

@@ -150,6 +150,7 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 				Msg("policy evaluation failed; the statement is denied")
 		}
 		ps.Reason = d.Reason
+		ps.MaxRows, ps.TimeoutMS = d.MaxRows, d.TimeoutMS
 		switch {
 		case err == nil && d.Allow && d.WouldDeny:
 			ps.Decision = audit.DecisionWouldDeny

@@ -53,8 +53,8 @@ type session struct {
 	info          SessionInfo
 	auditBase     audit.Record
 	stmts         map[string]*prepared // prepared statements by name
-	portals       map[string]*Plan     // named portals
-	unnamedPortal *Plan
+	portals       map[string]*portal   // named portals
+	unnamedPortal *portal
 	skipping      bool          // extended protocol: ignoring messages until Sync
 	txStatus      atomic.Uint32 // last ReadyForQuery status, set by the pump
 
@@ -231,7 +231,7 @@ func (sess *session) initStatements() {
 		Database: sess.database, ApplicationName: sess.info.ApplicationName,
 	}
 	sess.stmts = map[string]*prepared{}
-	sess.portals = map[string]*Plan{}
+	sess.portals = map[string]*portal{}
 }
 
 // startupFailed reports an error during startup and logs it. I/O errors
@@ -519,7 +519,19 @@ func (sess *session) pump() {
 func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 	relay, r := sess.reqs.onBackend(typ)
 	switch typ {
-	case 'C', 'I', 's':
+	case 'D':
+		if r.run != nil && !r.run.countRow() {
+			return nil // over the policy's max_rows
+		}
+	case 'C', 's':
+		if r.run != nil {
+			max, cut := r.run.capOf()
+			sess.complete(r.run, typ, b[5:])
+			if cut && relay {
+				return truncationNotice(max, typ, b)
+			}
+		}
+	case 'I':
 		if r.run != nil {
 			sess.complete(r.run, typ, b[5:])
 		}
@@ -554,7 +566,8 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 // streamLarge relays a backend message too large for the buffer (a big
 // DataRow or CopyData) in pieces, or skips it if it answers a swallowed request.
 func (sess *session) streamLarge(br *msgReader, typ byte, n int) error {
-	if relay, _ := sess.reqs.onBackend(typ); relay {
+	relay, r := sess.reqs.onBackend(typ)
+	if relay && (typ != 'D' || r.run == nil || r.run.countRow()) {
 		return br.copyThrough(sess.cw, n)
 	}
 	_, err := br.r.Discard(5 + n)

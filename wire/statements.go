@@ -3,6 +3,9 @@ package wire
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/audit"
@@ -17,13 +20,52 @@ const maxTrackedStatements = 10000
 
 // stmtRun follows one Query or Execute through the pump, so that each
 // statement's outcome (tag, rows, SQLSTATE, duration) lands in its audit
-// record.
+// record and its policy row cap holds. Only the pump touches it once it is
+// queued.
 type stmtRun struct {
 	plan       *Plan
 	next       int // index of the statement to complete next
 	start      time.Time
 	denyIdx    int    // index of the denied statement, -1 if none
 	decisionID string // the denied statement's decision id
+	// sent counts the rows relayed for the current statement; for an
+	// Execute it is the portal's count, so a client fetching a portal in
+	// pieces cannot pass the cap. own backs it for a simple Query.
+	sent *int64
+	own  int64
+	cut  bool // rows were withheld from the current statement
+}
+
+// portal is a bound portal: its statement's plan and the rows sent from it.
+type portal struct {
+	plan *Plan
+	sent int64
+}
+
+func newRun(plan *Plan, sent *int64) *stmtRun {
+	r := &stmtRun{plan: plan, start: time.Now(), denyIdx: -1, sent: sent}
+	if r.sent == nil {
+		r.sent = &r.own
+	}
+	return r
+}
+
+// countRow counts a DataRow of the current statement and reports whether it
+// may be relayed under the statement's max_rows.
+func (r *stmtRun) countRow() bool {
+	if r.next >= len(r.plan.Statements) {
+		return true
+	}
+	max := r.plan.Statements[r.next].MaxRows
+	if max <= 0 {
+		return true
+	}
+	if *r.sent >= int64(max) {
+		r.cut = true
+		return false
+	}
+	*r.sent++
+	return true
 }
 
 // cstring returns the NUL-terminated string at the start of b and the rest.
@@ -66,7 +108,7 @@ func (sess *session) handleQuery(be *pool.Conn, n int) error {
 	if plan.Deny != nil {
 		return sess.sendDenial(be, reqQuery, plan, plan.Deny)
 	}
-	run := &stmtRun{plan: plan, start: time.Now(), denyIdx: -1}
+	run := newRun(plan, nil)
 	if err := sess.push(be, request{kind: reqQuery, run: run}); err != nil {
 		return err
 	}
@@ -93,7 +135,8 @@ func (sess *session) writeQuery(be *pool.Conn, sql string) error {
 // the client's messages are skipped until Sync.
 func (sess *session) sendDenial(be *pool.Conn, kind reqKind, plan *Plan, d *Denial) error {
 	id := audit.NewDecisionID()
-	run := &stmtRun{plan: plan, start: time.Now(), denyIdx: d.Index, decisionID: id}
+	run := newRun(plan, nil)
+	run.denyIdx, run.decisionID = d.Index, id
 	raise := denyStatement(d, id)
 	sess.log.Info().Str("sqlstate", d.Code).Str("reason", d.Message).Str("decision_id", id).Msg("statement denied")
 	if kind == reqQuery {
@@ -178,7 +221,7 @@ func (sess *session) handleBind(be *pool.Conn, n int) error {
 	if err != nil {
 		return errClientRead
 	}
-	portal, rest, ok1 := cstring(b[5:])
+	portalName, rest, ok1 := cstring(b[5:])
 	stmt, _, ok2 := cstring(rest)
 	var plan *Plan
 	if ok1 && ok2 {
@@ -188,10 +231,14 @@ func (sess *session) handleBind(be *pool.Conn, n int) error {
 			}
 			plan = ps.plan
 		}
-		if portal == "" {
-			sess.unnamedPortal = plan
-		} else if len(sess.portals) < maxTrackedStatements || sess.portals[portal] != nil {
-			sess.portals[portal] = plan
+		var pt *portal
+		if plan != nil {
+			pt = &portal{plan: plan}
+		}
+		if portalName == "" {
+			sess.unnamedPortal = pt
+		} else if len(sess.portals) < maxTrackedStatements || sess.portals[portalName] != nil {
+			sess.portals[portalName] = pt
 		}
 	}
 	if plan != nil && plan.Deny != nil {
@@ -229,17 +276,17 @@ func (sess *session) noteClose(n int) {
 
 // handleExecute forwards an Execute with its audit bookkeeping.
 func (sess *session) handleExecute(be *pool.Conn, n int) error {
-	var plan *Plan
+	var pt *portal
 	if b, err := sess.cr.r.Peek(min(5+n, sess.cr.r.Size())); err == nil {
 		if i := bytes.IndexByte(b[5:], 0); i == 0 {
-			plan = sess.unnamedPortal
+			pt = sess.unnamedPortal
 		} else if i > 0 {
-			plan = sess.portals[string(b[5:5+i])]
+			pt = sess.portals[string(b[5:5+i])]
 		}
 	}
 	r := request{kind: reqExecute}
-	if plan != nil {
-		r.run = &stmtRun{plan: plan, start: time.Now(), denyIdx: -1}
+	if pt != nil {
+		r.run = newRun(pt.plan, &pt.sent)
 	}
 	if err := sess.push(be, r); err != nil {
 		return err
@@ -256,6 +303,7 @@ func (sess *session) complete(run *stmtRun, typ byte, body []byte) {
 	idx := run.next
 	if typ != 's' {
 		run.next++
+		run.own, run.cut = 0, false
 	}
 	if idx >= len(run.plan.Statements) {
 		return
@@ -290,6 +338,36 @@ func (sess *session) complete(run *stmtRun, typ byte, body []byte) {
 		rec.SQLState, rec.Error = errorFields(body)
 	}
 	sess.auditor.Log(&rec)
+}
+
+// capOf returns the current statement's max_rows and whether rows were
+// withheld from it.
+func (r *stmtRun) capOf() (int, bool) {
+	if !r.cut || r.next >= len(r.plan.Statements) {
+		return 0, false
+	}
+	return r.plan.Statements[r.next].MaxRows, true
+}
+
+// truncationNotice returns a NOTICE that rows were withheld, followed by the
+// statement's answer b (header included), a SELECT or FETCH count lowered
+// to the rows sent.
+func truncationNotice(max int, typ byte, b []byte) []byte {
+	out, _ := (&pgproto3.NoticeResponse{
+		Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "01000",
+		Message: fmt.Sprintf("result truncated to %d rows by policy (max_rows)", max),
+		Hint:    "add LIMIT, or page with OFFSET/keyset, to see the rest",
+	}).Encode(nil)
+	if typ == 'C' {
+		tag, _, _ := cstring(b[5:])
+		for _, p := range []string{"SELECT ", "FETCH "} {
+			if strings.HasPrefix(tag, p) {
+				out, _ = (&pgproto3.CommandComplete{CommandTag: []byte(p + strconv.Itoa(max))}).Encode(out)
+				return out
+			}
+		}
+	}
+	return append(out, b...)
 }
 
 // tagRows reads the row count at the end of a CommandComplete tag
