@@ -153,6 +153,34 @@ func (q *reqQueue) popLocked() {
 	q.n--
 }
 
+// Answers of frontIs.
+const (
+	frontIsRun = iota
+	frontOther
+	frontClosed
+)
+
+// frontIs tells whether the oldest unanswered request belongs to run (the
+// backend runs run's statement now), a later one does (it waits its turn),
+// or none does any more (frontClosed: it was answered, skipped after an
+// error, or the session ended).
+func (q *reqQueue) frontIs(run *stmtRun) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return frontClosed
+	}
+	for i := 0; i < q.n; i++ {
+		if q.buf[(q.head+i)%len(q.buf)].run == run {
+			if i == 0 {
+				return frontIsRun
+			}
+			return frontOther
+		}
+	}
+	return frontClosed
+}
+
 // pending is the number of requests still waiting for an answer.
 func (q *reqQueue) pending() int {
 	q.mu.Lock()

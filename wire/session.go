@@ -538,11 +538,21 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 	case 'E':
 		if r.run != nil {
 			denied := r.run.next == r.run.denyIdx
+			timedOut := r.run.timer != nil && r.run.timer.fired.Load()
+			ms := 0
+			if r.run.timer != nil {
+				ms = r.run.timer.ms
+			}
 			sess.complete(r.run, typ, b[5:])
-			if denied {
-				if nb := stripWhere(b[5:]); nb != nil {
-					return nb
-				}
+			var nb []byte
+			switch {
+			case denied:
+				nb = stripWhere(b[5:])
+			case timedOut:
+				nb = timeoutError(b[5:], ms)
+			}
+			if nb != nil {
+				return nb
 			}
 		}
 	case 'Z':

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/audit"
@@ -34,6 +35,71 @@ type stmtRun struct {
 	sent *int64
 	own  int64
 	cut  bool // rows were withheld from the current statement
+	// timer is the policy timeout of the run, if it has one.
+	timer *stmtTimer
+}
+
+// stmtTimer is a run's policy timeout. When it fires while the
+// statement is the one the backend runs, the proxy cancels it on the backend
+// and reports the cancel as a statement timeout.
+type stmtTimer struct {
+	t     *time.Timer
+	ms    int
+	done  atomic.Bool // the statement completed; the timer must not cancel
+	fired atomic.Bool // the proxy cancelled the statement for its timeout
+}
+
+// armTimeout starts the policy timer of a run before it is queued. A single
+// statement gets its own timeout. PostgreSQL does not flush between the
+// statements of a multi-statement Query, so the proxy cannot see where one
+// ends; such a Query gets the sum of its statements' timeouts (none if one of
+// them has none) as one bound for the whole string.
+func (sess *session) armTimeout(run *stmtRun) {
+	ms := 0
+	for _, st := range run.plan.Statements {
+		if st.TimeoutMS <= 0 {
+			return
+		}
+		ms += st.TimeoutMS
+	}
+	if ms <= 0 {
+		return
+	}
+	st := &stmtTimer{ms: ms}
+	st.t = time.AfterFunc(time.Duration(ms)*time.Millisecond, func() { sess.timeoutFired(run, st) })
+	run.timer = st
+}
+
+// timeoutFired cancels the statement on the backend if it is still the one
+// running there; a statement still waiting behind others is checked again
+// shortly, so that it is timed from when it could start.
+func (sess *session) timeoutFired(run *stmtRun, st *stmtTimer) {
+	if st.done.Load() {
+		return
+	}
+	switch sess.reqs.frontIs(run) {
+	case frontClosed:
+		return
+	case frontOther:
+		st.t.Reset(5 * time.Millisecond)
+		return
+	}
+	st.fired.Store(true)
+	sess.log.Info().Int("timeout_ms", st.ms).Msg("statement timed out by policy; cancelling it")
+	sess.cancelRunning()
+}
+
+// stopTimer ends the current statement's timer and reports whether it had
+// cancelled the statement.
+func (r *stmtRun) stopTimer() (fired bool, ms int) {
+	st := r.timer
+	if st == nil {
+		return false, 0
+	}
+	r.timer = nil
+	st.done.Store(true)
+	st.t.Stop()
+	return st.fired.Load(), st.ms
 }
 
 // portal is a bound portal: its statement's plan and the rows sent from it.
@@ -109,6 +175,7 @@ func (sess *session) handleQuery(be *pool.Conn, n int) error {
 		return sess.sendDenial(be, reqQuery, plan, plan.Deny)
 	}
 	run := newRun(plan, nil)
+	sess.armTimeout(run)
 	if err := sess.push(be, request{kind: reqQuery, run: run}); err != nil {
 		return err
 	}
@@ -287,6 +354,7 @@ func (sess *session) handleExecute(be *pool.Conn, n int) error {
 	r := request{kind: reqExecute}
 	if pt != nil {
 		r.run = newRun(pt.plan, &pt.sent)
+		sess.armTimeout(r.run)
 	}
 	if err := sess.push(be, r); err != nil {
 		return err
@@ -297,7 +365,7 @@ func (sess *session) handleExecute(be *pool.Conn, n int) error {
 // complete writes the audit record of the statement a backend answer (typ
 // 'C', 'I', 's' or 'E' with body) finishes. It runs on the pump.
 func (sess *session) complete(run *stmtRun, typ byte, body []byte) {
-	if sess.auditor == nil || run == nil {
+	if run == nil {
 		return
 	}
 	idx := run.next
@@ -305,7 +373,10 @@ func (sess *session) complete(run *stmtRun, typ byte, body []byte) {
 		run.next++
 		run.own, run.cut = 0, false
 	}
-	if idx >= len(run.plan.Statements) {
+	if typ == 'E' || typ == 's' || run.next >= len(run.plan.Statements) {
+		run.stopTimer() // the run's statements are done (or paused)
+	}
+	if sess.auditor == nil || idx >= len(run.plan.Statements) {
 		return
 	}
 	ps := &run.plan.Statements[idx]
@@ -368,6 +439,22 @@ func truncationNotice(max int, typ byte, b []byte) []byte {
 		}
 	}
 	return append(out, b...)
+}
+
+// timeoutError rewrites the backend's "canceling statement due to user
+// request" for a statement the proxy cancelled for its policy timeout.
+func timeoutError(body []byte, ms int) []byte {
+	var m pgproto3.ErrorResponse
+	if m.Decode(body) != nil || m.Code != CodeQueryCanceled {
+		return nil
+	}
+	m.Message = "canceling statement due to statement timeout"
+	m.Detail = fmt.Sprintf("The policy allows this statement %d ms.", ms)
+	buf, err := m.Encode(nil)
+	if err != nil {
+		return nil
+	}
+	return buf
 }
 
 // tagRows reads the row count at the end of a CommandComplete tag
