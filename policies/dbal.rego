@@ -235,6 +235,7 @@ table_permits(t, _) if {
 table_permits(t, "select") if {
 	role_known
 	is_catalog(t)
+	not qname(t) in statistics_catalogs
 }
 
 table_permits(t, _) if {

@@ -203,6 +203,19 @@ test_catalog_reads_everyone if {
 	}
 }
 
+test_statistics_catalogs_supergod_only if {
+	every t in [
+		table("pg_catalog", "pg_stats", "select"),
+		table("", "pg_statistic", "select"),
+		table("pg_catalog", "pg_stats_ext", "select"),
+	] {
+		every role in {"user", "admin", "god", "migrator"} {
+			not dec(stmt(role, "SELECT", "read", [t], [], [])).allow
+		}
+		dec(stmt("supergod", "SELECT", "read", [t], [], [])).allow
+	}
+}
+
 test_catalog_read_reason if {
 	d := dbal.decision with input as stmt("user", "SELECT", "read", [table("", "pg_type", "select")], [], [])
 	d.reason == `allowed: role "user" may select pg_catalog.pg_type`
@@ -384,6 +397,7 @@ test_denied_functions if {
 		"pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file",
 		"lo_import", "lo_export", "dblink", "dblink_exec", "dblink_connect",
 		"pg_terminate_backend", "pg_cancel_backend", "pg_ls_waldir",
+		"query_to_xml", "table_to_xml", "cursor_to_xml", "database_to_xml", "ts_stat",
 	} {
 		every role in {"user", "admin", "god", "migrator"} {
 			d := dbal.decision with input as calls(role, fname)

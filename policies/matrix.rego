@@ -66,6 +66,13 @@ denied_functions := {
 	"pg_terminate_backend", "pg_cancel_backend",
 	"pg_reload_conf", "pg_rotate_logfile", "pg_promote", "pg_switch_wal",
 	"pg_file_write", "pg_file_rename", "pg_file_unlink", "pg_file_sync",
+	# These run SQL given as text, which the proxy cannot see or rewrite.
+	"query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema",
+	"table_to_xml", "table_to_xml_and_xmlschema", "table_to_xmlschema",
+	"cursor_to_xml", "cursor_to_xmlschema",
+	"schema_to_xml", "schema_to_xml_and_xmlschema", "schema_to_xmlschema",
+	"database_to_xml", "database_to_xml_and_xmlschema", "database_to_xmlschema",
+	"ts_stat",
 }
 
 # Name prefixes of functions only supergod may call: every dblink_* function
@@ -102,3 +109,11 @@ harmless_words := {"SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE"}
 
 # Schemas whose tables every known role may read.
 catalog_schemas := {"pg_catalog", "information_schema"}
+
+# Catalog relations that hold column statistics (most common values,
+# histograms): they show table contents past any row filter, so only
+# supergod may read them.
+statistics_catalogs := {
+	"pg_catalog.pg_statistic", "pg_catalog.pg_stats",
+	"pg_catalog.pg_statistic_ext_data", "pg_catalog.pg_stats_ext", "pg_catalog.pg_stats_ext_exprs",
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/dbalproxy/dbalproxy/parser"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/pool"
+	"github.com/dbalproxy/dbalproxy/rewrite"
 	"github.com/dbalproxy/dbalproxy/testenv"
 	"github.com/dbalproxy/dbalproxy/wire"
 	"github.com/rs/zerolog"
@@ -148,7 +149,7 @@ func policyEngine(t testing.TB, dir string, mode policy.Mode) *policy.Engine {
 // audit records in sink (which may be nil).
 func withPolicy(t testing.TB, engine wire.PolicyEngine, sink *auditSink) proxyOption {
 	t.Helper()
-	planner, err := wire.NewPlanner(wire.PlannerConfig{Parser: parser.New(parser.Options{}), Policy: engine})
+	planner, err := wire.NewPlanner(wire.PlannerConfig{Parser: parser.New(parser.Options{}), Policy: engine, Rewriter: rewrite.NewRewriter(0)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/dbalproxy/dbalproxy/parser"
 	"github.com/dbalproxy/dbalproxy/policy"
 	lru "github.com/hashicorp/golang-lru/v2"
+	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/rs/zerolog"
 )
 
@@ -30,10 +31,20 @@ type StatementParser interface {
 	Parse(sql string) (*parser.Result, error)
 }
 
+// Rewriter applies a decision's row filters and column rules to a statement;
+// *rewrite.Rewriter implements it. It returns the statement's new text and
+// whether it changed; an error means the statement must not run.
+type Rewriter interface {
+	Rewrite(st *parser.Statement, d *policy.Decision) (sql string, changed bool, err error)
+}
+
 // PlannerConfig configures NewPlanner.
 type PlannerConfig struct {
 	Parser StatementParser // required
 	Policy PolicyEngine    // required
+	// Rewriter enforces filters and column rules. Nil enforces them by
+	// denying any statement whose decision carries them (fail closed).
+	Rewriter Rewriter
 	// CacheSize is the number of plans kept, keyed by statement text,
 	// principal and policy version. Zero means 10000.
 	CacheSize int
@@ -130,6 +141,8 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 		Transaction: policy.Transaction{Active: s.InTransaction},
 		Backend:     backendInput(s.BackendParams),
 	}
+	texts := make([]string, len(res.Statements)) // each statement as sent, when any is rewritten
+	rewritten := false
 	for i, st := range res.Statements {
 		ps := &plan.Statements[i]
 		ps.Command = st.Command
@@ -141,6 +154,7 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 		for j, t := range st.Tables {
 			ps.Tables[j] = qualified(t.Schema, t.Name)
 		}
+		texts[i] = st.Text
 		in.Statement = statementInput(st)
 		ectx, cancel := context.WithTimeout(ctx, p.cfg.EvalTimeout)
 		d, err := p.cfg.Policy.Decide(ectx, &in)
@@ -151,19 +165,40 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 		}
 		ps.Reason = d.Reason
 		ps.MaxRows, ps.TimeoutMS = d.MaxRows, d.TimeoutMS
-		switch {
-		case err == nil && d.Allow && d.WouldDeny:
-			ps.Decision = audit.DecisionWouldDeny
-		case err == nil && d.Allow:
-			ps.Decision = audit.DecisionAllow
-		default:
+		allowed := err == nil && d.Allow
+		if allowed {
+			if d.WouldDeny {
+				ps.Decision = audit.DecisionWouldDeny
+			} else {
+				ps.Decision = audit.DecisionAllow
+			}
+			if len(d.Filters) > 0 || len(d.Columns) > 0 {
+				out, changed, rerr := p.rewrite(st, &d)
+				switch {
+				case rerr != nil:
+					allowed = false
+					ps.Reason = rerr.Error()
+				case changed:
+					texts[i], rewritten = out, true
+					ps.Rewritten = normalized(out)
+					if ps.Decision == audit.DecisionAllow {
+						ps.Decision = audit.DecisionRewrite
+					}
+				}
+			}
+		}
+		if !allowed {
 			ps.Decision = audit.DecisionDeny
 			if ps.Reason == "" {
 				ps.Reason = "denied by policy"
 			}
+			prefix := prefixSQL(sql, res.Statements[:i])
+			if rewritten {
+				prefix = strings.Join(texts[:i], ";\n")
+			}
 			plan.Deny = &Denial{
 				Index:   i,
-				Prefix:  prefixSQL(sql, res.Statements[:i]),
+				Prefix:  prefix,
 				Code:    CodeInsufficientPriv,
 				Message: ps.Reason,
 				Detail:  denialDetail(st.Command, ps.Tables),
@@ -172,7 +207,29 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 			return plan
 		}
 	}
+	if rewritten {
+		plan.SQL = strings.Join(texts, ";\n")
+	}
 	return plan
+}
+
+// rewrite applies a decision's filters and column rules, or, with no
+// Rewriter, refuses the statement.
+func (p *Planner) rewrite(st *parser.Statement, d *policy.Decision) (string, bool, error) {
+	if p.cfg.Rewriter == nil {
+		return "", false, errors.New("the policy requires row filters or column rules, and this proxy has no rewriter")
+	}
+	return p.cfg.Rewriter.Rewrite(st, d)
+}
+
+// normalized is sql with its literals replaced, for the audit log; the
+// rewritten text carries the filter's values.
+func normalized(sql string) string {
+	n, err := pg_query.Normalize(sql)
+	if err != nil {
+		return ""
+	}
+	return n
 }
 
 // unparsable plans a text the parser rejects: denied in strict mode (the

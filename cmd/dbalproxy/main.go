@@ -25,6 +25,7 @@ import (
 	"github.com/dbalproxy/dbalproxy/parser"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/pool"
+	"github.com/dbalproxy/dbalproxy/rewrite"
 	"github.com/dbalproxy/dbalproxy/wire"
 	"github.com/rs/zerolog"
 )
@@ -157,6 +158,7 @@ func newPlanner(cfg *Config, log zerolog.Logger) (*wire.Planner, *policy.Engine,
 	planner, err := wire.NewPlanner(wire.PlannerConfig{
 		Parser:    parser.New(parser.Options{}),
 		Policy:    engine,
+		Rewriter:  rewrite.NewRewriter(0),
 		CacheSize: cfg.Policy.CacheSize,
 		Logger:    log.With().Str("component", "planner").Logger(),
 	})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dbalproxy/dbalproxy/parser"
 	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/rewrite"
 	"github.com/dbalproxy/dbalproxy/wire"
 	"github.com/rs/zerolog"
 )
@@ -112,7 +113,7 @@ func explainCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	planner, err := wire.NewPlanner(wire.PlannerConfig{Parser: p, Policy: engine, Logger: zerolog.Nop()})
+	planner, err := wire.NewPlanner(wire.PlannerConfig{Parser: p, Policy: engine, Rewriter: rewrite.NewRewriter(0), Logger: zerolog.Nop()})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,107 @@
+// Package rewrite applies a policy decision's row filters and column rules
+// to one parsed statement, the way PostgreSQL's row-level security would,
+// and returns the SQL to run instead (deparsed with pg_query). It talks to
+// no network and never modifies the parser's shared, cached parse tree: it
+// rewrites a copy (proto.Clone), and only when a filter applies.
+//
+// Compile turns a decision's Rules into a Compiled set once per principal,
+// table set and policy version; Apply then rewrites each statement. Apply's
+// output depends only on the statement's text and the Compiled set, so a
+// caller may cache it under both.
+//
+// # Filters: what is fenced
+//
+// A filter (policy.Filter, e.g. {"sql": "id = $1", "args": ["u_alice"]} for
+// public.users) is an SQL boolean expression over one table's columns. It is
+// parsed once as the WHERE clause of "SELECT 1 WHERE <sql>"; its $n become
+// literal constants built from Args, and its column references are bound to
+// the protected table (wherever the predicate is placed they are qualified
+// with the table's alias or name, so they can never resolve to another
+// relation). A filter that does not parse, adds clauses of its own, uses a
+// $n without an argument, contains a subquery, a schema-qualified operator
+// or a function outside a small built-in list (lower, upper, btrim, length,
+// substr, now, date_trunc, extract, abs, coalesce/greatest/least, ...) is a
+// Compile error: the caller must refuse the statement. The predicate is
+// always a parse-tree node: no client text is ever concatenated into SQL.
+//
+// Every reference to a filtered table in a FROM list, JOIN, sub-select,
+// EXISTS/IN/scalar sublink, LATERAL item, CTE body (also data-modifying
+// CTEs), each arm of UNION/INTERSECT/EXCEPT, UPDATE ... FROM, DELETE ...
+// USING, the source of INSERT ... SELECT, MERGE's source, COPY (SELECT ...)
+// TO, EXPLAIN, PREPARE, DECLARE CURSOR and CREATE TABLE AS is replaced by a
+// fenced sub-select that keeps the reference's alias (or the table name as
+// alias, column aliases included):
+//
+//	SELECT u.email FROM users u WHERE u.email::int = 1
+//	=> SELECT u.email FROM (SELECT * FROM public.users WHERE users.id = 'u_alice' OFFSET 0) u WHERE u.email::int = 1
+//
+// OFFSET 0 keeps the planner from pulling the sub-select up or pushing the
+// client's conditions into it, so a condition that fails or sleeps on
+// certain values (a cast error that prints the value, a division by zero,
+// pg_sleep) is only ever evaluated on visible rows, as with security_barrier
+// views. SELECT * keeps the table's column set, so *, u.* and column
+// references keep working; a column reference qualified with the table's
+// schema (public.users.email) loses the schema, since the fence's alias is a
+// plain name. A table reference keeps ONLY and TABLESAMPLE (which move into
+// the fence). A whole-row reference (SELECT u FROM users u) now has the
+// anonymous record type of the sub-select rather than the table's row type.
+//
+// Unqualified names mean schema public; schema-qualified, quoted and
+// differently cased spellings (public.users, "users", USERS) are the same
+// table, while "Users" is another one. A reference to a CTE that shadows the
+// table's name is not the table (`WITH users AS (SELECT * FROM users)
+// SELECT * FROM users` fences only the inner reference).
+//
+// # UPDATE, DELETE and ON CONFLICT DO UPDATE
+//
+// The target of an UPDATE or DELETE of a filtered table is guarded in its
+// WHERE clause, with the filter bound to the target's alias:
+//
+//	(<filter>) AND CASE WHEN (<filter>) THEN (<client's WHERE>) ELSE false END
+//
+// or just (<filter>) when the client has none. CASE keeps the client's
+// condition from being evaluated on a hidden row; RETURNING therefore only
+// ever sees visible rows. INSERT ... ON CONFLICT DO UPDATE on a filtered
+// table gets the same guard in its DO UPDATE WHERE, so a conflicting hidden
+// row is left alone (PostgreSQL's RLS raises an error instead). A plain
+// INSERT is not restricted by a filter: new rows are the business of checks
+// (WITH CHECK), which this package does not apply yet.
+//
+// # What is refused (*DeniedError)
+//
+//   - COPY <filtered table> FROM (COPY ... TO becomes COPY (SELECT * FROM
+//     <fence> AS t) TO, keeping its column list and options);
+//   - MERGE into a filtered table (a filtered MERGE source is fenced);
+//   - UPDATE/DELETE ... WHERE CURRENT OF on a filtered table;
+//   - any other statement naming a filtered table outside FROM: TRUNCATE,
+//     LOCK, VACUUM/ANALYZE, CLUSTER, GRANT, DDL;
+//   - while any filter or column read rule applies, functions that run SQL
+//     given as text or read a table named by a string (query_to_xml,
+//     table_to_xml and the other *_to_xml functions, ts_stat, dblink, the
+//     pageinspect readers): no rewrite can reach inside a string.
+//
+// # Column rules: we forbid, we do not mask (*ColumnError)
+//
+// A column in DenyRead may not be read anywhere: select list, WHERE, JOIN
+// ON/USING, GROUP BY, HAVING, ORDER BY, window definitions, RETURNING,
+// function and aggregate arguments, SET expressions, ON CONFLICT arbiters.
+// Everything that reads every column is refused too, with a message asking
+// to list the columns: *, t.*, a whole-row reference (SELECT u, to_json(u)),
+// NATURAL JOIN, COPY without a column list. The rewriter does not know the
+// other tables' columns, so an unqualified name that a protected table in
+// reach has as a forbidden column is refused even if it might belong to
+// another relation (qualifying it resolves the doubt); ORDER BY and
+// DISTINCT ON names that are select-list aliases are outputs, not columns.
+// Forbidden columns are never replaced by NULL: a statement either runs as
+// written (filters aside) or is refused.
+//
+// A column in DenyWrite may not be written: UPDATE SET, an INSERT column
+// list, ON CONFLICT DO UPDATE SET, MERGE UPDATE SET and INSERT, COPY FROM;
+// an INSERT (also DEFAULT VALUES), MERGE INSERT or COPY FROM without a
+// column list writes every column and is refused. Writes come from the
+// parser's facts (Table.Columns, Table.Star), which name them exactly;
+// reads need the walk described above, since the facts cannot tell which
+// relation an unqualified name belongs to.
+//
+// Both error types have SQLState 42501 and a message meant for the client.
+package rewrite

@@ -1,0 +1,876 @@
+package rewrite
+
+import (
+	"fmt"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// rel is one entry of a query level's range table: a name a column reference
+// can be qualified with.
+type rel struct {
+	name    string // alias, else the relation's name
+	schema  string // schema as written, for an unaliased table
+	aliased bool
+	// rules are the column rules of the tables whose columns this name
+	// exposes: one for a table, several for a join alias, none for a
+	// subquery, function or CTE reference.
+	rules []*columnRule
+	// fenced is set for a filtered table replaced by a fenced sub-select:
+	// column references qualified with its schema lose the schema.
+	fenced bool
+	// qualifiedOnly rels (ON CONFLICT's EXCLUDED) never own an unqualified
+	// column.
+	qualifiedOnly bool
+}
+
+// scope is one query level.
+type scope struct {
+	parent *scope
+	rels   []rel
+	ctes   []string
+	// opaque stops name resolution from reaching outer levels (the ORDER BY
+	// of a set operation names output columns only).
+	opaque bool
+	// outputs are the select-list names ORDER BY and DISTINCT ON may refer
+	// to, consulted while useOutputs is set.
+	outputs    map[string]bool
+	useOutputs bool
+}
+
+func (s *scope) isCTE(name string) bool {
+	for ; s != nil; s = s.parent {
+		for _, c := range s.ctes {
+			if c == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// walker rewrites (when mutable) and checks one statement in a single walk
+// over its parse tree, tracking query levels as PostgreSQL resolves names.
+// Most nodes are walked generically; those that open a query level, name a
+// relation or a column have a case of their own.
+type walker struct {
+	c       *Compiled
+	sc      *scope
+	mutable bool // the tree is our own copy
+	changed bool
+}
+
+// abort carries an error out of the recursive walk.
+type abort struct{ err error }
+
+func (w *walker) run(root *pg_query.Node) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			a, ok := r.(abort)
+			if !ok {
+				panic(r)
+			}
+			err = a.err
+		}
+	}()
+	w.sc = &scope{}
+	w.node(root)
+	return nil
+}
+
+func (w *walker) fail(err error) { panic(abort{err}) }
+
+// mutate is called before every change to the tree.
+func (w *walker) mutate() {
+	if !w.mutable {
+		w.fail(errNeedClone)
+	}
+	w.changed = true
+}
+
+func (w *walker) push() func() {
+	saved := w.sc
+	w.sc = &scope{parent: saved}
+	return func() { w.sc = saved }
+}
+
+// nodeOneof is the "node" oneof of pg_query.Node.
+var nodeOneof = (&pg_query.Node{}).ProtoReflect().Descriptor().Oneofs().ByName("node")
+
+// unwrap returns the message inside a Node, or nil.
+func unwrap(n *pg_query.Node) proto.Message {
+	if n == nil {
+		return nil
+	}
+	m := n.ProtoReflect()
+	fd := m.WhichOneof(nodeOneof)
+	if fd == nil {
+		return nil
+	}
+	return m.Get(fd).Message().Interface()
+}
+
+func (w *walker) nodes(ns []*pg_query.Node) {
+	for _, n := range ns {
+		w.node(n)
+	}
+}
+
+// node walks one node.
+func (w *walker) node(n *pg_query.Node) {
+	if n == nil {
+		return
+	}
+	switch x := n.Node.(type) {
+	case nil:
+	case *pg_query.Node_String_, *pg_query.Node_Integer, *pg_query.Node_Float,
+		*pg_query.Node_Boolean, *pg_query.Node_BitString, *pg_query.Node_AConst,
+		*pg_query.Node_TypeName, *pg_query.Node_Alias,
+		*pg_query.Node_RoleSpec, *pg_query.Node_AStar, *pg_query.Node_SqlvalueFunction:
+		// leaves
+	case *pg_query.Node_ParamRef:
+		if x.ParamRef.Number < 1 && w.mutable {
+			// PostgreSQL rejects it anyway, and Deparse would print "?".
+			w.fail(fmt.Errorf("rewrite: there is no parameter $%d", x.ParamRef.Number))
+		}
+	case *pg_query.Node_LockingClause:
+		// FOR UPDATE OF names aliases of its level, not tables.
+	case *pg_query.Node_SelectStmt:
+		w.selectStmt(x.SelectStmt)
+	case *pg_query.Node_InsertStmt:
+		w.insertStmt(x.InsertStmt)
+	case *pg_query.Node_UpdateStmt:
+		w.updateStmt(x.UpdateStmt)
+	case *pg_query.Node_DeleteStmt:
+		w.deleteStmt(x.DeleteStmt)
+	case *pg_query.Node_MergeStmt:
+		w.mergeStmt(x.MergeStmt)
+	case *pg_query.Node_CopyStmt:
+		w.copyStmt(x.CopyStmt)
+	case *pg_query.Node_RangeVar:
+		w.namedRelation(x.RangeVar)
+	case *pg_query.Node_DropStmt:
+		w.dropStmt(x.DropStmt)
+	case *pg_query.Node_ColumnRef:
+		w.columnRef(x.ColumnRef)
+	case *pg_query.Node_AExpr:
+		w.node(x.AExpr.Lexpr)
+		w.node(x.AExpr.Rexpr)
+	case *pg_query.Node_BoolExpr:
+		w.nodes(x.BoolExpr.Args)
+	case *pg_query.Node_ResTarget:
+		w.nodes(x.ResTarget.Indirection)
+		w.node(x.ResTarget.Val)
+	case *pg_query.Node_TypeCast:
+		w.node(x.TypeCast.Arg)
+	case *pg_query.Node_SubLink:
+		w.node(x.SubLink.Testexpr)
+		w.node(x.SubLink.Subselect)
+	case *pg_query.Node_List:
+		w.nodes(x.List.Items)
+	case *pg_query.Node_SortBy:
+		w.node(x.SortBy.Node)
+	case *pg_query.Node_NullTest:
+		w.node(x.NullTest.Arg)
+	default:
+		w.children(unwrap(n))
+	}
+}
+
+// msg walks a message that is not a Node (a field of a specific type).
+func (w *walker) msg(m proto.Message) {
+	switch x := m.(type) {
+	case nil:
+	case *pg_query.Node:
+		w.node(x)
+	case *pg_query.RangeVar:
+		w.namedRelation(x)
+	case *pg_query.SelectStmt:
+		w.selectStmt(x)
+	case *pg_query.InsertStmt:
+		w.insertStmt(x)
+	case *pg_query.UpdateStmt:
+		w.updateStmt(x)
+	case *pg_query.DeleteStmt:
+		w.deleteStmt(x)
+	case *pg_query.MergeStmt:
+		w.mergeStmt(x)
+	case *pg_query.CopyStmt:
+		w.copyStmt(x)
+	case *pg_query.TypeName, *pg_query.Alias, *pg_query.RoleSpec:
+	default:
+		w.children(m)
+	}
+}
+
+// children walks every message-typed field of m.
+func (w *walker) children(m proto.Message) {
+	if m == nil {
+		return
+	}
+	r := m.ProtoReflect()
+	if !r.IsValid() {
+		return
+	}
+	r.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
+			return true
+		}
+		if fd.IsList() {
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				w.msg(l.Get(i).Message().Interface())
+			}
+		} else {
+			w.msg(v.Message().Interface())
+		}
+		return true
+	})
+}
+
+// keyOf is the table a RangeVar names (unqualified: public).
+func keyOf(rv *pg_query.RangeVar) tableKey {
+	k := tableKey{rv.Schemaname, rv.Relname}
+	if k.schema == "" {
+		k.schema = "public"
+	}
+	return k
+}
+
+// namedRelation is a relation named outside FROM, USING and DML targets:
+// TRUNCATE, LOCK, DDL, VACUUM, GRANT, SELECT INTO's new table. None of these
+// can be limited to the rows a filter allows.
+func (w *walker) namedRelation(rv *pg_query.RangeVar) {
+	k := keyOf(rv)
+	if w.c.filters[k] != nil {
+		w.fail(denied(k.String(), "this statement may not name %s: the table has a row filter, and the statement cannot be limited to the rows it allows", k))
+	}
+}
+
+// dropStmt refuses DROP TABLE (VIEW, ...) of a filtered table, whose names
+// are lists rather than RangeVars.
+func (w *walker) dropStmt(d *pg_query.DropStmt) {
+	switch d.RemoveType {
+	case pg_query.ObjectType_OBJECT_TABLE, pg_query.ObjectType_OBJECT_VIEW, pg_query.ObjectType_OBJECT_MATVIEW,
+		pg_query.ObjectType_OBJECT_FOREIGN_TABLE:
+	default:
+		return
+	}
+	for _, o := range d.Objects {
+		items := o.GetList().GetItems()
+		if len(items) == 0 {
+			continue
+		}
+		rv := &pg_query.RangeVar{Relname: items[len(items)-1].GetString_().GetSval()}
+		if len(items) >= 2 {
+			rv.Schemaname = items[len(items)-2].GetString_().GetSval()
+		}
+		w.namedRelation(rv)
+	}
+}
+
+// with registers a WITH clause's CTE names in the current level and walks
+// their queries. A non-recursive CTE is visible only after its own
+// definition, so `WITH users AS (SELECT * FROM users)` reads the table.
+func (w *walker) with(wc *pg_query.WithClause) {
+	if wc == nil {
+		return
+	}
+	if wc.Recursive {
+		for _, c := range wc.Ctes {
+			if cte := c.GetCommonTableExpr(); cte != nil {
+				w.sc.ctes = append(w.sc.ctes, cte.Ctename)
+			}
+		}
+	}
+	for _, c := range wc.Ctes {
+		cte := c.GetCommonTableExpr()
+		if cte == nil {
+			continue
+		}
+		w.node(cte.Ctequery)
+		if !wc.Recursive {
+			w.sc.ctes = append(w.sc.ctes, cte.Ctename)
+		}
+	}
+}
+
+// lateral runs f with the current level's range table visible (LATERAL)
+// or hidden (a plain sub-select in FROM sees outer levels and the CTEs of
+// its own level only).
+func (w *walker) lateral(isLateral bool, f func()) {
+	if isLateral {
+		f()
+		return
+	}
+	saved := w.sc
+	w.sc = &scope{parent: saved.parent, ctes: saved.ctes}
+	f()
+	w.sc = saved
+}
+
+// fromItem walks one FROM, USING or MERGE source item, replaces a filtered
+// table by its fence, and adds what the item defines to the current level.
+func (w *walker) fromItem(n *pg_query.Node) {
+	if n == nil {
+		return
+	}
+	switch x := n.Node.(type) {
+	case *pg_query.Node_RangeVar:
+		w.fromRangeVar(n, x.RangeVar, nil)
+	case *pg_query.Node_RangeTableSample:
+		ts := x.RangeTableSample
+		w.nodes(ts.Args)
+		w.node(ts.Repeatable)
+		if rv := ts.Relation.GetRangeVar(); rv != nil {
+			w.fromRangeVar(n, rv, ts)
+		} else {
+			w.fromItem(ts.Relation)
+		}
+	case *pg_query.Node_JoinExpr:
+		j := x.JoinExpr
+		start := len(w.sc.rels)
+		w.fromItem(j.Larg)
+		w.fromItem(j.Rarg)
+		inside := w.sc.rels[start:]
+		if j.IsNatural {
+			// NATURAL compares every column the two sides share.
+			for _, r := range inside {
+				for _, cr := range r.rules {
+					if len(cr.readList) > 0 {
+						w.fail(&ColumnError{Table: cr.table, Column: cr.readList[0], Implicit: true})
+					}
+				}
+			}
+		}
+		for _, u := range j.UsingClause {
+			col := u.GetString_().GetSval()
+			for _, r := range inside {
+				for _, cr := range r.rules {
+					if cr.read[col] {
+						w.fail(&ColumnError{Table: cr.table, Column: col})
+					}
+				}
+			}
+		}
+		var rules []*columnRule
+		for _, r := range inside {
+			rules = append(rules, r.rules...)
+		}
+		w.node(j.Quals)
+		if a := j.JoinUsingAlias; a != nil && a.Aliasname != "" {
+			w.sc.rels = append(w.sc.rels, rel{name: a.Aliasname, aliased: true, rules: rules})
+		}
+		if a := j.Alias; a != nil && a.Aliasname != "" {
+			w.sc.rels = append(w.sc.rels, rel{name: a.Aliasname, aliased: true, rules: rules})
+		}
+	case *pg_query.Node_RangeSubselect:
+		rs := x.RangeSubselect
+		w.lateral(rs.Lateral, func() { w.node(rs.Subquery) })
+		w.sc.rels = append(w.sc.rels, rel{name: rs.Alias.GetAliasname(), aliased: true})
+	case *pg_query.Node_RangeFunction:
+		// Functions in FROM may refer to earlier FROM items even without
+		// LATERAL.
+		rf := x.RangeFunction
+		w.nodes(rf.Functions)
+		name := rf.Alias.GetAliasname()
+		if name == "" && len(rf.Functions) > 0 {
+			if items := rf.Functions[0].GetList().GetItems(); len(items) > 0 {
+				if fn := items[0].GetFuncCall().GetFuncname(); len(fn) > 0 {
+					name = fn[len(fn)-1].GetString_().GetSval()
+				}
+			}
+		}
+		w.sc.rels = append(w.sc.rels, rel{name: name, aliased: true})
+	case *pg_query.Node_RangeTableFunc:
+		w.children(x.RangeTableFunc)
+		w.sc.rels = append(w.sc.rels, rel{name: x.RangeTableFunc.Alias.GetAliasname(), aliased: true})
+	case *pg_query.Node_JsonTable:
+		w.children(x.JsonTable)
+		w.sc.rels = append(w.sc.rels, rel{name: x.JsonTable.Alias.GetAliasname(), aliased: true})
+	default:
+		w.node(n)
+	}
+}
+
+// fromRangeVar adds a relation of a FROM list: a CTE reference when an
+// unqualified name matches a CTE in scope, else a table, which is replaced by
+// its fence (n's content changes) when it has a filter. sample is the
+// TABLESAMPLE clause around rv, if any; it moves into the fence.
+func (w *walker) fromRangeVar(n *pg_query.Node, rv *pg_query.RangeVar, sample *pg_query.RangeTableSample) {
+	r := rel{name: rv.Relname, schema: rv.Schemaname}
+	if a := rv.Alias.GetAliasname(); a != "" {
+		r.name, r.aliased = a, true
+	}
+	if rv.Schemaname == "" && rv.Catalogname == "" && w.sc.isCTE(rv.Relname) {
+		w.sc.rels = append(w.sc.rels, r)
+		return
+	}
+	k := keyOf(rv)
+	if cr := w.c.columns[k]; cr != nil {
+		r.rules = []*columnRule{cr}
+	}
+	if f := w.c.filters[k]; f != nil {
+		w.mutate()
+		alias := rv.Alias
+		if alias == nil || alias.Aliasname == "" {
+			alias = &pg_query.Alias{Aliasname: rv.Relname}
+		}
+		var from *pg_query.Node
+		inner := fenceRangeVar(f, rv)
+		if sample != nil {
+			from = &pg_query.Node{Node: &pg_query.Node_RangeTableSample{RangeTableSample: &pg_query.RangeTableSample{
+				Relation: inner, Method: sample.Method, Args: sample.Args, Repeatable: sample.Repeatable, Location: -1,
+			}}}
+		} else {
+			from = inner
+		}
+		n.Node = &pg_query.Node_RangeSubselect{RangeSubselect: &pg_query.RangeSubselect{
+			Subquery: fenceSelect(f, from),
+			Alias:    alias,
+		}}
+		r.fenced = true
+	}
+	w.sc.rels = append(w.sc.rels, r)
+}
+
+// fenceRangeVar is the table reference inside a fence: schema-qualified,
+// without alias, keeping ONLY and the catalog.
+func fenceRangeVar(f *filter, rv *pg_query.RangeVar) *pg_query.Node {
+	return &pg_query.Node{Node: &pg_query.Node_RangeVar{RangeVar: &pg_query.RangeVar{
+		Catalogname:    rv.Catalogname,
+		Schemaname:     f.key.schema,
+		Relname:        f.key.name,
+		Inh:            rv.Inh,
+		Relpersistence: rv.Relpersistence,
+		Location:       -1,
+	}}}
+}
+
+// fenceSelect is `SELECT * FROM <from> WHERE <filter> OFFSET 0`. OFFSET 0
+// keeps the planner from pulling the sub-select up or pushing the outer
+// query's conditions into it.
+func fenceSelect(f *filter, from *pg_query.Node) *pg_query.Node {
+	return &pg_query.Node{Node: &pg_query.Node_SelectStmt{SelectStmt: &pg_query.SelectStmt{
+		TargetList:  []*pg_query.Node{starTarget()},
+		FromClause:  []*pg_query.Node{from},
+		WhereClause: f.instance(f.key.name),
+		LimitOffset: pg_query.MakeAConstIntNode(0, -1),
+		LimitOption: pg_query.LimitOption_LIMIT_OPTION_COUNT,
+		Op:          pg_query.SetOperation_SETOP_NONE,
+	}}}
+}
+
+func starTarget() *pg_query.Node {
+	return pg_query.MakeResTargetNodeWithVal(pg_query.MakeColumnRefNode([]*pg_query.Node{pg_query.MakeAStarNode()}, -1), -1)
+}
+
+// guard is the WHERE clause of an UPDATE or DELETE of a filtered target
+// (and of ON CONFLICT DO UPDATE): `(<filter>) AND CASE WHEN (<filter>) THEN
+// (<client>) ELSE false END`, so the client's condition is never evaluated
+// on a hidden row; just the filter when the client has none.
+func (w *walker) guard(f *filter, qual string, client *pg_query.Node) *pg_query.Node {
+	w.mutate()
+	if client == nil {
+		return f.instance(qual)
+	}
+	caseExpr := &pg_query.Node{Node: &pg_query.Node_CaseExpr{CaseExpr: &pg_query.CaseExpr{
+		Args:      []*pg_query.Node{pg_query.MakeCaseWhenNode(f.instance(qual), client, -1)},
+		Defresult: &pg_query.Node{Node: &pg_query.Node_AConst{AConst: &pg_query.A_Const{Val: &pg_query.A_Const_Boolval{Boolval: &pg_query.Boolean{}}, Location: -1}}},
+		Location:  -1,
+	}}}
+	return pg_query.MakeBoolExprNode(pg_query.BoolExprType_AND_EXPR, []*pg_query.Node{f.instance(qual), caseExpr}, -1)
+}
+
+// selectStmt walks a SELECT, VALUES or set operation as a new query level.
+func (w *walker) selectStmt(s *pg_query.SelectStmt) {
+	if s == nil {
+		return
+	}
+	defer w.push()()
+	w.with(s.WithClause)
+	switch s.Op {
+	case pg_query.SetOperation_SETOP_UNION, pg_query.SetOperation_SETOP_INTERSECT, pg_query.SetOperation_SETOP_EXCEPT:
+		w.selectStmt(s.Larg)
+		w.selectStmt(s.Rarg)
+		w.sc.opaque = true
+		w.nodes(s.SortClause)
+		w.node(s.LimitOffset)
+		w.node(s.LimitCount)
+		if s.IntoClause != nil {
+			w.children(s.IntoClause)
+		}
+		return
+	}
+	w.nodes(s.ValuesLists)
+	for _, f := range s.FromClause {
+		w.fromItem(f)
+	}
+	w.nodes(s.TargetList)
+	w.node(s.WhereClause)
+	// GROUP BY prefers input columns to output names: no outputs here.
+	w.nodes(s.GroupClause)
+	w.node(s.HavingClause)
+	w.nodes(s.WindowClause)
+	for _, t := range s.TargetList {
+		if name := t.GetResTarget().GetName(); name != "" {
+			if w.sc.outputs == nil {
+				w.sc.outputs = make(map[string]bool)
+			}
+			w.sc.outputs[name] = true
+		}
+	}
+	w.sc.useOutputs = true
+	w.nodes(s.SortClause)
+	w.nodes(s.DistinctClause)
+	w.sc.useOutputs = false
+	w.node(s.LimitOffset)
+	w.node(s.LimitCount)
+	if s.IntoClause != nil {
+		w.children(s.IntoClause)
+	}
+}
+
+// targetRel is the rel of a DML target, with its filter if any.
+func (w *walker) targetRel(rv *pg_query.RangeVar) (rel, *filter) {
+	k := keyOf(rv)
+	r := rel{name: rv.Relname, schema: rv.Schemaname}
+	if a := rv.Alias.GetAliasname(); a != "" {
+		r.name, r.aliased = a, true
+	}
+	if cr := w.c.columns[k]; cr != nil {
+		r.rules = []*columnRule{cr}
+	}
+	return r, w.c.filters[k]
+}
+
+// setTargets walks the value side of SET lists and INSERT column lists
+// (the column names are writes, checked from the parser's facts).
+func (w *walker) setTargets(targets []*pg_query.Node) {
+	for _, t := range targets {
+		rt := t.GetResTarget()
+		if rt == nil {
+			w.node(t)
+			continue
+		}
+		w.nodes(rt.Indirection)
+		w.node(rt.Val)
+	}
+}
+
+func (w *walker) insertStmt(s *pg_query.InsertStmt) {
+	defer w.push()()
+	w.with(s.WithClause)
+	// The source does not see the target.
+	w.node(s.SelectStmt)
+	if s.Relation == nil {
+		return
+	}
+	r, f := w.targetRel(s.Relation)
+	w.sc.rels = append(w.sc.rels, r)
+	w.setTargets(s.Cols)
+	if oc := s.OnConflictClause; oc != nil {
+		n := len(w.sc.rels)
+		w.sc.rels = append(w.sc.rels, rel{name: "excluded", aliased: true, qualifiedOnly: true})
+		if inf := oc.Infer; inf != nil {
+			for _, e := range inf.IndexElems {
+				ie := e.GetIndexElem()
+				if ie == nil {
+					w.node(e)
+					continue
+				}
+				if ie.Name != "" {
+					for _, cr := range r.rules {
+						if cr.read[ie.Name] {
+							w.fail(&ColumnError{Table: cr.table, Column: ie.Name})
+						}
+					}
+				}
+				w.node(ie.Expr)
+			}
+			w.node(inf.WhereClause)
+		}
+		w.setTargets(oc.TargetList)
+		w.node(oc.WhereClause)
+		if f != nil && oc.Action == pg_query.OnConflictAction_ONCONFLICT_UPDATE {
+			// The existing row must be visible to be updated.
+			oc.WhereClause = w.guard(f, r.name, oc.WhereClause)
+		}
+		w.sc.rels = w.sc.rels[:n]
+	}
+	w.nodes(s.ReturningList)
+}
+
+func (w *walker) updateStmt(s *pg_query.UpdateStmt) {
+	defer w.push()()
+	w.with(s.WithClause)
+	if s.Relation == nil {
+		return
+	}
+	r, f := w.targetRel(s.Relation)
+	w.sc.rels = append(w.sc.rels, r)
+	for _, item := range s.FromClause {
+		w.fromItem(item)
+	}
+	w.setTargets(s.TargetList)
+	w.node(s.WhereClause)
+	w.nodes(s.ReturningList)
+	if f != nil {
+		w.guardTarget(f, r.name, &s.WhereClause)
+	}
+}
+
+func (w *walker) deleteStmt(s *pg_query.DeleteStmt) {
+	defer w.push()()
+	w.with(s.WithClause)
+	if s.Relation == nil {
+		return
+	}
+	r, f := w.targetRel(s.Relation)
+	w.sc.rels = append(w.sc.rels, r)
+	for _, item := range s.UsingClause {
+		w.fromItem(item)
+	}
+	w.node(s.WhereClause)
+	w.nodes(s.ReturningList)
+	if f != nil {
+		w.guardTarget(f, r.name, &s.WhereClause)
+	}
+}
+
+// guardTarget replaces the WHERE clause of an UPDATE or DELETE of a filtered
+// table by its guard.
+func (w *walker) guardTarget(f *filter, qual string, where **pg_query.Node) {
+	if (*where).GetCurrentOfExpr() != nil {
+		w.fail(denied(f.key.String(), "WHERE CURRENT OF is not allowed on %s: the table has a row filter", f.key))
+	}
+	*where = w.guard(f, qual, *where)
+}
+
+func (w *walker) mergeStmt(s *pg_query.MergeStmt) {
+	defer w.push()()
+	w.with(s.WithClause)
+	if s.Relation == nil {
+		return
+	}
+	r, f := w.targetRel(s.Relation)
+	if f != nil {
+		w.fail(denied(f.key.String(), "MERGE into %s is not allowed: the table has a row filter, which MERGE cannot be limited to yet (use INSERT, UPDATE or DELETE)", f.key))
+	}
+	w.sc.rels = append(w.sc.rels, r)
+	w.fromItem(s.SourceRelation)
+	w.node(s.JoinCondition)
+	for _, n := range s.MergeWhenClauses {
+		mw := n.GetMergeWhenClause()
+		if mw == nil {
+			w.node(n)
+			continue
+		}
+		w.node(mw.Condition)
+		w.setTargets(mw.TargetList)
+		w.nodes(mw.Values)
+	}
+	w.nodes(s.ReturningList)
+}
+
+func (w *walker) copyStmt(s *pg_query.CopyStmt) {
+	w.node(s.Query)
+	if s.Relation == nil {
+		return
+	}
+	k := keyOf(s.Relation)
+	var cols []string
+	for _, a := range s.Attlist {
+		cols = append(cols, a.GetString_().GetSval())
+	}
+	if cr := w.c.columns[k]; cr != nil && !s.IsFrom {
+		if len(cols) == 0 && len(cr.readList) > 0 {
+			w.fail(&ColumnError{Table: cr.table, Column: cr.readList[0], Implicit: true})
+		}
+		for _, c := range cols {
+			if cr.read[c] {
+				w.fail(&ColumnError{Table: cr.table, Column: c})
+			}
+		}
+	}
+	if s.WhereClause != nil {
+		// COPY FROM ... WHERE tests the incoming rows, not the table's.
+		restore := w.push()
+		w.sc.rels = append(w.sc.rels, rel{name: s.Relation.Relname})
+		w.node(s.WhereClause)
+		restore()
+	}
+	f := w.c.filters[k]
+	if f == nil {
+		return
+	}
+	if s.IsFrom {
+		w.fail(denied(k.String(), "COPY ... FROM into %s is not allowed: the table has a row filter", k))
+	}
+	w.mutate()
+	targets := []*pg_query.Node{starTarget()}
+	if len(cols) > 0 {
+		targets = targets[:0]
+		for _, c := range cols {
+			targets = append(targets, pg_query.MakeResTargetNodeWithVal(pg_query.MakeColumnRefNode([]*pg_query.Node{pg_query.MakeStrNode(c)}, -1), -1))
+		}
+	}
+	fence := &pg_query.Node{Node: &pg_query.Node_RangeSubselect{RangeSubselect: &pg_query.RangeSubselect{
+		Subquery: fenceSelect(f, fenceRangeVar(f, s.Relation)),
+		Alias:    &pg_query.Alias{Aliasname: s.Relation.Relname},
+	}}}
+	s.Query = &pg_query.Node{Node: &pg_query.Node_SelectStmt{SelectStmt: &pg_query.SelectStmt{
+		TargetList:  targets,
+		FromClause:  []*pg_query.Node{fence},
+		LimitOption: pg_query.LimitOption_LIMIT_OPTION_DEFAULT,
+		Op:          pg_query.SetOperation_SETOP_NONE,
+	}}}
+	s.Relation = nil
+	s.Attlist = nil
+}
+
+// columnRef checks a column reference against the column rules and, for a
+// reference qualified with the schema of a fenced table, drops the schema
+// (the fence's alias is a plain name).
+func (w *walker) columnRef(c *pg_query.ColumnRef) {
+	var buf [4]string
+	names := buf[:0]
+	star := false
+	for _, f := range c.Fields {
+		switch v := f.Node.(type) {
+		case *pg_query.Node_String_:
+			names = append(names, v.String_.Sval)
+		case *pg_query.Node_AStar:
+			star = true
+		}
+	}
+	switch {
+	case star && len(names) == 0:
+		w.starAll()
+	case len(names) == 1 && !star:
+		w.unqualified(names[0])
+	case star:
+		if len(names) <= 3 {
+			if r := w.findRel(names); r != nil {
+				checkStar(r)
+				w.dropSchema(c, r, len(names))
+			}
+		}
+	default:
+		for take := min(len(names)-1, 3); take >= 1; take-- {
+			if r := w.findRel(names[:take]); r != nil {
+				for _, cr := range r.rules {
+					if cr.read[names[take]] {
+						w.fail(&ColumnError{Table: cr.table, Column: names[take]})
+					}
+				}
+				w.dropSchema(c, r, take)
+				return
+			}
+		}
+		// Not a relation: a field of a composite column, (a).b.
+		w.unqualified(names[0])
+	}
+}
+
+// dropSchema turns schema.table.col (or catalog.schema.table.col) into
+// table.col when table is fenced.
+func (w *walker) dropSchema(c *pg_query.ColumnRef, r *rel, qualifierLen int) {
+	if r.fenced && qualifierLen > 1 {
+		w.mutate()
+		c.Fields = c.Fields[qualifierLen-1:]
+	}
+}
+
+func checkStar(r *rel) {
+	for _, cr := range r.rules {
+		if len(cr.readList) > 0 {
+			panic(abort{&ColumnError{Table: cr.table, Column: cr.readList[0], Implicit: true}})
+		}
+	}
+}
+
+// starAll handles an unqualified *: every relation of the nearest level that
+// has any.
+func (w *walker) starAll() {
+	for s := w.sc; s != nil; s = s.parent {
+		if len(s.rels) == 0 {
+			if s.opaque {
+				return
+			}
+			continue
+		}
+		for i := range s.rels {
+			if !s.rels[i].qualifiedOnly {
+				checkStar(&s.rels[i])
+			}
+		}
+		return
+	}
+}
+
+// unqualified checks a bare name. Without the other tables' columns it
+// cannot know which relation owns it, so it is refused if any relation in
+// reach is a protected table with that column forbidden, or is named so
+// (a whole-row reference) and forbids any column.
+func (w *walker) unqualified(name string) {
+	if w.sc.useOutputs && w.sc.outputs[name] {
+		return
+	}
+	first := true
+	for s := w.sc; s != nil; s = s.parent {
+		if len(s.rels) == 0 {
+			if s.opaque {
+				return
+			}
+			continue
+		}
+		candidates := 0
+		for i := range s.rels {
+			if !s.rels[i].qualifiedOnly {
+				candidates++
+			}
+		}
+		for i := range s.rels {
+			r := &s.rels[i]
+			if r.qualifiedOnly {
+				continue
+			}
+			for _, cr := range r.rules {
+				if r.name == name && len(cr.readList) > 0 {
+					w.fail(&ColumnError{Table: cr.table, Column: cr.readList[0], Implicit: true})
+				}
+				if cr.read[name] {
+					w.fail(&ColumnError{Table: cr.table, Column: name, Ambiguous: !first || candidates > 1})
+				}
+			}
+		}
+		first = false
+	}
+}
+
+// findRel looks up a relation by qualifier ([catalog.]schema.table or a
+// name), innermost level first.
+func (w *walker) findRel(q []string) *rel {
+	schema, name := "", q[len(q)-1]
+	if len(q) >= 2 {
+		schema = q[len(q)-2]
+	}
+	for s := w.sc; s != nil; s = s.parent {
+		for i := len(s.rels) - 1; i >= 0; i-- {
+			r := &s.rels[i]
+			if r.name != name {
+				continue
+			}
+			if schema == "" {
+				return r
+			}
+			if !r.aliased && (r.schema == schema || r.schema == "") {
+				return r
+			}
+		}
+	}
+	return nil
+}
