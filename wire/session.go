@@ -543,17 +543,21 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 			if r.run.timer != nil {
 				ms = r.run.timer.ms
 			}
-			sess.complete(r.run, typ, b[5:])
 			var nb []byte
 			switch {
 			case denied:
 				nb = stripWhere(b[5:])
 			case timedOut:
 				nb = timeoutError(b[5:], ms)
+			default:
+				nb = checkViolation(b[5:])
 			}
-			if nb != nil {
-				return nb
+			if nb == nil {
+				sess.complete(r.run, typ, b[5:])
+				break
 			}
+			sess.complete(r.run, typ, nb[5:])
+			return nb
 		}
 	case 'Z':
 		be.TxStatus = b[5]

@@ -441,6 +441,39 @@ func truncationNotice(max int, typ byte, b []byte) []byte {
 	return append(out, b...)
 }
 
+// CheckViolationMarker starts the message of the error a rewritten statement
+// raises (as a failed integer cast, SQLSTATE 22P02) when a row it writes
+// fails the policy's check; it must equal rewrite.CheckViolationMarker.
+const CheckViolationMarker = "dbalproxy: check violation on "
+
+// checkViolation turns the backend's error for a failed policy check into
+// the error PostgreSQL's row-level security gives, or returns nil if body is
+// not one.
+func checkViolation(body []byte) []byte {
+	code, msg := errorFields(body)
+	if code != "22P02" {
+		return nil
+	}
+	i := strings.Index(msg, CheckViolationMarker)
+	if i < 0 {
+		return nil
+	}
+	table, _, _ := strings.Cut(msg[i+len(CheckViolationMarker):], ":")
+	_, name, ok := strings.Cut(table, ".")
+	if !ok {
+		name = table
+	}
+	buf, err := (&pgproto3.ErrorResponse{
+		Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: CodeInsufficientPriv,
+		Message: fmt.Sprintf("new row violates row-level security policy for table %q", name),
+		Detail:  "The policy's check on " + table + " does not hold for a row this statement writes.",
+	}).Encode(nil)
+	if err != nil {
+		return nil
+	}
+	return buf
+}
+
 // timeoutError rewrites the backend's "canceling statement due to user
 // request" for a statement the proxy cancelled for its policy timeout.
 func timeoutError(body []byte, ms int) []byte {
