@@ -1191,3 +1191,41 @@ decision := {"allow": "yes", "reason": "wrong shape"} if input.statement.command
 	})
 	wantUnchanged(t, db, base)
 }
+
+// TestPolicyReloadRewritesPreparedStatement checks that a prepared
+// statement whose rewrite changes with a new policy version runs with the
+// new filter: the proxy prepares the new text on the backend under the
+// client's statement name.
+func TestPolicyReloadRewritesPreparedStatement(t *testing.T) {
+	dir := copyDir(t, "../policies")
+	engine := policyEngine(t, dir, policy.ModeStrict)
+	p := startProxy(t, withPolicy(t, engine, nil))
+	p.loadDemo(t)
+	ctx := ctxT(t, 30*time.Second)
+	conn := connect(t, p.URL("alice"))
+	const q = "SELECT count(*) FROM users WHERE created_at > $1"
+	var n int
+	if err := conn.QueryRow(ctx, q, time.Unix(0, 0)).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("before the reload: %d rows visible, %v; want 1 (own row)", n, err)
+	}
+	rego, err := os.ReadFile(filepath.Join(dir, "dbal.rego"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	widened := strings.Replace(string(rego), `own_row := {"sql": "id = $1", "args": [input.session.claims.user_id]}`,
+		`own_row := {"sql": "role = $1", "args": ["user"]}`, 1)
+	if widened == string(rego) {
+		t.Fatal("the shipped policy's own-row filter moved; update this test")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "dbal.rego"), []byte(widened), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := engine.Reload(); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	for range 2 {
+		if err := conn.QueryRow(ctx, q, time.Unix(0, 0)).Scan(&n); err != nil || n != 3 {
+			t.Fatalf("after the reload: %d rows visible, %v; want 3 (every role user)", n, err)
+		}
+	}
+}

@@ -215,26 +215,12 @@ func (sess *session) sendDenial(be *pool.Conn, kind reqKind, plan *Plan, d *Deni
 		}
 		return sess.writeQuery(be, raise)
 	}
-	msgs := []struct {
-		r request
-		m pgproto3.FrontendMessage
-	}{
-		{request{kind: reqParse, swallow: true}, &pgproto3.Parse{Query: raise}},
-		{request{kind: reqBind, swallow: true}, &pgproto3.Bind{}},
-		{request{kind: reqExecute, run: run}, &pgproto3.Execute{}},
-	}
-	for _, x := range msgs {
-		if err := sess.push(be, x.r); err != nil {
-			return err
-		}
-		buf, err := x.m.Encode(sess.scratch[:0])
-		if err != nil {
-			return err
-		}
-		sess.scratch = buf
-		if _, err := be.W.Write(buf); err != nil {
-			return err
-		}
+	if err := sess.inject(be,
+		injected{request{kind: reqParse, swallow: true}, &pgproto3.Parse{Query: raise}},
+		injected{request{kind: reqBind, swallow: true}, &pgproto3.Bind{}},
+		injected{request{kind: reqExecute, run: run}, &pgproto3.Execute{}},
+	); err != nil {
+		return err
 	}
 	sess.skipping = true
 	return nil
@@ -255,9 +241,14 @@ func (sess *session) handleParse(be *pool.Conn, n int) error {
 	if plan.Deny != nil {
 		return sess.sendDenial(be, reqExecute, plan, plan.Deny)
 	}
-	if len(sess.stmts) < maxTrackedStatements || sess.stmts[m.Name] != nil {
-		sess.stmts[m.Name] = &prepared{text: m.Query, plan: plan}
+	if len(sess.stmts) >= maxTrackedStatements && sess.stmts[m.Name] == nil {
+		// Every prepared statement must stay decidable at Bind: refuse
+		// rather than lose track of one.
+		return sess.sendDenial(be, reqExecute, plan, &Denial{Code: CodeProgramLimitExceeded,
+			Message: fmt.Sprintf("too many prepared statements in this session (the proxy allows %d)", maxTrackedStatements),
+			Hint:    "deallocate prepared statements you no longer use"})
 	}
+	sess.stmts[m.Name] = &prepared{text: m.Query, plan: plan, paramOIDs: m.ParameterOIDs}
 	if err := sess.push(be, request{kind: reqParse}); err != nil {
 		return err
 	}
@@ -274,10 +265,12 @@ func (sess *session) handleParse(be *pool.Conn, n int) error {
 	return err
 }
 
-// prepared is a statement the client prepared: its text and current plan.
+// prepared is a statement the client prepared: its text, parameter types
+// and current plan.
 type prepared struct {
-	text string
-	plan *Plan
+	text      string
+	paramOIDs []uint32
+	plan      *Plan
 }
 
 // handleBind records which statement a portal runs and, if the policy
@@ -294,7 +287,15 @@ func (sess *session) handleBind(be *pool.Conn, n int) error {
 	if ok1 && ok2 {
 		if ps := sess.stmts[stmt]; ps != nil {
 			if ps.plan.Version != sess.decider.Version() {
+				old := ps.plan
 				ps.plan = sess.decide(ps.text)
+				if ps.plan.Deny == nil && ps.plan.SQL != old.SQL {
+					// The new policy rewrites the statement differently:
+					// prepare the new text on the backend under the same name.
+					if err := sess.reprepare(be, stmt, ps); err != nil {
+						return err
+					}
+				}
 			}
 			plan = ps.plan
 		}
@@ -318,6 +319,40 @@ func (sess *session) handleBind(be *pool.Conn, n int) error {
 		return err
 	}
 	return sess.forward(be, n)
+}
+
+// reprepare replaces the backend's statement name with ps's current text,
+// swallowing the answers: the client did not ask for them.
+func (sess *session) reprepare(be *pool.Conn, name string, ps *prepared) error {
+	return sess.inject(be,
+		injected{request{kind: reqClose, swallow: true}, &pgproto3.Close{ObjectType: 'S', Name: name}},
+		injected{request{kind: reqParse, swallow: true}, &pgproto3.Parse{Name: name, Query: ps.plan.SQL, ParameterOIDs: ps.paramOIDs}},
+	)
+}
+
+// injected is a message the proxy sends to the backend on its own, with the
+// request that follows its answer.
+type injected struct {
+	r request
+	m pgproto3.FrontendMessage
+}
+
+// inject queues and writes messages of the proxy's own.
+func (sess *session) inject(be *pool.Conn, msgs ...injected) error {
+	for _, x := range msgs {
+		if err := sess.push(be, x.r); err != nil {
+			return err
+		}
+		buf, err := x.m.Encode(sess.scratch[:0])
+		if err != nil {
+			return err
+		}
+		sess.scratch = buf
+		if _, err := be.W.Write(buf); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // noteClose forgets a closed statement or portal.
