@@ -65,6 +65,9 @@ func apply(st *parser.Statement, c *Compiled) (string, *pg_query.Node, error) {
 		if c.filters[k] != nil {
 			needRewrite = true
 		}
+		if c.checks[k] != nil && writes(t) {
+			needRewrite = true
+		}
 		if cr := c.columns[k]; cr != nil {
 			if err := cr.checkWrites(t); err != nil {
 				return "", nil, err
@@ -105,6 +108,17 @@ func apply(st *parser.Statement, c *Compiled) (string, *pg_query.Node, error) {
 		return "", nil, fmt.Errorf("rewrite: deparse: %w", err)
 	}
 	return out, root, nil
+}
+
+// writes reports whether t is written by INSERT, UPDATE (also ON CONFLICT
+// DO UPDATE and MERGE) or COPY FROM.
+func writes(t *parser.Table) bool {
+	for _, a := range t.Access {
+		if a == parser.AccessInsert || a == parser.AccessUpdate {
+			return true
+		}
+	}
+	return false
 }
 
 // checkWrites refuses the writes the parser's facts show for t: SET, INSERT

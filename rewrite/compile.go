@@ -24,6 +24,11 @@ type Rules struct {
 	// Filters are row filters: rows outside the predicate are invisible
 	// (like the USING expression of row-level security).
 	Filters map[string]policy.Filter
+	// Checks are conditions every row an INSERT, UPDATE or ON CONFLICT DO
+	// UPDATE writes must satisfy (like the WITH CHECK expression of
+	// row-level security); the statement fails with 42501 otherwise. They
+	// have the form of filters; their columns are the new row's.
+	Checks map[string]policy.Filter
 	// Columns are the columns that may not be read or written.
 	Columns map[string]policy.ColumnRule
 }
@@ -34,6 +39,7 @@ type Rules struct {
 // statement.
 type Compiled struct {
 	filters map[tableKey]*filter
+	checks  map[tableKey]*filter
 	columns map[tableKey]*columnRule
 	// hasRead is true when some column rule forbids reads.
 	hasRead bool
@@ -50,6 +56,8 @@ type filter struct {
 	// expr is the predicate with its $n replaced by constants and every
 	// column reference unqualified (one field); instance qualifies a copy.
 	expr *pg_query.Node
+	// columns are the columns expr reads, sorted.
+	columns []string
 }
 
 // columnRule is one table's compiled column rule.
@@ -74,6 +82,7 @@ type columnRule struct {
 func Compile(r Rules) (*Compiled, error) {
 	c := &Compiled{
 		filters: make(map[tableKey]*filter, len(r.Filters)),
+		checks:  make(map[tableKey]*filter, len(r.Checks)),
 		columns: make(map[tableKey]*columnRule, len(r.Columns)),
 	}
 	for _, name := range sortedKeys(r.Filters) {
@@ -89,6 +98,20 @@ func Compile(r Rules) (*Compiled, error) {
 			return nil, fmt.Errorf("rewrite: filter for %s: %w", k, err)
 		}
 		c.filters[k] = f
+	}
+	for _, name := range sortedKeys(r.Checks) {
+		k, err := parseKey(name)
+		if err != nil {
+			return nil, fmt.Errorf("rewrite: check key: %w", err)
+		}
+		if c.checks[k] != nil {
+			return nil, fmt.Errorf("rewrite: two checks for %s", k)
+		}
+		f, err := compileFilter(k, r.Checks[name])
+		if err != nil {
+			return nil, fmt.Errorf("rewrite: check for %s: %w", k, err)
+		}
+		c.checks[k] = f
 	}
 	for _, name := range sortedKeys(r.Columns) {
 		k, err := parseKey(name)
@@ -115,7 +138,7 @@ func Compile(r Rules) (*Compiled, error) {
 
 // empty reports whether c asks for nothing.
 func (c *Compiled) empty() bool {
-	return c == nil || (len(c.filters) == 0 && len(c.columns) == 0)
+	return c == nil || (len(c.filters) == 0 && len(c.checks) == 0 && len(c.columns) == 0)
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -199,7 +222,7 @@ func compileFilter(k tableKey, f policy.Filter) (*filter, error) {
 	if err := b.bind(where); err != nil {
 		return nil, fmt.Errorf("sql %q: %w", f.SQL, err)
 	}
-	return &filter{key: k, expr: where}, nil
+	return &filter{key: k, expr: where, columns: checkColumns(where)}, nil
 }
 
 // allowedFunctions are the functions a filter may call: built-in, without

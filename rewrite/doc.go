@@ -64,8 +64,40 @@
 // ever sees visible rows. INSERT ... ON CONFLICT DO UPDATE on a filtered
 // table gets the same guard in its DO UPDATE WHERE, so a conflicting hidden
 // row is left alone (PostgreSQL's RLS raises an error instead). A plain
-// INSERT is not restricted by a filter: new rows are the business of checks
-// (WITH CHECK), which this package does not apply yet.
+// INSERT is not restricted by a filter: new rows are the business of checks.
+//
+// # Checks (WITH CHECK)
+//
+// A check has the form of a filter; its columns are those of a row being
+// written. A row that fails it (or for which it is NULL) makes the statement
+// fail: the check is wrapped as
+//
+//	CASE WHEN <check> THEN true
+//	ELSE ('dbalproxy: check violation on <schema.table>: ' || random()::text)::int4 > 0 END
+//
+// whose ELSE branch raises an invalid-integer error (22P02) carrying
+// CheckViolationMarker; the proxy turns it into 42501. random() keeps the
+// planner from folding the error into every plan: it is raised only when a
+// failing row reaches it. Where it goes:
+//
+//   - UPDATE: the new row is the target row with each SET expression in
+//     place of its column, and the WHERE clause W (already guarded by the
+//     filter) becomes `W AND CASE WHEN W THEN <check case> ELSE false END`,
+//     so the check runs only for rows really updated and W stays usable for
+//     index scans. A checked column may only be set to an expression that
+//     gives the same value when evaluated again (constants, parameters,
+//     columns, operators, casts, the filter's built-in functions; no
+//     sub-selects, no DEFAULT, no multi-column or field assignment).
+//   - INSERT: the rows go through `SELECT * FROM (<VALUES or SELECT>) AS
+//     dbal_v(<columns>) WHERE <check case>`; string literals, NULLs and
+//     parameters that took their type from the target column keep it
+//     through `COALESCE(x, (NULL::<table>).<column>)`, so a prepared
+//     statement's parameter types are unchanged. The column list must name
+//     every column the check reads (defaults are unknown to the proxy);
+//     DEFAULT VALUES and DEFAULT items are refused.
+//   - ON CONFLICT DO UPDATE: as UPDATE, in its WHERE clause (EXCLUDED is
+//     visible there).
+//   - MERGE and COPY ... FROM into a checked table are refused.
 //
 // # What is refused (*DeniedError)
 //

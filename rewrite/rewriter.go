@@ -32,11 +32,11 @@ func NewRewriter(size int) *Rewriter {
 	return &Rewriter{compiled: c}
 }
 
-// Rewrite applies d's filters and column rules to st. It returns the new
+// Rewrite applies d's filters, checks and column rules to st. It returns the new
 // text and whether it differs; an error (invalid rules, a forbidden column,
 // a statement the rules cannot be applied to) means st must not run.
 func (r *Rewriter) Rewrite(st *parser.Statement, d *policy.Decision) (string, bool, error) {
-	rules := Rules{Filters: d.Filters, Columns: d.Columns}
+	rules := Rules{Filters: d.Filters, Checks: d.Checks, Columns: d.Columns}
 	key, err := json.Marshal(rules) // map keys are sorted: a canonical key
 	if err != nil {
 		return "", false, fmt.Errorf("the policy's row rules cannot be encoded: %v", err)

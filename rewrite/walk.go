@@ -569,6 +569,7 @@ func (w *walker) insertStmt(s *pg_query.InsertStmt) {
 		return
 	}
 	r, f := w.targetRel(s.Relation)
+	chk := w.c.checks[keyOf(s.Relation)]
 	w.sc.rels = append(w.sc.rels, r)
 	w.setTargets(s.Cols)
 	if oc := s.OnConflictClause; oc != nil {
@@ -598,9 +599,18 @@ func (w *walker) insertStmt(s *pg_query.InsertStmt) {
 			// The existing row must be visible to be updated.
 			oc.WhereClause = w.guard(f, r.name, oc.WhereClause)
 		}
+		if chk != nil && oc.Action == pg_query.OnConflictAction_ONCONFLICT_UPDATE {
+			// The row as DO UPDATE leaves it must pass the check.
+			subst := w.setSubstitutions(chk, s.Relation, oc.TargetList)
+			w.mutate()
+			oc.WhereClause = guardedCheck(oc.WhereClause, checkCase(chk, chk.checkInstance(r.name, subst)))
+		}
 		w.sc.rels = w.sc.rels[:n]
 	}
 	w.nodes(s.ReturningList)
+	if chk != nil {
+		w.checkInsert(chk, s)
+	}
 }
 
 func (w *walker) updateStmt(s *pg_query.UpdateStmt) {
@@ -619,6 +629,9 @@ func (w *walker) updateStmt(s *pg_query.UpdateStmt) {
 	w.nodes(s.ReturningList)
 	if f != nil {
 		w.guardTarget(f, r.name, &s.WhereClause)
+	}
+	if chk := w.c.checks[keyOf(s.Relation)]; chk != nil {
+		w.checkUpdate(chk, r.name, s.Relation, s.TargetList, &s.WhereClause)
 	}
 }
 
@@ -658,6 +671,9 @@ func (w *walker) mergeStmt(s *pg_query.MergeStmt) {
 	r, f := w.targetRel(s.Relation)
 	if f != nil {
 		w.fail(denied(f.key.String(), "MERGE into %s is not allowed: the table has a row filter, which MERGE cannot be limited to yet (use INSERT, UPDATE or DELETE)", f.key))
+	}
+	if chk := w.c.checks[keyOf(s.Relation)]; chk != nil {
+		w.fail(denied(chk.key.String(), "MERGE into %s is not allowed: the table has a check, which MERGE cannot be held to yet (use INSERT, UPDATE or DELETE)", chk.key))
 	}
 	w.sc.rels = append(w.sc.rels, r)
 	w.fromItem(s.SourceRelation)
@@ -701,6 +717,9 @@ func (w *walker) copyStmt(s *pg_query.CopyStmt) {
 		w.sc.rels = append(w.sc.rels, rel{name: s.Relation.Relname})
 		w.node(s.WhereClause)
 		restore()
+	}
+	if chk := w.c.checks[k]; chk != nil && s.IsFrom {
+		w.fail(denied(k.String(), "COPY ... FROM into %s is not allowed: the table has a check, which COPY cannot be held to (use INSERT)", k))
 	}
 	f := w.c.filters[k]
 	if f == nil {

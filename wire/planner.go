@@ -172,7 +172,7 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 			} else {
 				ps.Decision = audit.DecisionAllow
 			}
-			if len(d.Filters) > 0 || len(d.Columns) > 0 {
+			if len(d.Filters) > 0 || len(d.Checks) > 0 || len(d.Columns) > 0 {
 				out, changed, rerr := p.rewrite(st, &d)
 				switch {
 				case rerr != nil:

@@ -550,7 +550,7 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 			case timedOut:
 				nb = timeoutError(b[5:], ms)
 			default:
-				nb = checkViolation(b[5:])
+				nb, r.run.violationID = checkViolation(b[5:])
 			}
 			if nb == nil {
 				sess.complete(r.run, typ, b[5:])

@@ -29,6 +29,9 @@ type stmtRun struct {
 	start      time.Time
 	denyIdx    int    // index of the denied statement, -1 if none
 	decisionID string // the denied statement's decision id
+	// violationID is set when the current statement failed the policy's
+	// write check: the decision id the client's error carries.
+	violationID string
 	// sent counts the rows relayed for the current statement; for an
 	// Execute it is the portal's count, so a client fetching a portal in
 	// pieces cannot pass the cap. own backs it for a simple Query.
@@ -428,10 +431,15 @@ func (sess *session) complete(run *stmtRun, typ byte, body []byte) {
 	rec.Rewritten = ps.Rewritten
 	rec.DurationMS = float64(rec.Time.Sub(run.start).Microseconds()) / 1000
 	rec.Rows = -1
-	if idx == run.denyIdx {
+	switch {
+	case idx == run.denyIdx:
 		rec.Decision = audit.DecisionDeny
 		rec.DecisionID = run.decisionID
-	} else {
+	case run.violationID != "":
+		rec.Decision = audit.DecisionDeny
+		rec.Reason = "denied: a row the statement writes fails the policy's check"
+		rec.DecisionID, run.violationID = run.violationID, ""
+	default:
 		rec.DecisionID = audit.NewDecisionID()
 	}
 	switch typ {
@@ -484,16 +492,17 @@ const CheckViolationMarker = "dbalproxy: check violation on "
 // checkViolation turns the backend's error for a failed policy check into
 // the error PostgreSQL's row-level security gives, or returns nil if body is
 // not one.
-func checkViolation(body []byte) []byte {
-	code, msg := errorFields(body)
+func checkViolation(body []byte) (msg []byte, decisionID string) {
+	code, text := errorFields(body)
 	if code != "22P02" {
-		return nil
+		return nil, ""
 	}
-	i := strings.Index(msg, CheckViolationMarker)
+	i := strings.Index(text, CheckViolationMarker)
 	if i < 0 {
-		return nil
+		return nil, ""
 	}
-	table, _, _ := strings.Cut(msg[i+len(CheckViolationMarker):], ":")
+	decisionID = audit.NewDecisionID()
+	table, _, _ := strings.Cut(text[i+len(CheckViolationMarker):], ":")
 	_, name, ok := strings.Cut(table, ".")
 	if !ok {
 		name = table
@@ -501,12 +510,12 @@ func checkViolation(body []byte) []byte {
 	buf, err := (&pgproto3.ErrorResponse{
 		Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: CodeInsufficientPriv,
 		Message: fmt.Sprintf("new row violates row-level security policy for table %q", name),
-		Detail:  "The policy's check on " + table + " does not hold for a row this statement writes.",
+		Detail:  "The policy's check on " + table + " does not hold for a row this statement writes. decision_id=" + decisionID,
 	}).Encode(nil)
 	if err != nil {
-		return nil
+		return nil, ""
 	}
-	return buf
+	return buf, decisionID
 }
 
 // timeoutError rewrites the backend's "canceling statement due to user
