@@ -81,24 +81,45 @@ func (f *filter) checkInstance(qual string, subst map[string]*pg_query.Node) *pg
 // as PostgreSQL's WITH CHECK treats NULL. random() keeps the failing cast from
 // being folded into a plan-time error: it runs only when a row reaches it.
 func checkCase(f *filter, pred *pg_query.Node) *pg_query.Node {
-	text := CheckViolationMarker + f.key.String() + ": "
+	return &pg_query.Node{Node: &pg_query.Node_CaseExpr{CaseExpr: &pg_query.CaseExpr{
+		Args:      []*pg_query.Node{pg_query.MakeCaseWhenNode(pred, boolConst(true), -1)},
+		Defresult: violation(f.key),
+		Location:  -1,
+	}}}
+}
+
+// violation is the boolean expression that raises the check-violation error
+// for table k when it is evaluated.
+func violation(k tableKey) *pg_query.Node {
 	msg := &pg_query.Node{Node: &pg_query.Node_AExpr{AExpr: &pg_query.A_Expr{
 		Kind:     pg_query.A_Expr_Kind_AEXPR_OP,
 		Name:     []*pg_query.Node{pg_query.MakeStrNode("||")},
-		Lexpr:    pg_query.MakeAConstStrNode(text, -1),
+		Lexpr:    pg_query.MakeAConstStrNode(CheckViolationMarker+k.String()+": ", -1),
 		Rexpr:    typeCast(funcCall("random"), "text"),
 		Location: -1,
 	}}}
-	fail := &pg_query.Node{Node: &pg_query.Node_AExpr{AExpr: &pg_query.A_Expr{
+	return &pg_query.Node{Node: &pg_query.Node_AExpr{AExpr: &pg_query.A_Expr{
 		Kind:     pg_query.A_Expr_Kind_AEXPR_OP,
 		Name:     []*pg_query.Node{pg_query.MakeStrNode(">")},
 		Lexpr:    typeCast(msg, "int4"),
 		Rexpr:    pg_query.MakeAConstIntNode(0, -1),
 		Location: -1,
 	}}}
+}
+
+// conflictGuard is the DO UPDATE WHERE clause of an upsert into a filtered
+// table: `CASE WHEN <filter> THEN <client's WHERE, or true> ELSE <violation>
+// END`. A conflicting row the principal may not see makes the statement fail,
+// as row-level security does, instead of being skipped or updated; the
+// client's condition is never evaluated on it.
+func (w *walker) conflictGuard(f *filter, qual string, client *pg_query.Node) *pg_query.Node {
+	w.mutate()
+	if client == nil {
+		client = boolConst(true)
+	}
 	return &pg_query.Node{Node: &pg_query.Node_CaseExpr{CaseExpr: &pg_query.CaseExpr{
-		Args:      []*pg_query.Node{pg_query.MakeCaseWhenNode(pred, boolConst(true), -1)},
-		Defresult: fail,
+		Args:      []*pg_query.Node{pg_query.MakeCaseWhenNode(f.instance(qual), client, -1)},
+		Defresult: violation(f.key),
 		Location:  -1,
 	}}}
 }

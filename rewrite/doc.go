@@ -62,9 +62,12 @@
 // or just (<filter>) when the client has none. CASE keeps the client's
 // condition from being evaluated on a hidden row; RETURNING therefore only
 // ever sees visible rows. INSERT ... ON CONFLICT DO UPDATE on a filtered
-// table gets the same guard in its DO UPDATE WHERE, so a conflicting hidden
-// row is left alone (PostgreSQL's RLS raises an error instead). A plain
-// INSERT is not restricted by a filter: new rows are the business of checks.
+// table gets `CASE WHEN <filter> THEN <client's WHERE, or true> ELSE
+// <violation> END` in its DO UPDATE WHERE: a conflicting row the principal
+// may not see fails the statement (42501, as row-level security does)
+// instead of being updated, and the client's condition never runs on it. A
+// plain INSERT is not restricted by a filter: new rows are the business of
+// checks.
 //
 // # Checks (WITH CHECK)
 //

@@ -146,6 +146,17 @@ func (o *oracle) isGuard(where *pg_query.Node, qual string) bool {
 	return d != nil && d.GetBoolval() != nil && !d.GetBoolval().Boolval
 }
 
+// isConflictGuard reports whether where is `CASE WHEN <filter> THEN ...
+// ELSE <violation> END`: a hidden conflicting row raises the violation.
+func (o *oracle) isConflictGuard(where *pg_query.Node, qual string) bool {
+	c := where.GetCaseExpr()
+	if c == nil || c.Arg != nil || len(c.Args) != 1 || !o.isFilter(c.Args[0].GetCaseWhen().GetExpr(), qual) {
+		return false
+	}
+	d := c.Defresult.GetAExpr()
+	return d != nil && strings.Contains(d.String(), CheckViolationMarker)
+}
+
 // isFence reports whether s is SELECT * FROM public.users WHERE <filter>
 // OFFSET 0.
 func (o *oracle) isFence(s *pg_query.SelectStmt) bool {
@@ -228,7 +239,7 @@ func (o *oracle) walk(m proto.Message, ctes []string) {
 	case *pg_query.InsertStmt:
 		skip["relation"] = true
 		if oc := x.OnConflictClause; isUsers(x.Relation) && oc != nil && oc.Action == pg_query.OnConflictAction_ONCONFLICT_UPDATE &&
-			!o.isGuard(oc.WhereClause, relName(x.Relation)) {
+			!o.isConflictGuard(oc.WhereClause, relName(x.Relation)) {
 			o.problems = append(o.problems, "ON CONFLICT DO UPDATE of users without the guard")
 		}
 	case *pg_query.LockingClause:

@@ -94,7 +94,7 @@ var attacks = []attack{
 	{name: "update without where", sql: "UPDATE users SET email = 'hacked@example.com' RETURNING id", want: rows("u_alice"),
 		after: "SELECT email FROM users WHERE id = 'u_alice'", afterWant: rows("hacked@example.com")},
 	{name: "update schema-qualified", sql: "UPDATE public.users SET email = 'y@example.com' WHERE true RETURNING public.users.id", want: rows("u_alice")},
-	{name: "upsert schema-qualified onto a hidden row", sql: "INSERT INTO public.users (id, username, email, role) VALUES ('u_carol', 'c2', 'c2@example.com', 'user') ON CONFLICT (id) DO UPDATE SET role = 'user' RETURNING id", want: rows()},
+	{name: "upsert schema-qualified onto a hidden row", sql: "INSERT INTO public.users (id, username, email, role) VALUES ('u_carol', 'c2', 'c2@example.com', 'user') ON CONFLICT (id) DO UPDATE SET role = 'user' RETURNING id", dbErr: CheckViolationMarker},
 	{name: "update hidden row", sql: "UPDATE users SET role = 'user' WHERE id = 'u_bob' RETURNING id", want: rows()},
 	{name: "update with cast probe", sql: "UPDATE users SET username = username WHERE email::int = 1", dbErr: `"alice@example.com"`},
 	{name: "delete where true returning", setup: "DELETE FROM page_views WHERE owner_id = 'u_alice'",
@@ -112,7 +112,7 @@ var attacks = []attack{
 		changes: []string{"page_views"}, after: "SELECT slug, title FROM page_views ORDER BY id", afterWant: rows("home Home", "about About~us", "pricing Pricing", "admin Admin~console", "drafts alice@example.com")},
 	{name: "data-modifying cte update", sql: "WITH d AS (UPDATE users SET email = 'x@example.com' RETURNING id) SELECT id FROM d", want: rows("u_alice")},
 	{name: "data-modifying cte delete", sql: "WITH d AS (DELETE FROM users WHERE id <> 'u_alice' RETURNING id) SELECT count(*) FROM d", want: rows("0")},
-	{name: "upsert onto a hidden row", sql: "INSERT INTO users (id, username, email, role) VALUES ('u_bob', 'bob2', 'b2@example.com', 'user') ON CONFLICT (id) DO UPDATE SET email = excluded.email RETURNING id", want: rows()},
+	{name: "upsert onto a hidden row", sql: "INSERT INTO users (id, username, email, role) VALUES ('u_bob', 'bob2', 'b2@example.com', 'user') ON CONFLICT (id) DO UPDATE SET email = excluded.email RETURNING id", dbErr: CheckViolationMarker},
 	{name: "upsert onto the own row", sql: "INSERT INTO users AS u (id, username, email, role) VALUES ('u_alice', 'x', 'new@example.com', 'user') ON CONFLICT (id) DO UPDATE SET email = excluded.email WHERE u.role = 'user' RETURNING u.email", want: rows("new@example.com")},
 	// refused outright
 	{name: "merge into", sql: "MERGE INTO users u USING page_views p ON u.id = p.owner_id WHEN MATCHED THEN DELETE", denied: "MERGE into public.users"},

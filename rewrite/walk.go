@@ -596,8 +596,9 @@ func (w *walker) insertStmt(s *pg_query.InsertStmt) {
 		w.setTargets(oc.TargetList)
 		w.node(oc.WhereClause)
 		if f != nil && oc.Action == pg_query.OnConflictAction_ONCONFLICT_UPDATE {
-			// The existing row must be visible to be updated.
-			oc.WhereClause = w.guard(f, r.name, oc.WhereClause)
+			// The existing row must be visible to be updated; a hidden one
+			// is an error, as with row-level security.
+			oc.WhereClause = w.conflictGuard(f, r.name, oc.WhereClause)
 		}
 		if chk != nil && oc.Action == pg_query.OnConflictAction_ONCONFLICT_UPDATE {
 			// The row as DO UPDATE leaves it must pass the check.
