@@ -71,8 +71,6 @@ func sign(t *testing.T, c map[string]any, alg jwa.SignatureAlgorithm, key any, k
 			t.Fatal(err)
 		}
 	}
-	var opts []jwt.Option
-	_ = opts
 	if kid != "" {
 		jk, err := jwk.Import(key)
 		if err != nil {
@@ -231,7 +229,11 @@ func TestRolesAndDefaults(t *testing.T) {
 	_, err := v.Verify(tok)
 	wantRefused(t, err, tok, "role is not one")
 
-	v = hsVerifier(t, func(c *identity.Config) { c.DefaultRole = "user"; c.RoleClaim = "https://example/role"; c.UserIDClaim = "" })
+	v = hsVerifier(t, func(c *identity.Config) {
+		c.DefaultRole = "user"
+		c.RoleClaim = "https://example/role"
+		c.UserIDClaim = ""
+	})
 	c := claims()
 	delete(c, "role")
 	id, err := v.Verify(sign(t, c, jwa.HS256(), secret, ""))
