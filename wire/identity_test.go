@@ -3,6 +3,7 @@ package wire_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"strings"
@@ -223,6 +224,27 @@ func TestTokenLoginNeedsTLS(t *testing.T) {
 	if n := len(sink.Records()); n == 0 {
 		t.Fatal("no audit records")
 	}
+
+	// Over TLS the same token logs in with the default transport.
+	cert := selfSigned(t)
+	v, err := identity.New(identity.Config{HS256Secret: tokenSecret, UserIDClaim: "sub"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := startProxy(t, withPolicy(t, policyEngine(t, "", "strict"), nil), func(w *wire.Config, _ *pool.Config) {
+		w.Logins.(wire.Logins)["app"] = &wire.Login{Name: "app", Token: v}
+		w.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	})
+	tp.loadDemo(t)
+	u := strings.Replace(tp.URLWithPassword("app", userToken(t, "u_erin", "user")), "sslmode=disable", "sslmode=require", 1)
+	c, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatalf("token login over TLS: %v", err)
+	}
+	defer c.Close(ctx)
+	if got := strings.Join(userIDs(t, ctx, c), ","); got != "u_erin" {
+		t.Fatalf("token login over TLS sees %s", got)
+	}
 }
 
 // endUserRecords returns the statement audit records that name end user.
@@ -343,8 +365,15 @@ func TestEndUserSwitchExtendedProtocol(t *testing.T) {
 			t.Fatalf("after the transaction of %s the service sees %s", sub, got)
 		}
 	}
-	if len(endUserRecords(sink, "u_erin")) == 0 {
-		t.Fatal("no audit records for end user u_erin")
+	var switched bool
+	for _, r := range endUserRecords(sink, "u_erin") {
+		if r.Command == "SELECT" && r.Query == "SELECT set_config('dbal.token', $1, true)" && r.Success &&
+			r.User == "api" && r.Role == "user" && r.UserID == "u_erin" {
+			switched = true
+		}
+	}
+	if !switched {
+		t.Fatalf("no audit record of the switch to end user u_erin: %+v", sink.Records())
 	}
 	noTokenIn(t, sink, logs, toks...)
 }
