@@ -214,17 +214,27 @@ func (sess *session) identityDecide(sql string) *Plan {
 
 // identityDenial is a plan that refuses an end-user switch with code.
 func (sess *session) identityDenial(command, code, msg, hint string) *Plan {
-	v := sess.decider.Version()
 	q := auditSetLocal
 	if command == "SELECT" {
 		q = auditSetConfig
 	}
+	return sess.identityRefusal(command, q, code, msg, hint)
+}
+
+// identityRefusal is a plan that refuses a statement about the end user,
+// audited as query.
+func (sess *session) identityRefusal(command, query, code, msg, hint string) *Plan {
+	v := sess.decider.Version()
+	detail := "statement: " + command
+	if query == auditSetLocal || query == auditSetConfig {
+		detail += " " + tokenSetting
+	}
 	return &Plan{
 		Version: v,
 		Statements: []PlannedStatement{{
-			Command: command, Query: q, QueryRaw: q, Decision: audit.DecisionDeny, Reason: msg, PolicyVersion: v,
+			Command: command, Query: query, QueryRaw: query, Decision: audit.DecisionDeny, Reason: msg, PolicyVersion: v,
 		}},
-		Deny: &Denial{Code: code, Message: msg, Detail: "statement: " + command + " " + tokenSetting, Hint: hint},
+		Deny: &Denial{Code: code, Message: msg, Detail: detail, Hint: hint},
 	}
 }
 
@@ -241,7 +251,7 @@ func (sess *session) identityQuery(plan *Plan) *Plan {
 				continue
 			}
 			if i != len(plan.Statements)-1 {
-				return sess.identityDenial(plan.Statements[i].Command, CodeFeatureNotSupported,
+				return sess.identityRefusal(plan.Statements[i].Command, plan.Statements[i].Query, CodeFeatureNotSupported,
 					"while an end user is in effect, COMMIT or ROLLBACK must be the last statement of its query string", "")
 			}
 			sess.endIdentity()

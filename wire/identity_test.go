@@ -6,6 +6,9 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -466,4 +469,71 @@ func TestEndUserSwitchRefused(t *testing.T) {
 		t.Fatalf("the service sees %s", got)
 	}
 	noTokenIn(t, sink, logs, alice, expired)
+}
+
+// nodeIdentityScript is run by TestEndUserSwitchNodePostgres: the
+// README's node-postgres pattern, with a named query that node-postgres
+// prepares once and reuses inside and outside the end user's transaction.
+const nodeIdentityScript = `
+const { Client } = require('pg');
+(async () => {
+  const c = new Client({ connectionString: process.env.DATABASE_URL });
+  await c.connect();
+  const ids = async () => (await c.query({ name: 'ids', text: 'SELECT id FROM users ORDER BY id' })).rows.map((r) => r.id).join(',');
+  const out = { before: await ids() };
+  await c.query('BEGIN');
+  const set = await c.query("SELECT set_config('dbal.token', $1, true) AS v", [process.env.USER_TOKEN]);
+  out.echo = set.rows[0].v === process.env.USER_TOKEN;
+  out.inside = await ids();
+  await c.query('COMMIT');
+  out.after = await ids();
+  try {
+    await c.query("SELECT set_config('dbal.token', $1, true)", [process.env.USER_TOKEN]);
+    out.outside = 'ok';
+  } catch (e) {
+    out.outside = e.code;
+  }
+  await c.end();
+  console.log(JSON.stringify(out));
+})().catch((e) => { console.error(e); process.exit(1); });
+`
+
+// TestEndUserSwitchNodePostgres runs the switch from node-postgres. It
+// needs node and the pg module (resolvable from NODE_PATH, e.g. after
+// npm install pg); without them it is skipped.
+func TestEndUserSwitchNodePostgres(t *testing.T) {
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("node is not installed")
+	}
+	if err := exec.Command("node", "-e", "require('pg')").Run(); err != nil {
+		t.Skip("the node module pg is not installed (npm install pg, and set NODE_PATH to its node_modules)")
+	}
+	p, sink, logs := identityProxy(t, wire.TokenOverTLSOrLoopback)
+	tok := userToken(t, "u_alice", "user")
+	script := filepath.Join(t.TempDir(), "identity.js")
+	if err := os.WriteFile(script, []byte(nodeIdentityScript), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 60*time.Second)
+	cmd := exec.CommandContext(ctx, "node", script)
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+p.URL("api"), "USER_TOKEN="+tok)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node: %v\n%s", err, out)
+	}
+	var got struct {
+		Before, Inside, After, Outside string
+		Echo                           bool
+	}
+	if err := json.Unmarshal(bytes.TrimSpace(out), &got); err != nil {
+		t.Fatalf("node output %q: %v", out, err)
+	}
+	want := struct {
+		Before, Inside, After, Outside string
+		Echo                           bool
+	}{allUsers, "u_alice", allUsers, "25P01", true}
+	if got != want {
+		t.Fatalf("node-postgres: got %+v, want %+v", got, want)
+	}
+	noTokenIn(t, sink, logs, tok)
 }
