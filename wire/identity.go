@@ -428,14 +428,14 @@ func switchShape(stmt *pg_query.Node) (command string, src *tokenSource, mention
 		fc.Over != nil || len(fc.AggOrder) > 0 || fc.AggStar || fc.AggDistinct || fc.FuncVariadic {
 		return "SELECT", nil, true, shape
 	}
-	if !isTrue(fc.Args[2]) {
+	if !isTrue(uncast(fc.Args[2])) {
 		return "SELECT", nil, true, "set_config('dbal.token', ...) must be local to the transaction: pass true as its third argument"
 	}
-	switch {
-	case isStringConst(fc.Args[1]):
-		return "SELECT", &tokenSource{literal: fc.Args[1].GetAConst().GetSval().GetSval()}, true, ""
-	case fc.Args[1].GetParamRef() != nil && fc.Args[1].GetParamRef().Number > 0:
-		return "SELECT", &tokenSource{param: int(fc.Args[1].GetParamRef().Number)}, true, ""
+	switch v := uncast(fc.Args[1]); {
+	case isStringConst(v):
+		return "SELECT", &tokenSource{literal: v.GetAConst().GetSval().GetSval()}, true, ""
+	case v.GetParamRef() != nil && v.GetParamRef().Number > 0:
+		return "SELECT", &tokenSource{param: int(v.GetParamRef().Number)}, true, ""
 	}
 	return "SELECT", nil, true, shape
 }
@@ -461,6 +461,14 @@ func isSetConfig(fc *pg_query.FuncCall) bool {
 		return names[0] == "pg_catalog" && names[1] == "set_config"
 	}
 	return false
+}
+
+// uncast returns the operand of a cast ($1::text, 'true'::boolean), or n.
+func uncast(n *pg_query.Node) *pg_query.Node {
+	for n.GetTypeCast() != nil && n.GetTypeCast().Arg != nil {
+		n = n.GetTypeCast().Arg
+	}
+	return n
 }
 
 func isStringConst(n *pg_query.Node) bool {
