@@ -162,8 +162,8 @@ func (sess *session) identityDecide(sql string) *Plan {
 	if sess.ident.who != nil && sess.txStatus.Load() == 'I' {
 		sess.endIdentity()
 	}
-	if !containsFold(sql, "dbal") {
-		return nil
+	if !containsFold(sql, "dbal") || !containsFold(sql, "token") {
+		return nil // not about dbal.token: no parse here
 	}
 	tree, err := pg_query.Parse(sql)
 	if err != nil {
