@@ -424,7 +424,7 @@ func switchShape(stmt *pg_query.Node) (command string, src *tokenSource, mention
 	}
 	rt := sel.TargetList[0].GetResTarget()
 	fc := rt.GetVal().GetFuncCall()
-	if fc == nil || fc != calls[0] || len(fc.Args) != 3 || len(rt.Indirection) > 0 || fc.AggFilter != nil ||
+	if rt == nil || fc == nil || fc != calls[0] || len(fc.Args) != 3 || len(rt.Indirection) > 0 || fc.AggFilter != nil ||
 		fc.Over != nil || len(fc.AggOrder) > 0 || fc.AggStar || fc.AggDistinct || fc.FuncVariadic {
 		return "SELECT", nil, true, shape
 	}
