@@ -90,3 +90,34 @@ func TestContainsFold(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSwitchShape: for every text that parses, looking for an end-user
+// switch never panics, and an accepted switch is a single plain statement.
+func FuzzSwitchShape(f *testing.F) {
+	for _, s := range []string{
+		"SET LOCAL dbal.token = 'x'", "SELECT set_config('dbal.token', $1, true)",
+		"SELECT pg_catalog.set_config('dbal.token', $1::text, 'on') AS v", "RESET dbal.token",
+		"WITH x AS (SELECT set_config('dbal.token', $1, true)) SELECT * FROM x",
+		"SELECT 1; SET LOCAL dbal.token = 'x'", "SELECT current_setting('dbal.token')",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, sql string) {
+		tree, err := pg_query.Parse(sql)
+		if err != nil {
+			return
+		}
+		for _, raw := range tree.Stmts {
+			cmd, src, mentions, problem := switchShape(raw.Stmt)
+			if mentions && problem == "" {
+				if src == nil || (cmd != "SET" && cmd != "SELECT") {
+					t.Fatalf("%q: accepted with source %+v command %q", sql, src, cmd)
+				}
+				if cmd == "SELECT" && !bareSelect(raw.Stmt.GetSelectStmt()) {
+					t.Fatalf("%q: accepted a SELECT with more than set_config", sql)
+				}
+			}
+		}
+		_ = containsFold(sql, "dbal")
+	})
+}
