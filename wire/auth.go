@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dbalproxy/dbalproxy/identity"
 	"github.com/xdg-go/scram"
 )
 
@@ -21,6 +22,22 @@ type Login struct {
 	// SCRAM holds the SCRAM-SHA-256 verifier (salt, iterations, stored and server
 	// keys); the plain password is not kept.
 	SCRAM scram.StoredCredentials
+	// Token, when set, makes this a token login: the client sends a signed
+	// token as its password (cleartext password authentication, so only over
+	// a transport Config.TokenTransport allows), and the session's role and
+	// claims are the token's. Role, Claims and SCRAM are then unused.
+	Token TokenVerifier
+	// EndUserTokens, when set, lets this login switch the end user for one
+	// transaction with SET LOCAL dbal.token = '<token>' or
+	// set_config('dbal.token', <token>, true), with tokens it verifies.
+	EndUserTokens TokenVerifier
+}
+
+// TokenVerifier verifies a signed identity token; *identity.Verifier
+// implements it. A refused token gives an *identity.Error, whose reason is
+// safe to show.
+type TokenVerifier interface {
+	Verify(token string) (*identity.Identity, error)
 }
 
 // LoginSource finds logins by name. The server calls it once per connection

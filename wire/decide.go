@@ -49,6 +49,8 @@ type Plan struct {
 	// statements before it run (as PostgreSQL would run them before an
 	// error), and the denied one fails with Deny's error.
 	Deny *Denial
+
+	switchTo *tokenSource // set on the proxy's own plan of an end-user switch (identity.go)
 }
 
 // PlannedStatement is the audit view of one decided statement.

@@ -14,6 +14,7 @@
 //	  | StartupMessage              |                                     |
 //	  |---------------------------->|                                     |
 //	  |  AuthenticationSASL ...     | SCRAM-SHA-256 against the logins    |
+//	  |  (or CleartextPassword)     | a token login: verify the JWT       |
 //	  |<--------------------------->|                                     |
 //	  |                             | Acquire (53300 after the wait limit)|
 //	  |                             |------------------------------------>|

@@ -44,6 +44,10 @@ type Config struct {
 	TLS *tls.Config
 	// RequireTLS refuses clients that did not negotiate TLS.
 	RequireTLS bool
+	// TokenTransport says where signed tokens (token logins and end-user
+	// switches) are accepted: TokenOverTLS (the default), TokenOverTLSOrLoopback
+	// or TokenOverAny.
+	TokenTransport string
 	// Backends provides backend connections. Required.
 	Backends Backends
 	// DefaultDatabase is used when the client names none and no database of the
@@ -88,6 +92,14 @@ func (c *Config) setDefaults() error {
 	case AuthSCRAM, AuthTrust:
 	default:
 		return fmt.Errorf("wire: unknown auth method %q (want %q or %q)", c.AuthMethod, AuthSCRAM, AuthTrust)
+	}
+	switch c.TokenTransport {
+	case "":
+		c.TokenTransport = TokenOverTLS
+	case TokenOverTLS, TokenOverTLSOrLoopback, TokenOverAny:
+	default:
+		return fmt.Errorf("wire: unknown token transport %q (want %q, %q or %q)", c.TokenTransport,
+			TokenOverTLS, TokenOverTLSOrLoopback, TokenOverAny)
 	}
 	if c.RequireTLS && c.TLS == nil {
 		return errors.New("wire: RequireTLS needs a TLS configuration")

@@ -57,6 +57,7 @@ type session struct {
 	unnamedPortal *portal
 	skipping      bool          // extended protocol: ignoring messages until Sync
 	txStatus      atomic.Uint32 // last ReadyForQuery status, set by the pump
+	ident         identityState // per-transaction end user (identity.go)
 
 	// reqs holds the forwarded requests whose answers the pump has yet to
 	// see. run pushes before it forwards; the pump pops.
@@ -400,6 +401,7 @@ func (sess *session) handle(be *pool.Conn, typ byte, n int) error {
 
 // push queues a request, flushing the backend first if it must wait.
 func (sess *session) push(be *pool.Conn, r request) error {
+	sess.stampRun(r.run)
 	if !sess.reqs.push(r, be.W) {
 		return errQueueClosed
 	}

@@ -231,6 +231,10 @@ func checkStartupParam(name string) error {
 func (sess *session) authenticate() (*Login, error) {
 	srv := sess.srv
 	login, known := srv.cfg.Logins.Login(sess.user)
+	if known && login.Token != nil {
+		// A token login proves itself with its token, whatever the method.
+		return sess.authenticateToken(login)
+	}
 	if srv.cfg.AuthMethod == AuthTrust {
 		if !known {
 			return nil, fatalf(CodeInvalidAuthorization, "role %q does not exist", sess.user)
@@ -250,7 +254,7 @@ func (sess *session) authenticate() (*Login, error) {
 	if err := sess.sendStartupMsg(&pgproto3.AuthenticationSASL{AuthMechanisms: []string{"SCRAM-SHA-256"}}); err != nil {
 		return nil, err
 	}
-	body, err := sess.readAuthMessage()
+	body, err := sess.readAuthMessage(maxAuthBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +272,7 @@ func (sess *session) authenticate() (*Login, error) {
 	if err := sess.sendStartupMsg(&pgproto3.AuthenticationSASLContinue{Data: []byte(resp)}); err != nil {
 		return nil, err
 	}
-	body, err = sess.readAuthMessage()
+	body, err = sess.readAuthMessage(maxAuthBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -286,17 +290,18 @@ func (sess *session) authenticate() (*Login, error) {
 	return login, nil
 }
 
-// readAuthMessage reads one 'p' message body during authentication.
-func (sess *session) readAuthMessage() ([]byte, error) {
+// readAuthMessage reads one 'p' message body of at most max bytes during
+// authentication.
+func (sess *session) readAuthMessage(max int) ([]byte, error) {
 	typ, n, err := sess.cr.header()
 	if err != nil {
 		return nil, err
 	}
 	if typ != 'p' {
-		return nil, fatalf(CodeProtocolViolation, "expected SASL response, got message type %q", typ)
+		return nil, fatalf(CodeProtocolViolation, "expected authentication response, got message type %q", typ)
 	}
-	if n > maxAuthBytes {
-		return nil, fatalf(CodeProtocolViolation, "invalid SASL response length")
+	if n > max {
+		return nil, fatalf(CodeProtocolViolation, "invalid authentication response length")
 	}
 	return sess.cr.readBody(n, nil)
 }

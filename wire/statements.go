@@ -40,6 +40,7 @@ type stmtRun struct {
 	cut  bool // rows were withheld from the current statement
 	// timer is the policy timeout of the run, if it has one.
 	timer *stmtTimer
+	who   *endUser // the end user the run was decided for; nil for the login itself (identity.go)
 }
 
 // stmtTimer is a run's policy timeout. When it fires while the
@@ -149,6 +150,9 @@ func cstring(b []byte) (string, []byte, bool) {
 // decide asks the Decider about sql. An error of the Decider itself denies:
 // nothing is forwarded unchecked.
 func (sess *session) decide(sql string) *Plan {
+	if p := sess.identityDecide(sql); p != nil {
+		return p
+	}
 	sess.info.InTransaction = sess.txStatus.Load() != 'I'
 	plan, err := sess.decider.Decide(context.Background(), &sess.info, sql)
 	if err != nil || plan == nil {
@@ -174,6 +178,7 @@ func (sess *session) handleQuery(be *pool.Conn, n int) error {
 		return fatalf(CodeProtocolViolation, "invalid Query message")
 	}
 	plan := sess.decide(sql)
+	plan = sess.identityQuery(plan)
 	if plan.Deny != nil {
 		return sess.sendDenial(be, reqQuery, plan, plan.Deny)
 	}
@@ -289,7 +294,7 @@ func (sess *session) handleBind(be *pool.Conn, n int) error {
 	var plan *Plan
 	if ok1 && ok2 {
 		if ps := sess.stmts[stmt]; ps != nil {
-			if ps.plan.Version != sess.decider.Version() {
+			if ps.plan.Version != sess.decider.Version() || sess.ident.switched {
 				old := ps.plan
 				ps.plan = sess.decide(ps.text)
 				if ps.plan.Deny == nil && ps.plan.SQL != old.SQL {
@@ -311,6 +316,9 @@ func (sess *session) handleBind(be *pool.Conn, n int) error {
 		} else if len(sess.portals) < maxTrackedStatements || sess.portals[portalName] != nil {
 			sess.portals[portalName] = pt
 		}
+	}
+	if plan != nil && plan.switchTo != nil {
+		plan = sess.identityBind(n, plan)
 	}
 	if plan != nil && plan.Deny != nil {
 		if err := sess.drop(n); err != nil {
@@ -419,6 +427,7 @@ func (sess *session) complete(run *stmtRun, typ byte, body []byte) {
 	}
 	ps := &run.plan.Statements[idx]
 	rec := sess.auditBase
+	run.who.apply(&rec)
 	rec.Time = time.Now()
 	rec.Command = ps.Command
 	rec.Tables = ps.Tables

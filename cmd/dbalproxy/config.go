@@ -31,6 +31,10 @@ type Config struct {
 	Log     LogConfig     `yaml:"log"`
 	Policy  PolicyConfig  `yaml:"policy"`
 	Audit   AuditConfig   `yaml:"audit"`
+	// JWT are the verifiers of signed identity tokens, by name; logins use
+	// them to log in with a token (logins[].jwt) or to switch the end user
+	// for a transaction (logins[].end_user_jwt).
+	JWT []JWTConfig `yaml:"jwt"`
 	// Logins are the identities clients log in as.
 	Logins []LoginConfig `yaml:"logins"`
 }
@@ -60,6 +64,39 @@ type AuthConfig struct {
 	// Method is "scram-sha-256" (default) or "trust" (no password; only when
 	// chosen explicitly).
 	Method string `yaml:"method" doc:"client auth method: scram-sha-256 or trust"`
+	// TokenTransport says where signed tokens (token logins, end-user
+	// switches) are accepted: tls (default), tls_or_loopback or any. A
+	// token travels as a cleartext password or inside SQL.
+	TokenTransport string `yaml:"token_transport" doc:"where signed tokens are accepted: tls, tls_or_loopback or any"`
+}
+
+// JWTConfig is one verifier of signed identity tokens (JWTs). Exactly one of
+// HS256Secret, PublicKeyFile and JWKSFile is required.
+type JWTConfig struct {
+	Name string `yaml:"name"`
+	// HS256Secret is a shared secret of at least 32 bytes (use ${ENV}).
+	HS256Secret string `yaml:"hs256_secret"`
+	// PublicKeyFile is a PEM public key or certificate: RSA for RS256, EC
+	// P-256 for ES256.
+	PublicKeyFile string `yaml:"public_key_file"`
+	// JWKSFile is a JSON Web Key Set; tokens choose a key with "kid".
+	JWKSFile string `yaml:"jwks_file"`
+	// Algorithm overrides the PEM key's algorithm (e.g. PS256, RS512).
+	Algorithm string `yaml:"algorithm"`
+	// Issuer and Audience, when set, must match the token's iss and aud.
+	Issuer   string `yaml:"issuer"`
+	Audience string `yaml:"audience"`
+	// Leeway is the clock skew allowed on exp, nbf and iat; default 30s.
+	Leeway Duration `yaml:"leeway"`
+	// RoleClaim names the claim that becomes the role; default "role".
+	RoleClaim string `yaml:"role_claim"`
+	// DefaultRole is the role of a token without the role claim; empty
+	// refuses such tokens.
+	DefaultRole string `yaml:"default_role"`
+	// Roles, when set, are the only roles a token may carry.
+	Roles []string `yaml:"roles"`
+	// UserIDClaim names a claim (e.g. sub) copied to claims.user_id.
+	UserIDClaim string `yaml:"user_id_claim"`
 }
 
 // TLSConfig enables TLS for clients.
@@ -116,6 +153,13 @@ type LoginConfig struct {
 	SCRAMVerifier string         `yaml:"scram_verifier"`
 	Role          string         `yaml:"role"`
 	Claims        map[string]any `yaml:"claims"`
+	// JWT names a verifier: the login's password is then a signed token,
+	// whose role and claims the session gets (no role, claims or password
+	// here).
+	JWT string `yaml:"jwt"`
+	// EndUserJWT names a verifier whose tokens this login may use to switch
+	// the end user for one transaction (SET LOCAL dbal.token).
+	EndUserJWT string `yaml:"end_user_jwt"`
 }
 
 // Duration is a time.Duration written as "5s", "250ms" or "2m" in the file.
@@ -142,7 +186,7 @@ func defaultConfig() Config {
 			AcquireTimeout: Duration(5 * time.Second), IdleTimeout: Duration(5 * time.Minute),
 			ResetQuery: "DISCARD ALL",
 		},
-		Auth:   AuthConfig{Method: "scram-sha-256"},
+		Auth:   AuthConfig{Method: "scram-sha-256", TokenTransport: "tls"},
 		Limits: LimitsConfig{StartupTimeout: Duration(15 * time.Second), MaxMessageBytes: 64 << 20, MaxClientConns: 10000},
 		Log:    LogConfig{Level: "info", Format: "json"},
 		Policy: PolicyConfig{Dir: "policies", Mode: "strict", Watch: true, RunTests: true, CacheSize: 10000},
@@ -414,6 +458,8 @@ func validateConfig(cfg *Config) error {
 		return &configError{key: "pool.acquire_timeout", msg: "must be positive"}
 	case cfg.Auth.Method != "scram-sha-256" && cfg.Auth.Method != "trust":
 		return &configError{key: "auth.method", msg: fmt.Sprintf("%q is not supported (want scram-sha-256 or trust)", cfg.Auth.Method)}
+	case cfg.Auth.TokenTransport != "tls" && cfg.Auth.TokenTransport != "tls_or_loopback" && cfg.Auth.TokenTransport != "any":
+		return &configError{key: "auth.token_transport", msg: fmt.Sprintf("%q is not tls, tls_or_loopback or any", cfg.Auth.TokenTransport)}
 	case (cfg.TLS.CertFile == "") != (cfg.TLS.KeyFile == ""):
 		return &configError{key: "tls", msg: "cert_file and key_file go together"}
 	case cfg.TLS.Required && cfg.TLS.CertFile == "":
@@ -435,6 +481,27 @@ func validateConfig(cfg *Config) error {
 	case len(cfg.Logins) == 0:
 		return &configError{key: "logins", msg: "at least one login is required"}
 	}
+	verifiers := map[string]bool{}
+	for i, j := range cfg.JWT {
+		key := fmt.Sprintf("jwt[%d]", i)
+		keys := 0
+		for _, s := range []string{j.HS256Secret, j.PublicKeyFile, j.JWKSFile} {
+			if s != "" {
+				keys++
+			}
+		}
+		switch {
+		case j.Name == "":
+			return &configError{key: key + ".name", msg: "is required"}
+		case verifiers[j.Name]:
+			return &configError{key: key + ".name", msg: fmt.Sprintf("verifier %q appears twice", j.Name)}
+		case keys != 1:
+			return &configError{key: key, msg: "needs exactly one of hs256_secret, public_key_file and jwks_file"}
+		case j.HS256Secret != "" && len(j.HS256Secret) < 32:
+			return &configError{key: key + ".hs256_secret", msg: "must be at least 32 bytes"}
+		}
+		verifiers[j.Name] = true
+	}
 	seen := map[string]bool{}
 	for i, l := range cfg.Logins {
 		key := fmt.Sprintf("logins[%d]", i)
@@ -443,6 +510,14 @@ func validateConfig(cfg *Config) error {
 			return &configError{key: key + ".name", msg: "is required"}
 		case seen[l.Name]:
 			return &configError{key: key + ".name", msg: fmt.Sprintf("login %q appears twice", l.Name)}
+		case l.JWT != "" && !verifiers[l.JWT]:
+			return &configError{key: key + ".jwt", msg: fmt.Sprintf("no jwt verifier named %q", l.JWT)}
+		case l.EndUserJWT != "" && !verifiers[l.EndUserJWT]:
+			return &configError{key: key + ".end_user_jwt", msg: fmt.Sprintf("no jwt verifier named %q", l.EndUserJWT)}
+		case l.JWT != "" && (l.Role != "" || len(l.Claims) > 0 || l.Password != "" || l.SCRAMVerifier != ""):
+			return &configError{key: key, msg: "a token login (jwt) takes its role and claims from the token: drop role, claims and password"}
+		case l.JWT != "":
+			// A token login needs nothing else.
 		case l.Role == "":
 			return &configError{key: key + ".role", msg: "is required"}
 		case cfg.Auth.Method == "scram-sha-256" && l.Password == "" && l.SCRAMVerifier == "":

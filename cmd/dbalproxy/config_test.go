@@ -1,6 +1,10 @@
 package main
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"flag"
 	"io"
 	"os"
@@ -123,5 +127,80 @@ func TestBuildLoginsVerifier(t *testing.T) {
 	cfg.Logins = []LoginConfig{{Name: "b", Role: "user", SCRAMVerifier: "SCRAM-SHA-256$4096:bad"}}
 	if _, err := buildLogins(&cfg); err == nil || !strings.Contains(err.Error(), "logins[0].scram_verifier") {
 		t.Fatalf("bad verifier: %v", err)
+	}
+}
+
+const jwtConfig = `
+auth:
+  token_transport: tls_or_loopback
+jwt:
+  - name: app
+    hs256_secret: ${TEST_JWT_SECRET}
+    issuer: https://auth.test
+    audience: dbalproxy
+    leeway: 5s
+    roles: [user, admin]
+    user_id_claim: sub
+  - name: keys
+    public_key_file: ${TEST_KEY_FILE}
+` + goodConfig
+
+func TestConfigJWT(t *testing.T) {
+	t.Setenv("TEST_BACKEND_PW", "x")
+	t.Setenv("TEST_ALICE_PW", "x")
+	t.Setenv("TEST_JWT_SECRET", "0123456789abcdef0123456789abcdef")
+	pemFile := filepath.Join(t.TempDir(), "key.pem")
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err := os.WriteFile(pemFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TEST_KEY_FILE", pemFile)
+	body := jwtConfig + `  - name: app_user
+    jwt: app
+  - name: api
+    password: apipw
+    role: admin
+    end_user_jwt: keys
+`
+	cfg, err := load(t, writeConfig(t, body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Auth.TokenTransport != "tls_or_loopback" || len(cfg.JWT) != 2 || cfg.JWT[0].Leeway.D() != 5*time.Second {
+		t.Fatalf("jwt config not read: %+v %+v", cfg.Auth, cfg.JWT)
+	}
+	logins, err := buildLogins(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if logins["app_user"].Token == nil || logins["app_user"].EndUserTokens != nil {
+		t.Errorf("app_user: %+v", logins["app_user"])
+	}
+	if logins["api"].EndUserTokens == nil || logins["api"].Token != nil || logins["alice"].Token != nil || logins["alice"].EndUserTokens != nil {
+		t.Errorf("api/alice verifiers wrong: %+v %+v", logins["api"], logins["alice"])
+	}
+
+	for name, c := range map[string]struct{ body, want string }{
+		"unknown verifier":    {jwtConfig + "  - {name: x, jwt: nope}\n", "logins[1].jwt: no jwt verifier named \"nope\""},
+		"unknown end user":    {jwtConfig + "  - {name: x, password: p, role: user, end_user_jwt: nope}\n", "logins[1].end_user_jwt: no jwt verifier"},
+		"token login + role":  {jwtConfig + "  - {name: x, jwt: app, role: admin}\n", "logins[1]: a token login"},
+		"two keys":            {strings.Replace(jwtConfig, "    issuer:", "    jwks_file: x.json\n    issuer:", 1), "jwt[0]: needs exactly one"},
+		"short secret":        {strings.Replace(jwtConfig, "${TEST_JWT_SECRET}", "short", 1), "jwt[0].hs256_secret: must be at least 32 bytes"},
+		"bad token transport": {strings.Replace(jwtConfig, "tls_or_loopback", "sometimes", 1), "auth.token_transport"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := load(t, writeConfig(t, c.body))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want %q", err, c.want)
+			}
+		})
+	}
+	cfg.JWT[1].PublicKeyFile = filepath.Join(t.TempDir(), "missing.pem")
+	if _, err := buildLogins(cfg); err == nil || !strings.Contains(err.Error(), "jwt[1].public_key_file") {
+		t.Fatalf("missing key file: %v", err)
 	}
 }

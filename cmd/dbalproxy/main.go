@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/audit"
+	"github.com/dbalproxy/dbalproxy/identity"
 	"github.com/dbalproxy/dbalproxy/parser"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/pool"
@@ -117,12 +118,53 @@ func newLogger(c LogConfig, w io.Writer) zerolog.Logger {
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
 }
 
+// buildVerifiers loads the configured token verifiers and their key files.
+func buildVerifiers(cfg *Config) (map[string]*identity.Verifier, error) {
+	out := map[string]*identity.Verifier{}
+	for i, j := range cfg.JWT {
+		key := fmt.Sprintf("jwt[%d]", i)
+		ic := identity.Config{
+			Name: j.Name, Algorithm: j.Algorithm, Issuer: j.Issuer, Audience: j.Audience, Leeway: j.Leeway.D(),
+			RoleClaim: j.RoleClaim, DefaultRole: j.DefaultRole, Roles: j.Roles, UserIDClaim: j.UserIDClaim,
+		}
+		var err error
+		switch {
+		case j.HS256Secret != "":
+			ic.HS256Secret = []byte(j.HS256Secret)
+		case j.PublicKeyFile != "":
+			if ic.PublicKeyPEM, err = os.ReadFile(j.PublicKeyFile); err != nil {
+				return nil, &configError{key: key + ".public_key_file", msg: err.Error()}
+			}
+		case j.JWKSFile != "":
+			if ic.JWKS, err = os.ReadFile(j.JWKSFile); err != nil {
+				return nil, &configError{key: key + ".jwks_file", msg: err.Error()}
+			}
+		}
+		v, err := identity.New(ic)
+		if err != nil {
+			return nil, &configError{key: key, msg: err.Error()}
+		}
+		out[j.Name] = v
+	}
+	return out, nil
+}
+
 // buildLogins turns the configured logins into the server's, deriving SCRAM
 // verifiers from plain passwords once at load.
 func buildLogins(cfg *Config) (wire.Logins, error) {
+	verifiers, err := buildVerifiers(cfg)
+	if err != nil {
+		return nil, err
+	}
 	out := wire.Logins{}
 	for i, l := range cfg.Logins {
 		login := &wire.Login{Name: l.Name, Role: l.Role, Claims: l.Claims}
+		if v := verifiers[l.JWT]; v != nil {
+			login.Token = v
+		}
+		if v := verifiers[l.EndUserJWT]; v != nil {
+			login.EndUserTokens = v
+		}
 		switch {
 		case l.SCRAMVerifier != "":
 			sc, err := wire.ParseSCRAMVerifier(l.SCRAMVerifier)
@@ -237,6 +279,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, ready func(addr
 	srv, err := wire.NewServer(wire.Config{
 		Logins:          logins,
 		AuthMethod:      cfg.Auth.Method,
+		TokenTransport:  cfg.Auth.TokenTransport,
 		TLS:             tlsCfg,
 		RequireTLS:      cfg.TLS.Required,
 		Backends:        p,
