@@ -92,7 +92,7 @@ func rowSet(t *testing.T, rules string) *Engine {
 	t.Helper()
 	dir := writeDir(t, map[string]string{
 		"decision.rego": rowsAllow,
-		"rows.rego": "package dbal\n\nrow_columns[\"public.t\"] := {\"a\", \"b\", \"n\", \"owner\", \"Mixed \\\"Case\\\"\"}\n\n" + rules,
+		"rows.rego":     "package dbal\n\nrow_columns[\"public.t\"] := {\"a\", \"b\", \"n\", \"owner\", \"Mixed \\\"Case\\\"\"}\n\n" + rules,
 	})
 	return newEngine(t, dir, ModeStrict, true)
 }
@@ -206,8 +206,8 @@ new_rows["public.t"].update if input.row.b == "u"
 func TestRowRulesMergeWithSQLForm(t *testing.T) {
 	for _, c := range []struct {
 		name, sqlForm, args string
-		want               Filter
-		deny               bool
+		want                Filter
+		deny                bool
 	}{
 		{"and", `a = $1 OR b = $2`, `[1, "two"]`, Filter{SQL: "(a = $1 OR b = $2\n) AND (\"owner\" = $3)", Args: []any{int64(1), "two", "u_alice"}}, false},
 		{"comment at the end", `a = $1 -- note`, `[1]`, Filter{SQL: "(a = $1 -- note\n) AND (\"owner\" = $2)", Args: []any{int64(1), "u_alice"}}, false},
