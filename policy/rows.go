@@ -149,8 +149,91 @@ func buildRowRules(ctx context.Context, c *ast.Compiler, store storage.Store) (*
 		if err != nil {
 			return nil, fmt.Errorf("%s: prepare: %w", rr.label, err)
 		}
+		if err := checkRowFragment(ctx, rr); err != nil {
+			return nil, err
+		}
 	}
 	return set, nil
+}
+
+// allowUnknowns are the unknowns of the load-time check: the row and the
+// session, so that every branch of a rule stays in the residual.
+var allowUnknowns = []*ast.Term{ast.MustParseTerm("input.row"), ast.MustParseTerm("input.session")}
+
+// checkRowFragment refuses, at load, row rules that no session could turn
+// into SQL: it partially evaluates the rule with the session unknown too,
+// so every branch remains, and looks at each expression that uses the row.
+// A bare input.row.<column>, a function applied to a column, or a built-in
+// other than the comparisons, in, startswith, endswith and contains would
+// deny every statement that reaches it. (What depends on session values is
+// checked again at decision time.)
+func checkRowFragment(ctx context.Context, r *rowRule) error {
+	pq, err := r.query.Partial(ctx, rego.EvalParsedUnknowns(allowUnknowns), rego.EvalRuleIndexing(false))
+	if err != nil {
+		return nil // decided per session, where an error denies
+	}
+	bodies := slices.Clone(pq.Queries)
+	for _, m := range pq.Support {
+		for _, rule := range m.Rules {
+			bodies = append(bodies, rule.Body)
+		}
+	}
+	for _, body := range bodies {
+		for _, e := range body {
+			if err := fragmentExpr(e); err != nil {
+				where := ""
+				if l := e.Loc(); l != nil && l.File != "" {
+					where = fmt.Sprintf("%s:%d: ", l.File, l.Row)
+				}
+				return fmt.Errorf("%s%s cannot be turned into SQL: %v", where, r.label, err)
+			}
+		}
+	}
+	return nil
+}
+
+var fragmentOps = map[string]bool{
+	"eq": true, "equal": true, "neq": true, "lt": true, "lte": true, "gt": true, "gte": true,
+	"internal.member_2": true, "startswith": true, "endswith": true, "contains": true,
+}
+
+func usesRow(x any) bool {
+	found := false
+	ast.WalkRefs(x, func(ref ast.Ref) bool {
+		if ref.HasPrefix(inputRowUnknown[0].Value.(ast.Ref)) {
+			found = true
+		}
+		return found
+	})
+	return found
+}
+
+func fragmentExpr(e *ast.Expr) error {
+	if !usesRow(e) {
+		return nil
+	}
+	switch {
+	case len(e.With) > 0:
+		return errors.New("`with` is not allowed in row rules")
+	case e.IsEvery():
+		return errors.New("`every` over row values is not supported")
+	case !e.IsCall():
+		return errors.New("a bare reference to a row value (compare it: input.row.<column> == true)")
+	}
+	name := e.Operator().String()
+	if !fragmentOps[name] {
+		return fmt.Errorf("%s is applied to a row value; %s", builtinLabel(name), errFragment)
+	}
+	for _, op := range e.Operands() {
+		if _, isRef := op.Value.(ast.Ref); isRef || !usesRow(op) {
+			continue
+		}
+		if call, ok := op.Value.(ast.Call); ok {
+			return fmt.Errorf("%s is applied to a row value; %s", builtinLabel(call[0].String()), errFragment)
+		}
+		return fmt.Errorf("a row value inside a %s; %s", ast.ValueName(op.Value), errFragment)
+	}
+	return nil
 }
 
 func ruleLabel(family, table, op string) string {

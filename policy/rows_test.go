@@ -115,6 +115,7 @@ func TestRowRuleTranslation(t *testing.T) {
 		{"in an empty set", `rows["public.t"].select if input.row.a in set()`, nil, `false`, nil},
 		{"null", `rows["public.t"].select if { input.row.a == null; input.row.b != null }`, nil, `"a" IS NULL AND "b" IS NOT NULL`, nil},
 		{"not", `rows["public.t"].select if not input.row.a == "x"`, nil, `NOT ("a" = $1)`, []any{"x"}},
+		{"unified array", `rows["public.t"].select if [input.row.a, 1] == ["x", 1]`, nil, `"a" = $1`, []any{"x"}},
 		{"booleans", `rows["public.t"].select if input.row.b == true`, nil, `"b" = $1`, []any{true}},
 		{"strings", `rows["public.t"].select if { startswith(input.row.a, "p%_"); endswith(input.row.a, "é!"); contains(input.row.b, "mid") }`, nil,
 			`starts_with("a", $1) AND right("a", $2) = $3 AND strpos("b", $4) > 0`, []any{"p%_", int64(2), "é!", "mid"}},
@@ -262,6 +263,11 @@ func TestRowRulesRefusedAtLoad(t *testing.T) {
 		{"value not true", cols + `rows["public.t"].select := 1 if input.row.a == 1`, "value must be true"},
 		{"with", cols + `rows["public.t"].select if input.row.a == 1 with input.session as {}`, "`with` is not allowed"},
 		{"object rule", "rows := {}", "wrong shape"},
+		{"function of a column", cols + `rows["public.t"].select if lower(input.row.a) == input.session.claims.user_id`, `rows["public.t"].select cannot be turned into SQL: lower() is applied to a row value`},
+		{"function of a column in one branch", cols + "rows[\"public.t\"].select if input.row.a == \"x\"\nrows[\"public.t\"].select if { input.session.role == \"r\"; count(input.row.a) > 1 }", "count() is applied to a row value"},
+		{"bare column", cols + `rows["public.t"].select if input.row.a`, "a bare reference to a row value"},
+		{"negated bare column", cols + `rows["public.t"].select if not input.row.a`, "a bare reference to a row value"},
+		{"regex", cols + `rows["public.t"].select if regex.match("^x", input.row.a)`, "regex.match() is applied to a row value"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := writeDir(t, map[string]string{"decision.rego": rowsAllow, "rows.rego": "package dbal\n" + c.rules + "\n"})
@@ -289,9 +295,8 @@ func TestRowRulesDenyAtDecision(t *testing.T) {
 			`the row rule rows["public.t"].select needs input.session.claims.user_id, which this session does not have`, false},
 		{"claims missing entirely", cols + `rows["public.t"].select if input.row.owner == input.session.claims.user_id`, nil,
 			`needs input.session.claims.user_id`, false},
-		{"function of a column", cols + `rows["public.t"].select if lower(input.row.a) == input.session.claims.user_id`, alice,
-			`rows["public.t"].select cannot be turned into SQL`, true},
-		{"bare column", cols + `rows["public.t"].select if input.row.a`, alice, `cannot be turned into SQL: a bare reference`, true},
+		{"array claim", cols + `rows["public.t"].select if input.row.a == input.session.claims.user_id`, map[string]any{"user_id": []any{"x"}},
+			`compared with a array`, true},
 		{"object value", cols + `rows["public.t"].select if input.row.a == input.session.claims`, alice, `compared with a object`, true},
 		{"collection from the row", cols + `rows["public.t"].select if input.session.claims.user_id in input.row.a`, alice, "cannot be turned into SQL", true},
 		{"inexact number", cols + `rows["public.t"].select if input.row.a == 0.1000000000000000000001`, alice, "cannot be passed exactly", true},
