@@ -2,7 +2,9 @@ package policy
 
 import (
 	"context"
+	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -375,4 +377,77 @@ func TestRowRulesPaths(t *testing.T) {
 	if d := e.set.Load().rows.tables["public.users"].rules["rows.delete"]; !d.defined {
 		t.Error("rows.delete should be defined")
 	}
+}
+
+// TestRowRulesConcurrent: concurrent decisions for many sessions (cache
+// misses and hits at once) each get their own condition.
+func TestRowRulesConcurrent(t *testing.T) {
+	e := newEngine(t, shippedDir, ModeStrict, false)
+	done := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			for i := range 50 {
+				id := "u_" + strconv.Itoa((g*50+i)%37)
+				in := userInput("user", "users", "update")
+				in.Session.Claims = map[string]any{"user_id": id}
+				d, err := e.Decide(context.Background(), in)
+				want := Filter{SQL: `"id" = $1`, Args: []any{id}}
+				if err != nil || !reflect.DeepEqual(d.Filters["public.users"], want) || !reflect.DeepEqual(d.Checks["public.users"], want) {
+					done <- fmt.Errorf("%s: %+v, %v", id, d, err)
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRowRules: the cost row rules add to a decision, with the
+// condition cached (a session seen before) and computed (a new session
+// each time: partial evaluation and translation).
+func BenchmarkRowRules(b *testing.B) {
+	e, err := New(Options{Dir: shippedDir})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.Run("cached", func(b *testing.B) {
+		in := userInput("user", "users", "update")
+		b.ReportAllocs()
+		cpu := processCPU()
+		for b.Loop() {
+			if d, err := e.Decide(ctx, in); err != nil || len(d.Filters) != 1 {
+				b.Fatal(d, err)
+			}
+		}
+		reportCPU(b, cpu)
+	})
+	b.Run("computed", func(b *testing.B) {
+		in := userInput("user", "users", "update")
+		i := 0
+		b.ReportAllocs()
+		cpu := processCPU()
+		for b.Loop() {
+			i++
+			in.Session.Claims = map[string]any{"user_id": "u_" + strconv.Itoa(i)}
+			if d, err := e.Decide(ctx, in); err != nil || len(d.Filters) != 1 {
+				b.Fatal(d, err)
+			}
+		}
+		reportCPU(b, cpu)
+	})
+	b.Run("no_row_rules_touched", func(b *testing.B) {
+		in := userInput("user", "page_views", "select")
+		b.ReportAllocs()
+		for b.Loop() {
+			if d, err := e.Decide(ctx, in); err != nil || len(d.Filters) != 0 {
+				b.Fatal(d, err)
+			}
+		}
+	})
 }
