@@ -202,6 +202,20 @@ new_rows["public.t"].update if input.row.b == "u"
 	decideOK(t, all, onTable("r", nil, "", "t", "truncate"))
 }
 
+// TestRowRulesSharedConjuncts: a conjunct the select and update rules share
+// is written once.
+func TestRowRulesSharedConjuncts(t *testing.T) {
+	e := rowSet(t, `
+rows["public.t"].select if input.row.owner == input.session.claims.user_id
+rows["public.t"].update if { input.row.owner == input.session.claims.user_id; input.row.a != "closed" }
+`)
+	d := decideOK(t, e, onTable("r", alice, "", "t", "select", "update"))
+	want := Filter{SQL: `"owner" = $1 AND "a" <> $2`, Args: []any{"u_alice", "closed"}}
+	if !reflect.DeepEqual(d.Filters["public.t"], want) {
+		t.Errorf("filter %#v, want %#v", d.Filters["public.t"], want)
+	}
+}
+
 // TestRowRulesMergeWithSQLForm: a decision's own SQL-form filter and the
 // Rego condition are ANDed, the Rego arguments numbered after the SQL
 // form's; an SQL form that is not one expression, or uses a $n it has no

@@ -448,12 +448,20 @@ func renderKey(x *rowExpr) string {
 	return fmt.Sprintf("%s\x00%#v", sql, args)
 }
 
-// conjunction ANDs conditions, dropping repeats (a user's select and update
-// rules are often the same).
+// conjunction ANDs conditions, dropping repeated conjuncts (a user's select
+// and update rules are often the same, or one extends the other).
 func conjunction(xs []*rowExpr) *rowExpr {
 	seen := map[string]bool{}
 	var kids []*rowExpr
+	var flat []*rowExpr
 	for _, x := range xs {
+		if x.kind == exprAnd {
+			flat = append(flat, x.kids...)
+		} else {
+			flat = append(flat, x)
+		}
+	}
+	for _, x := range flat {
 		if x.kind == exprFalse {
 			return rowFalse
 		}
