@@ -270,6 +270,8 @@ func TestRowRulesRefusedAtLoad(t *testing.T) {
 		{"part of a column", cols + `rows["public.t"].select if input.row.a.b == 1`, "compare whole columns"},
 		{"dynamic column", cols + `rows["public.t"].select if { some k; input.row[k] == 1 }`, "constant column name"},
 		{"helper reads the statement", cols + "rows[\"public.t\"].select if h\nh if input.statement.class == \"read\"", "may use only input.row and input.session"},
+		{"function reads the statement", cols + "rows[\"public.t\"].select if f(input.row.a)\nf(x) if { x == 1; input.statement.class == \"read\" }", "may use only input.row and input.session"},
+		{"other package reads the backend", cols + "rows[\"public.t\"].select if data.lib.ok\n", "may use only input.row and input.session"},
 		{"not deterministic", cols + `rows["public.t"].select if time.now_ns() > 0`, "time.now_ns is not deterministic"},
 		{"default", cols + "default rows[\"public.t\"].select := false\nrows[\"public.t\"].select if input.row.a == 1", "may not have a default"},
 		{"else", cols + "rows[\"public.t\"].select if input.row.a == 1\nelse := true", "may not use else"},
@@ -286,7 +288,8 @@ func TestRowRulesRefusedAtLoad(t *testing.T) {
 		{"regex", cols + `rows["public.t"].select if regex.match("^x", input.row.a)`, "regex.match() is applied to a row value"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			dir := writeDir(t, map[string]string{"decision.rego": rowsAllow, "rows.rego": "package dbal\n" + c.rules + "\n"})
+			dir := writeDir(t, map[string]string{"decision.rego": rowsAllow, "rows.rego": "package dbal\n" + c.rules + "\n",
+				"lib.rego": "package lib\nok if input.backend.version_num > 0\n"})
 			_, err := New(Options{Dir: dir})
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("New: %v\nwant an error containing %q", err, c.want)
