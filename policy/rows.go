@@ -419,3 +419,26 @@ func checkRowClosure(c *ast.Compiler, roots []*ast.Rule, label string, t *rowTab
 	}
 	return out, nil
 }
+
+// RowColumns returns, for each table with Rego row rules in the current
+// set, the columns its row_columns entry declares (sorted), keyed
+// "schema.table"; nil when the set has no row rules or in ModeDisabled. A
+// caller with a database connection can check them against the catalog
+// (information_schema.columns): a declared column the table lacks makes
+// every filtered statement on it fail at the backend (42703).
+func (e *Engine) RowColumns() map[string][]string {
+	s := e.set.Load()
+	if s == nil || s.rows == nil {
+		return nil
+	}
+	out := make(map[string][]string, len(s.rows.tables))
+	for name, t := range s.rows.tables {
+		cols := make([]string, 0, len(t.columns))
+		for c := range t.columns {
+			cols = append(cols, c)
+		}
+		sort.Strings(cols)
+		out[name] = cols
+	}
+	return out
+}

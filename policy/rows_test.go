@@ -118,6 +118,9 @@ func TestRowRuleTranslation(t *testing.T) {
 		{"null", `rows["public.t"].select if { input.row.a == null; input.row.b != null }`, nil, `"a" IS NULL AND "b" IS NOT NULL`, nil},
 		{"not", `rows["public.t"].select if not input.row.a == "x"`, nil, `NOT ("a" = $1)`, []any{"x"}},
 		{"unified array", `rows["public.t"].select if [input.row.a, 1] == ["x", 1]`, nil, `"a" = $1`, []any{"x"}},
+		{"negated helper", "rows[\"public.t\"].select if not blocked\nblocked if { input.row.a == \"blocked\"; input.row.b == \"x\" }", nil,
+			`NOT ("a" = $1) OR NOT ("b" = $2)`, []any{"blocked", "x"}},
+		{"not in", `rows["public.t"].select if not input.row.a in {"x", "y"}`, nil, `NOT ("a" IN ($1, $2))`, []any{"x", "y"}},
 		{"booleans", `rows["public.t"].select if input.row.b == true`, nil, `"b" = $1`, []any{true}},
 		{"strings", `rows["public.t"].select if { startswith(input.row.a, "p%_"); endswith(input.row.a, "é!"); contains(input.row.b, "mid") }`, nil,
 			`starts_with("a", $1) AND right("a", $2) = $3 AND strpos("b", $4) > 0`, []any{"p%_", int64(2), "é!", "mid"}},
@@ -393,6 +396,12 @@ func TestRowRulesPaths(t *testing.T) {
 	}
 	if d := e.set.Load().rows.tables["public.users"].rules["rows.delete"]; !d.defined {
 		t.Error("rows.delete should be defined")
+	}
+	if got, want := e.RowColumns(), map[string][]string{"public.users": {"id", "role"}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("RowColumns() = %v, want %v", got, want)
+	}
+	if got := newEngine(t, writeDir(t, map[string]string{"p.rego": allowAll}), ModeStrict, false).RowColumns(); got != nil {
+		t.Errorf("RowColumns() without row rules = %v", got)
 	}
 }
 
