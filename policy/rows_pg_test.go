@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -185,4 +186,46 @@ func mapValues(m map[string]any) []any {
 		out = append(out, v)
 	}
 	return out
+}
+
+// TestShippedRowColumnsExist: the columns the shipped row rules declare
+// exist in the demo schema (a missing one would fail every filtered
+// statement at the backend).
+func TestShippedRowColumnsExist(t *testing.T) {
+	c := testenv.Shared(t)
+	db := testenv.NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := testenv.LoadDemo(ctx, c.AppURL(db)); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, c.AppURL(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	e, err := policy.New(policy.Options{Dir: "../policies"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables := e.RowColumns()
+	if len(tables) == 0 {
+		t.Fatal("the shipped set declares no row columns")
+	}
+	for table, cols := range tables {
+		schema, name, _ := strings.Cut(table, ".")
+		rows, err := conn.Query(ctx, "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2", schema, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		have, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, col := range cols {
+			if !slices.Contains(have, col) {
+				t.Errorf("row_columns[%q] declares %q; the table has %v", table, col, have)
+			}
+		}
+	}
 }
