@@ -64,7 +64,7 @@
 //
 // Which rows a statement may see and write can be said in Rego, in package
 // dbal, over one row of a table (input.row.<column>, unknown) and the
-// session (input.session, known):
+// principal (input.session.user, .role and .claims, known):
 //
 //	rows["schema.table"].select      rows reads see              -> filters
 //	rows["schema.table"].update      rows UPDATE may change      -> filters

@@ -49,6 +49,8 @@ var (
 	rowColumnsQuery = "data.dbal.row_columns"
 	inputRowUnknown = []*ast.Term{ast.MustParseTerm("input.row")}
 	kRow            = ast.StringTerm("row")
+	// principalFields are the parts of input.session row rules may read.
+	principalFields = map[string]bool{"user": true, "role": true, "claims": true}
 	rowCacheSize    = 10000
 )
 
@@ -385,6 +387,14 @@ func checkRowClosure(c *ast.Compiler, roots []*ast.Rule, label string, t *rowTab
 					fail(loc, "input.row.%s: %q is not a column of %s declared in row_columns[%q]", string(col), string(col), t.name, t.name)
 				}
 			case ref[1].Equal(kSession):
+				field, ok := ast.String(""), false
+				if len(ref) >= 3 {
+					field, ok = ref[2].Value.(ast.String)
+				}
+				if !ok || !principalFields[string(field)] {
+					fail(loc, "%v: row rules may read only input.session.user, .role and .claims (what identifies the principal: the proxy reuses a principal's plans across its sessions)", ref)
+					return false
+				}
 				var p []string
 				for _, x := range ref[2:] {
 					s, ok := x.Value.(ast.String)

@@ -275,6 +275,8 @@ func TestRowRulesRefusedAtLoad(t *testing.T) {
 		{"helper reads the statement", cols + "rows[\"public.t\"].select if h\nh if input.statement.class == \"read\"", "may use only input.row and input.session"},
 		{"function reads the statement", cols + "rows[\"public.t\"].select if f(input.row.a)\nf(x) if { x == 1; input.statement.class == \"read\" }", "may use only input.row and input.session"},
 		{"other package reads the backend", cols + "rows[\"public.t\"].select if data.lib.ok\n", "may use only input.row and input.session"},
+		{"client address", cols + `rows["public.t"].select if input.session.client_addr == "127.0.0.1"`, "may read only input.session.user, .role and .claims"},
+		{"whole session", cols + `rows["public.t"].select if { s := input.session; s.role == "x" }`, "may read only input.session.user, .role and .claims"},
 		{"not deterministic", cols + `rows["public.t"].select if time.now_ns() > 0`, "time.now_ns is not deterministic"},
 		{"default", cols + "default rows[\"public.t\"].select := false\nrows[\"public.t\"].select if input.row.a == 1", "may not have a default"},
 		{"else", cols + "rows[\"public.t\"].select if input.row.a == 1\nelse := true", "may not use else"},
