@@ -67,7 +67,8 @@ crud := {"select", "insert", "update", "delete"}
 
 # ---------------------------------------------------------------------------
 # The matrix, one test per cell. "users (own)" and "users (others)" share the
-# operation level; the others test checks the row filter that hides them.
+# operation level; the "others" tests check the row rules (rows.rego) against
+# another user's row.
 
 test_users_own_user if exactly("user", "users", {"select", "update"})
 
@@ -77,35 +78,54 @@ test_users_own_god if exactly("god", "users", crud)
 
 test_users_own_supergod if exactly("supergod", "users", crud)
 
+# other_row is another user's row of public.users.
+other_row := {"id": "u_bob", "role": "user"}
+
+row_allowed(family, op, role, row) if {
+	family == "rows"
+	dbal.rows["public.users"][op] with input as {"session": session(role), "row": row}
+}
+
+row_allowed(family, op, role, row) if {
+	family == "new_rows"
+	dbal.new_rows["public.users"][op] with input as {"session": session(role), "row": row}
+}
+
 test_users_others_user if {
-	# A user never sees or changes another row: every users statement is
-	# limited to id = its own user_id, and insert/delete are denied.
-	every kind in {"select", "update"} {
-		d := decide("user", "users", kind)
-		d.filters["public.users"] == {"sql": "id = $1", "args": ["u_alice"]}
+	# A user never sees or changes another row: its row rules allow only
+	# id = its own user_id, and insert/delete are denied.
+	every op in {"select", "update", "delete"} {
+		not row_allowed("rows", op, "user", other_row)
 	}
+	not row_allowed("new_rows", "update", "user", other_row)
 	denied("user", "users", "insert")
 	denied("user", "users", "delete")
 }
 
 test_users_others_admin if {
 	exactly("admin", "users", crud)
-	every kind in crud {
-		decide("admin", "users", kind).filters == {}
+	every op in {"select", "update", "delete"} {
+		row_allowed("rows", op, "admin", other_row)
+	}
+	every op in {"insert", "update"} {
+		row_allowed("new_rows", op, "admin", other_row)
 	}
 }
 
 test_users_others_god if {
 	exactly("god", "users", crud)
-	every kind in crud {
-		decide("god", "users", kind).filters == {}
-		decide("god", "users", kind).checks == {}
+	every op in {"select", "update", "delete"} {
+		row_allowed("rows", op, "god", {"id": "u_bob", "role": "supergod"})
+	}
+	every op in {"insert", "update"} {
+		row_allowed("new_rows", op, "god", {"id": "u_bob", "role": "supergod"})
 	}
 }
 
 test_users_others_supergod if {
 	exactly("supergod", "users", crud)
-	decide("supergod", "users", "update").filters == {}
+	row_allowed("rows", "update", "supergod", {"id": "u_bob", "role": "supergod"})
+	row_allowed("new_rows", "insert", "supergod", {"id": "u_bob", "role": "supergod"})
 }
 
 test_page_views_user if exactly("user", "page_views", {"select"})
@@ -460,9 +480,11 @@ test_set_other_setting if {
 # keys; {} and 0 mean none.
 
 test_user_row_rules if {
+	# The row conditions come from rows.rego (the proxy adds them); the
+	# decision itself carries no SQL-form filters, only the column rule.
 	d := decide("user", "users", "update")
-	d.filters == {"public.users": {"sql": "id = $1", "args": ["u_alice"]}}
-	d.checks == {"public.users": {"sql": "id = $1", "args": ["u_alice"]}}
+	d.filters == {}
+	d.checks == {}
 	d.columns == {"public.users": {"deny_write": ["role", "id"]}}
 }
 
@@ -483,15 +505,20 @@ test_user_without_user_id_denied_users if {
 
 test_numeric_user_id if {
 	inp := json.patch(on("user", "public", "users", "select"), [{"op": "replace", "path": "/session/claims/user_id", "value": 42}])
-	d := dbal.decision with input as inp
-	d.filters["public.users"].args == [42]
+	dbal.decision.allow with input as inp
+	s := object.union(session("user"), {"claims": {"user_id": 42}})
+	dbal.rows["public.users"].select with input as {"session": s, "row": {"id": 42}}
+	not dbal.rows["public.users"].select with input as {"session": s, "row": {"id": "42"}}
 }
 
 test_admin_role_check if {
 	d := decide("admin", "users", "insert")
-	d.checks == {"public.users": {"sql": "role IN ('user','admin')"}}
+	d.checks == {}
 	d.filters == {}
 	d.columns == {}
+	row_allowed("new_rows", "insert", "admin", {"id": "u_x", "role": "admin"})
+	not row_allowed("new_rows", "insert", "admin", {"id": "u_x", "role": "god"})
+	not row_allowed("new_rows", "update", "admin", {"id": "u_x", "role": "supergod"})
 }
 
 test_limits if {

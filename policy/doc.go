@@ -60,6 +60,33 @@
 // The shipped set in the repository's policies/ directory implements the
 // seed's role matrix; its README shows more.
 //
+// # Row rules in Rego
+//
+// Which rows a statement may see and write can be said in Rego, in package
+// dbal, over one row of a table (input.row.<column>, unknown) and the
+// principal (input.session.user, .role and .claims, known):
+//
+//	rows["schema.table"].select      rows reads see              -> filters
+//	rows["schema.table"].update      rows UPDATE may change      -> filters
+//	rows["schema.table"].delete      rows DELETE may remove      -> filters
+//	new_rows["schema.table"].insert  rows INSERT may write       -> checks
+//	new_rows["schema.table"].update  rows UPDATE may produce     -> checks
+//	row_columns["schema.table"]      the columns the rules may use
+//
+// For an allowed statement, every table it touches that has row rules gets
+// the rules of the statement's access kinds, partially evaluated (OPA's
+// data filtering: input.row unknown) and translated into the {"sql",
+// "args"} form with columns as quoted identifiers and every value an
+// argument; they are ANDed with any SQL-form filter or check the decision
+// itself returns. A table with row rules is protected: a rule undefined for
+// the session allows no row. Conditions are cached per policy set, rule and
+// the session values the rule reads. Rules of the wrong shape, rules that
+// read other input, use undeclared columns, call non-deterministic
+// built-ins, or apply functions to columns refuse the set at load; a rule
+// that needs a session value the session lacks, or yields a condition SQL
+// cannot carry exactly, denies the statement with the reason. The
+// repository's policies/README.md documents the form.
+//
 // # Modes
 //
 // ModeStrict enforces decisions. ModePermissive evaluates but allows

@@ -222,6 +222,15 @@ func (s *policySet) decide(ctx context.Context, in *Input, bc *backendCache) (De
 		return deny("denied: the policy's decision is malformed: "+err.Error(), err)
 	}
 	d.Version = s.version
+	if d.Allow && s.rows != nil {
+		if deny, err := s.rows.apply(ctx, in, v.(ast.Object).Get(kSession).Value, &d); deny != "" {
+			d := Decision{Reason: deny, Rule: "row_rules", Version: s.version}
+			if err != nil {
+				return d, fmt.Errorf("policy %s: row rules: %w", s.version, err)
+			}
+			return d, nil
+		}
+	}
 	if d.Reason == "" {
 		if d.Allow {
 			d.Reason = "allowed by policy"

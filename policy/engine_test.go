@@ -97,7 +97,7 @@ func TestShippedSet(t *testing.T) {
 	if err != nil || !d.Allow {
 		t.Fatalf("user update users: %+v, %v", d, err)
 	}
-	want := Filter{SQL: "id = $1", Args: []any{"u_alice"}}
+	want := Filter{SQL: `"id" = $1`, Args: []any{"u_alice"}}
 	if f := d.Filters["public.users"]; f.SQL != want.SQL || len(f.Args) != 1 || f.Args[0] != "u_alice" {
 		t.Errorf("filter = %+v, want %+v", f, want)
 	}

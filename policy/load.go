@@ -131,7 +131,9 @@ func (s *snapshot) load() (*loaded, error) {
 
 // policySet is one compiled, prepared policy set. It is immutable.
 type policySet struct {
-	query   rego.PreparedEvalQuery
+	query rego.PreparedEvalQuery
+	// rows are the set's Rego row rules; nil if it has none.
+	rows    *rowRuleSet
 	version string
 	files   int
 	tests   int // tests passed at load; 0 if not run
@@ -167,7 +169,11 @@ func build(ctx context.Context, s *snapshot, withTests bool) (*policySet, error)
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", decisionQuery, err)
 	}
-	set := &policySet{query: pq, version: s.version, files: len(s.names)}
+	rows, err := buildRowRules(ctx, compiler, store)
+	if err != nil {
+		return nil, err
+	}
+	set := &policySet{query: pq, rows: rows, version: s.version, files: len(s.names)}
 	if withTests {
 		results, err := runTests(ctx, l, false)
 		if err != nil {
