@@ -34,6 +34,14 @@ type request struct {
 	// run, when set, receives the outcome of the statements this request
 	// runs, for audit.
 	run *stmtRun
+	// Transaction pooling: st is the backend's statement bookkeeping; a
+	// Parse of the backend statement prep (sent in epoch) is confirmed by
+	// its ParseComplete and forgotten if it is skipped or fails; bind names
+	// the backend statement a Bind or Describe uses.
+	st    *beState
+	prep  string
+	epoch uint64
+	bind  string
 }
 
 // maxPipeline bounds how many answers a client may be waiting for at once. A
@@ -109,11 +117,17 @@ func (q *reqQueue) onBackend(t byte) (relay bool, r request) {
 			// Extended protocol: the backend ignores everything up to the
 			// next Sync, so those requests get no answer.
 			for q.n > 0 && !q.buf[q.head].kind.isSyncPoint() {
+				if r := q.buf[q.head]; r.prep != "" {
+					r.st.forget(r.prep, r.epoch)
+				}
 				q.popLocked()
 			}
 		}
 		return true, f
 	case '1':
+		if f.kind == reqParse && f.prep != "" {
+			f.st.confirm(f.prep, f.epoch)
+		}
 		return q.finish(f, reqParse), f
 	case '2':
 		return q.finish(f, reqBind), f
@@ -135,7 +149,7 @@ func (q *reqQueue) onBackend(t byte) (relay bool, r request) {
 // finish pops f if it is of kind k and reports whether its answer is relayed.
 func (q *reqQueue) finish(f request, k reqKind) bool {
 	if f.kind != k {
-		return true
+		return !f.swallow
 	}
 	q.popLocked()
 	return !f.swallow

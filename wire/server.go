@@ -61,6 +61,10 @@ type Config struct {
 	MaxMessageSize int
 	// MaxClientConns limits open client connections; zero means 10000.
 	MaxClientConns int
+	// TransactionPooling leases a backend connection per transaction
+	// instead of per session (see txmode.go); Backends should then be a
+	// *pool.Pool, whose Put takes connections back without a reset.
+	TransactionPooling bool
 	// Decider decides every statement. Nil relays statements unchecked: a
 	// transparent proxy.
 	Decider Decider
@@ -111,6 +115,9 @@ type Server struct {
 	mockSecret []byte
 
 	cancels cancelRegistry
+
+	txOnce sync.Once
+	tx     *txShared
 
 	mu struct {
 		sync.Mutex
