@@ -42,6 +42,9 @@ type request struct {
 	prep  string
 	epoch uint64
 	bind  string
+	// ps is the client's statement a client Parse creates: if the backend
+	// skips or fails that Parse, the statement does not exist.
+	ps *prepared
 }
 
 // maxPipeline bounds how many answers a client may be waiting for at once. A
@@ -119,6 +122,9 @@ func (q *reqQueue) onBackend(t byte) (relay bool, r request) {
 			for q.n > 0 && !q.buf[q.head].kind.isSyncPoint() {
 				if r := q.buf[q.head]; r.prep != "" {
 					r.st.forget(r.prep, r.epoch)
+				}
+				if r := q.buf[q.head]; r.ps != nil {
+					r.ps.failed.Store(true)
 				}
 				q.popLocked()
 			}

@@ -271,6 +271,9 @@ func (sess *session) handleParse(be *pool.Conn, n int) error {
 		if e := sess.tx.effectOf(m.Query); e.pin != "" {
 			sess.pin(e.pin)
 		}
+		if ps := sess.stmts[m.Name]; ps != nil && ps.failed.Load() {
+			delete(sess.stmts, m.Name)
+		}
 		if m.Name != "" && sess.stmts[m.Name] != nil {
 			return sess.sendDenial(be, reqExecute, &Plan{Statements: []PlannedStatement{{Command: "PREPARE", Decision: audit.DecisionDeny}}},
 				&Denial{Code: codeDuplicatePStatement, Message: fmt.Sprintf("prepared statement %q already exists", m.Name)})
@@ -313,6 +316,9 @@ type prepared struct {
 	// beName is the backend's name for a named statement in transaction
 	// pooling (see backendStmtName); "" for the unnamed statement.
 	beName string
+	// failed is set by the pump when the backend skipped or refused the
+	// client's Parse: then the statement does not exist.
+	failed atomic.Bool
 }
 
 // handleBind records which statement a portal runs and, if the policy

@@ -355,7 +355,7 @@ func (sess *session) txParse(be *pool.Conn, name string, ps *prepared) error {
 	st := stateOf(be, sess.tx)
 	if name == "" {
 		st.setUnnamed(backendStmtName(ps.plan.SQL, ps.paramOIDs))
-		if err := sess.push(be, request{kind: reqParse}); err != nil {
+		if err := sess.push(be, request{kind: reqParse, ps: ps}); err != nil {
 			return err
 		}
 		return sess.writeMsg(be, &pgproto3.Parse{Query: ps.plan.SQL, ParameterOIDs: ps.paramOIDs})
@@ -366,7 +366,7 @@ func (sess *session) txParse(be *pool.Conn, name string, ps *prepared) error {
 		// ParseComplete of an empty unnamed statement, which costs the
 		// backend nothing.
 		st.setUnnamed("")
-		if err := sess.push(be, request{kind: reqParse}); err != nil {
+		if err := sess.push(be, request{kind: reqParse, ps: ps}); err != nil {
 			return err
 		}
 		return sess.writeMsg(be, &pgproto3.Parse{})
@@ -395,6 +395,10 @@ func (st *beState) usable(name string) bool {
 // that name may or may not exist) and Parse. swallow hides the
 // ParseComplete from the client, which did not ask for it.
 func (sess *session) prepareOn(be *pool.Conn, st *beState, ps *prepared, swallow bool) error {
+	var owner *prepared
+	if !swallow {
+		owner = ps // the client's own Parse
+	}
 	st.mu.Lock()
 	var evict string
 	if len(st.stmts) >= maxBackendStmts {
@@ -418,7 +422,7 @@ func (sess *session) prepareOn(be *pool.Conn, st *beState, ps *prepared, swallow
 	}
 	msgs = append(msgs,
 		injected{request{kind: reqClose, swallow: true}, &pgproto3.Close{ObjectType: 'S', Name: ps.beName}},
-		injected{request{kind: reqParse, swallow: swallow, st: st, prep: ps.beName, epoch: epoch},
+		injected{request{kind: reqParse, swallow: swallow, st: st, prep: ps.beName, epoch: epoch, ps: owner},
 			&pgproto3.Parse{Name: ps.beName, Query: ps.plan.SQL, ParameterOIDs: ps.paramOIDs}},
 	)
 	return sess.inject(be, msgs...)
@@ -448,6 +452,9 @@ func (sess *session) ensureStmt(be *pool.Conn, ps *prepared) error {
 // targetStmt returns the backend's name for the client's statement name,
 // preparing it on be first if needed.
 func (sess *session) targetStmt(be *pool.Conn, name string) (string, error) {
+	if ps := sess.stmts[name]; ps != nil && ps.failed.Load() {
+		delete(sess.stmts, name)
+	}
 	if ps := sess.stmts[name]; ps != nil {
 		if sess.decider != nil && ps.plan.Version != sess.decider.Version() {
 			ps.plan = sess.decide(ps.text)

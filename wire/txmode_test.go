@@ -1,0 +1,777 @@
+package wire_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/pool"
+	"github.com/dbalproxy/dbalproxy/testenv"
+	"github.com/dbalproxy/dbalproxy/wire"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/rs/zerolog"
+)
+
+// withTxPooling runs the proxy in transaction pooling with at most n
+// backend connections.
+func withTxPooling(n int) proxyOption {
+	return func(w *wire.Config, p *pool.Config) {
+		w.TransactionPooling = true
+		p.MaxConns = n
+	}
+}
+
+func withTrust() proxyOption {
+	return func(w *wire.Config, _ *pool.Config) { w.AuthMethod = wire.AuthTrust }
+}
+
+// TestTxConformance runs the conformance scenarios through a proxy in
+// transaction pooling: each must give the transcript PostgreSQL gives.
+func TestTxConformance(t *testing.T) {
+	p := startProxy(t, withTxPooling(2))
+	for _, sc := range conformanceScenarios() {
+		if sc.name == "listen_notify" {
+			// It compares a notification's sender with pg_backend_pid() of
+			// an earlier transaction: in transaction pooling that is
+			// whichever backend served it (see the README).
+			continue
+		}
+		t.Run(sc.name, func(t *testing.T) {
+			direct := sc.run(t, p.DirectDB)
+			if t.Failed() {
+				t.Fatalf("scenario fails straight against PostgreSQL; transcript:\n%s", direct)
+			}
+			compareTranscripts(t, direct, sc.run(t, p.URL("alice")))
+		})
+	}
+}
+
+// TestTxPgxStatementCache: many pgx clients with the default statement cache
+// share few backend connections over many transactions, with the shipped
+// policies: alice's and bob's rewrites of the same text differ, and neither
+// ever gets the other's rows.
+func TestTxPgxStatementCache(t *testing.T) {
+	p := startProxy(t, withTxPooling(3), withPolicy(t, policyEngine(t, "", policy.ModeStrict), nil))
+	p.loadDemo(t)
+	ctx := ctxT(t, 90*time.Second)
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for i := 0; i < 16; i++ {
+		login := []string{"alice", "bob"}[i%2]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := pgx.Connect(ctx, p.URL(login))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer conn.Close(context.Background())
+			for j := 0; j < 30; j++ {
+				var n int
+				if err := conn.QueryRow(ctx, "SELECT count(*) FROM users WHERE id <> $1", "nobody").Scan(&n); err != nil {
+					errs <- fmt.Errorf("%s: count: %w", login, err)
+					return
+				}
+				if login == "alice" && n != 1 || login == "bob" && n < 2 {
+					errs <- fmt.Errorf("%s sees %d users", login, n)
+					return
+				}
+				var x int
+				if err := conn.QueryRow(ctx, "SELECT $1::int + $2::int", j, 1).Scan(&x); err != nil || x != j+1 {
+					errs <- fmt.Errorf("%s: sum: %v %d", login, err, x)
+					return
+				}
+				if j%5 == 0 {
+					tx, err := conn.Begin(ctx)
+					if err != nil {
+						errs <- err
+						return
+					}
+					var id string
+					if err := tx.QueryRow(ctx, "SELECT id FROM users WHERE id = $1", "u_"+login).Scan(&id); err != nil {
+						errs <- fmt.Errorf("%s in tx: %w", login, err)
+						return
+					}
+					if err := tx.Commit(ctx); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if st := p.Pool.Stats(); st.Open > 3 || st.Dials > 3 {
+		t.Fatalf("pool stats %+v: want at most 3 backend connections", st)
+	}
+}
+
+// TestTxPrismaLike follows Prisma's query engine: named statements s0, s1,
+// ... prepared once per client connection and reused over many
+// transactions, by many clients on two backend connections.
+func TestTxPrismaLike(t *testing.T) {
+	p := startProxy(t, withTxPooling(2))
+	ctx := ctxT(t, 60*time.Second)
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for i := 0; i < 12; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := pgconn.Connect(ctx, p.URL("alice"))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer conn.Close(context.Background())
+			texts := []string{"SELECT $1::int * 2", "SELECT $1::text || 'x'", fmt.Sprintf("SELECT %d + $1::int", i)}
+			for k, q := range texts {
+				if _, err := conn.Prepare(ctx, fmt.Sprintf("s%d", k), q, nil); err != nil {
+					errs <- fmt.Errorf("prepare s%d: %w", k, err)
+					return
+				}
+			}
+			for j := 0; j < 40; j++ {
+				if j%4 == 0 {
+					if err := conn.Exec(ctx, "BEGIN").Close(); err != nil {
+						errs <- err
+						return
+					}
+				}
+				v := fmt.Sprint(j)
+				r := conn.ExecPrepared(ctx, "s0", [][]byte{[]byte(v)}, nil, nil).Read()
+				if r.Err != nil || len(r.Rows) != 1 || string(r.Rows[0][0]) != fmt.Sprint(2*j) {
+					errs <- fmt.Errorf("s0(%d): %v %q", j, r.Err, r.Rows)
+					return
+				}
+				r = conn.ExecPrepared(ctx, "s2", [][]byte{[]byte(v)}, nil, nil).Read()
+				if r.Err != nil || string(r.Rows[0][0]) != fmt.Sprint(i+j) {
+					errs <- fmt.Errorf("s2(%d): %v %q", j, r.Err, r.Rows)
+					return
+				}
+				if j%4 == 3 {
+					if err := conn.Exec(ctx, "COMMIT").Close(); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+			// Describe of a statement on its own, in a new transaction.
+			sd, err := conn.Prepare(ctx, "s1", "SELECT $1::text || 'x'", nil)
+			if err == nil || !strings.Contains(err.Error(), "already exists") {
+				errs <- fmt.Errorf("duplicate Parse of s1: %v (PostgreSQL says it already exists)", err)
+				return
+			}
+			_ = sd
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if st := p.Pool.Stats(); st.Dials > 2 {
+		t.Fatalf("pool stats %+v", st)
+	}
+}
+
+// TestTxForeignStatementName: a client cannot reach a statement the proxy
+// prepared on a backend for another client, by protocol or by SQL.
+func TestTxForeignStatementName(t *testing.T) {
+	p := startProxy(t, withTxPooling(1))
+	ctx := ctxT(t, 30*time.Second)
+	a, err := pgconn.Connect(ctx, p.URL("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(context.Background())
+	if _, err := a.Prepare(ctx, "mine", "SELECT 'secret of alice'", nil); err != nil {
+		t.Fatal(err)
+	}
+	if r := a.ExecPrepared(ctx, "mine", nil, nil, nil).Read(); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	b, err := pgconn.Connect(ctx, p.URL("bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	res, err := b.Exec(ctx, "SELECT name FROM pg_prepared_statements WHERE name LIKE 'dbal%'").ReadAll()
+	if err != nil || len(res) != 1 || len(res[0].Rows) == 0 {
+		t.Fatalf("listing backend statements: %v %v", err, res)
+	}
+	name := string(res[0].Rows[0][0])
+	var pe *pgconn.PgError
+	if r := b.ExecPrepared(ctx, name, nil, nil, nil).Read(); !errors.As(r.Err, &pe) || pe.Code != "26000" {
+		t.Fatalf("Bind of another client's backend statement: %v %q", r.Err, r.Rows)
+	}
+	if _, err := b.Exec(ctx, "EXECUTE "+name).ReadAll(); !errors.As(err, &pe) || pe.Code != "26000" {
+		t.Fatalf("EXECUTE of another client's backend statement: %v", err)
+	}
+}
+
+// TestTxNoSettingLeak: a SET, a SET LOCAL, a set_config and startup
+// parameters of one client are never seen by another sharing the backend.
+func TestTxNoSettingLeak(t *testing.T) {
+	p := startProxy(t, withTxPooling(2))
+	ctx := ctxT(t, 60*time.Second)
+	show := func(c *pgx.Conn, name string) string {
+		t.Helper()
+		var v string
+		if err := c.QueryRow(ctx, "SELECT current_setting('"+name+"')").Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	plain, err := pgx.Connect(ctx, p.URL("bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close(context.Background())
+	defWorkMem, defPath, defApp := show(plain, "work_mem"), show(plain, "search_path"), show(plain, "application_name")
+
+	// Startup parameters travel with their client, on one backend.
+	cfg, err := pgx.ParseConfig(p.URL("carol"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RuntimeParams["search_path"] = "carol_schema, public"
+	cfg.RuntimeParams["application_name"] = "carols_app"
+	carol, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer carol.Close(context.Background())
+	for i := 0; i < 5; i++ {
+		if got := show(carol, "search_path"); got != "carol_schema, public" {
+			t.Fatalf("carol's search_path = %q", got)
+		}
+		if got := show(carol, "application_name"); got != "carols_app" {
+			t.Fatalf("carol's application_name = %q", got)
+		}
+		if got := show(plain, "search_path"); got != defPath {
+			t.Fatalf("carol's search_path leaked: %q", got)
+		}
+		if got := show(plain, "application_name"); got != defApp {
+			t.Fatalf("carol's application_name leaked: %q", got)
+		}
+	}
+
+	// SET LOCAL and set_config(..., true) end with their transaction.
+	tx, err := carol.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SET LOCAL work_mem = '9MB'"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT set_config('work_mem', '11MB', true)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := show(plain, "work_mem"); got != defWorkMem {
+		t.Fatalf("SET LOCAL leaked: %q", got)
+	}
+
+	// A session SET pins its client: it keeps it, nobody else sees it.
+	setter, err := pgx.Connect(ctx, p.URL("dave"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := setter.Exec(ctx, "SET work_mem = '7MB'"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := setter.Exec(ctx, "SELECT set_config('statement_timeout', '12345', false)"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		if got := show(setter, "work_mem"); got != "7MB" {
+			t.Fatalf("setter's own SET lost: %q", got)
+		}
+		if got := show(plain, "work_mem"); got != defWorkMem {
+			t.Fatalf("SET leaked to another client: %q", got)
+		}
+		if got := show(carol, "statement_timeout"); got != "0" {
+			t.Fatalf("set_config leaked to another client: %q", got)
+		}
+	}
+	setter.Close(ctx)
+	// Its backend was reset when it left.
+	waitFor(t, "the pinned backend to come back", 5*time.Second, func() bool { return p.Pool.Stats().Idle == 2 })
+	for i := 0; i < 4; i++ {
+		if got := show(plain, "work_mem"); got != defWorkMem {
+			t.Fatalf("SET survived its client: %q", got)
+		}
+	}
+}
+
+// TestTxPinnedSessionState: temp tables, advisory locks, LISTEN, WITH HOLD
+// cursors and SQL-level PREPARE keep working for their client, which keeps
+// its backend; other clients do not see them.
+func TestTxPinnedSessionState(t *testing.T) {
+	p := startProxy(t, withTxPooling(2))
+	ctx := ctxT(t, 60*time.Second)
+	for _, step := range [][]string{
+		{"CREATE TEMP TABLE scratch (i int)", "INSERT INTO scratch VALUES (1)", "SELECT count(*) FROM scratch"},
+		{"SELECT pg_advisory_lock(42)", "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"},
+		{"PREPARE q(int) AS SELECT $1 + 1", "EXECUTE q(1)"},
+		{"BEGIN", "DECLARE c CURSOR WITH HOLD FOR SELECT 1", "COMMIT", "FETCH c"},
+	} {
+		c, err := pgconn.Connect(ctx, p.URL("dave"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		other, err := pgconn.Connect(ctx, p.URL("bob"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range step {
+			if _, err := c.Exec(ctx, q).ReadAll(); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+			// Another client runs in between, on the other backend.
+			if _, err := other.Exec(ctx, "SELECT 1").ReadAll(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := other.Exec(ctx, "SELECT * FROM scratch").ReadAll(); err == nil {
+			t.Fatal("another client sees a temp table")
+		}
+		c.Close(ctx)
+		other.Close(ctx)
+	}
+}
+
+// TestTxDeallocateAndDiscard: DEALLOCATE, DEALLOCATE ALL and DISCARD ALL
+// from the client behave as PostgreSQL's own, in transaction pooling.
+func TestTxDeallocateAndDiscard(t *testing.T) {
+	p := startProxy(t, withTxPooling(1))
+	ctx := ctxT(t, 30*time.Second)
+	run := func(url string) string {
+		var tr transcript
+		c, err := pgconn.Connect(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(context.Background())
+		prep := func(name string) {
+			_, err := c.Prepare(ctx, name, "SELECT 1 AS "+name, nil)
+			tr.f("prepare %s: %v", name, errLine(err))
+		}
+		exec := func(name string) {
+			r := c.ExecPrepared(ctx, name, nil, nil, nil).Read()
+			tr.f("exec %s: %v %q", name, errLine(r.Err), r.Rows)
+		}
+		sql := func(q string) {
+			_, err := c.Exec(ctx, q).ReadAll()
+			tr.f("%s: %v", q, errLine(err))
+		}
+		prep("a")
+		prep("b")
+		exec("a")
+		sql("DEALLOCATE a")
+		exec("a")
+		exec("b")
+		prep("a")
+		exec("a")
+		sql("DEALLOCATE ALL")
+		exec("a")
+		exec("b")
+		prep("b")
+		exec("b")
+		sql("DISCARD ALL")
+		exec("b")
+		prep("b")
+		exec("b")
+		return tr.String()
+	}
+	compareTranscripts(t, run(p.DirectDB), run(p.URL("alice")))
+}
+
+// TestTxPipelineError: an error in the middle of a pipeline makes
+// PostgreSQL skip to Sync, so statements parsed after it do not exist; the
+// proxy's bookkeeping follows, and those parsed before it still work.
+func TestTxPipelineError(t *testing.T) {
+	p := startProxy(t, withTxPooling(1))
+	ctx := ctxT(t, 30*time.Second)
+	run := func(url string) string {
+		var tr transcript
+		c, err := pgconn.Connect(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(context.Background())
+		b := &pgconn.Batch{}
+		b.ExecParams("SELECT 1", nil, nil, nil, nil)
+		rr := c.ExecBatch(ctx, b)
+		_, _ = rr.ReadAll()
+		pl := c.StartPipeline(ctx)
+		pl.SendPrepare("before", "SELECT 1 AS x", nil)
+		pl.SendQueryParams("SELECT 1/0", nil, nil, nil, nil)
+		pl.SendPrepare("after", "SELECT 2 AS y", nil)
+		_ = pl.Sync()
+		for i := 0; i < 4; i++ {
+			res, err := pl.GetResults()
+			if err != nil {
+				tr.f("result %d: error %s", i, errLine(err))
+				continue
+			}
+			switch r := res.(type) {
+			case *pgconn.StatementDescription:
+				tr.f("result %d: statement %s", i, r.Name)
+			case *pgconn.ResultReader:
+				_, err := r.Close()
+				tr.f("result %d: rows %s", i, errLine(err))
+			case *pgconn.PipelineSync:
+				tr.f("result %d: sync", i)
+			case nil:
+				tr.f("result %d: none", i)
+			}
+		}
+		_ = pl.Close()
+		for _, name := range []string{"before", "after"} {
+			r := c.ExecPrepared(ctx, name, nil, nil, nil).Read()
+			tr.f("exec %s: %s %q", name, errLine(r.Err), r.Rows)
+		}
+		return tr.String()
+	}
+	direct := run(p.DirectDB)
+	proxied := run(p.URL("alice"))
+	compareTranscripts(t, direct, proxied)
+	if !strings.Contains(proxied, "exec after: pgerror{severity=ERROR/ERROR code=26000") {
+		t.Fatalf("the skipped statement exists through the proxy:\n%s", proxied)
+	}
+}
+
+// TestTxResultTypeChange: DDL that changes a prepared statement's result
+// type gives the client PostgreSQL's own error once, as PostgreSQL does;
+// after the client prepares again it works, on every backend connection.
+func TestTxResultTypeChange(t *testing.T) {
+	p := startProxy(t, withTxPooling(2))
+	ctx := ctxT(t, 30*time.Second)
+	admin, err := pgconn.Connect(ctx, p.DirectDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	if _, err := admin.Exec(ctx, "CREATE TABLE rt (a int); INSERT INTO rt VALUES (1)").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	run := func(url string) string {
+		var tr transcript
+		c, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(context.Background())
+		q := func() {
+			rows, err := c.Query(ctx, "SELECT * FROM rt WHERE a = $1", 1)
+			if err == nil {
+				var n int
+				for rows.Next() {
+					n = len(rows.RawValues())
+				}
+				err = rows.Err()
+				tr.f("query: %d columns, %s", n, errLine(err))
+				return
+			}
+			tr.f("query: %s", errLine(err))
+		}
+		q()
+		if _, err := admin.Exec(ctx, "ALTER TABLE rt ADD COLUMN b int").ReadAll(); err != nil {
+			t.Fatal(err)
+		}
+		q()
+		q()
+		q()
+		if _, err := admin.Exec(ctx, "ALTER TABLE rt DROP COLUMN b").ReadAll(); err != nil {
+			t.Fatal(err)
+		}
+		return tr.String()
+	}
+	direct := run(p.DirectDB)
+	// Warm both backends with the statement, then change it.
+	var conns []*pgx.Conn
+	for i := 0; i < 2; i++ {
+		c, err := pgx.Connect(ctx, p.URL("alice"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(context.Background())
+		conns = append(conns, c)
+	}
+	proxied := run(p.URL("alice"))
+	compareTranscripts(t, direct, proxied)
+	// A client that prepares after the change never sees the error.
+	if _, err := admin.Exec(ctx, "ALTER TABLE rt ADD COLUMN c int").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := pgx.Connect(ctx, p.URL("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close(context.Background())
+	for i := 0; i < 6; i++ {
+		if _, err := fresh.Exec(ctx, "SELECT * FROM rt WHERE a = $1", 1); err != nil && i > 0 {
+			t.Fatalf("a statement prepared after the change failed: %v", err)
+		}
+	}
+}
+
+// TestTxThousandClients: 1,000 client connections, open at once, served by
+// 20 backend connections.
+func TestTxThousandClients(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	p := startProxy(t, withTxPooling(20), withTrust())
+	ctx := ctxT(t, 90*time.Second)
+	const clients = 1000
+	conns := make([]*pgconn.PgConn, clients)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	sem := make(chan struct{}, 50)
+	for i := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			c, err := pgconn.Connect(ctx, p.URL("alice"))
+			if err != nil {
+				t.Error(err)
+				failed.Add(1)
+				return
+			}
+			conns[i] = c
+		}()
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		t.Fatalf("%d connections failed", failed.Load())
+	}
+	if n := p.Server.ClientConns(); n != clients {
+		t.Fatalf("%d client connections open, want %d", n, clients)
+	}
+	start := time.Now()
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 3; j++ {
+				want := fmt.Sprint(i*10 + j)
+				r := c.ExecParams(ctx, "SELECT $1::int", [][]byte{[]byte(want)}, nil, nil, nil).Read()
+				if r.Err != nil || len(r.Rows) != 1 || string(r.Rows[0][0]) != want {
+					t.Errorf("client %d: %v %q", i, r.Err, r.Rows)
+					return
+				}
+			}
+			if _, err := c.Exec(ctx, "BEGIN; SELECT pg_sleep(0.001); COMMIT").ReadAll(); err != nil {
+				t.Errorf("client %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("3000 statements and 1000 transactions from 1000 clients in %s", time.Since(start).Round(time.Millisecond))
+	if st := p.Pool.Stats(); st.Open > 20 {
+		t.Fatalf("%d backend connections open, want at most 20", st.Open)
+	}
+	for _, c := range conns {
+		c.Close(ctx)
+	}
+}
+
+// TestTxCancelStress: policy timeouts and client cancels fire while
+// transactions end and backends change hands; no statement of another
+// client is ever cancelled.
+func TestTxCancelStress(t *testing.T) {
+	dir := t.TempDir()
+	rego := `package dbal
+
+decision := {"allow": true, "reason": "slow", "timeout_ms": 60} if contains(input.statement.text, "0.2")
+decision := {"allow": true, "reason": "fast", "timeout_ms": 5000} if not contains(input.statement.text, "0.2")
+`
+	if err := os.WriteFile(filepath.Join(dir, "t.rego"), []byte(rego), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, withTxPooling(2), withPolicy(t, policyEngine(t, dir, policy.ModeStrict), nil))
+	ctx := ctxT(t, 60*time.Second)
+	var wg sync.WaitGroup
+	var innocentCancelled, slowCancelled atomic.Int64
+	deadline := time.Now().Add(6 * time.Second)
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := pgconn.Connect(ctx, p.URL("alice"))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close(context.Background())
+			for j := 0; time.Now().Before(deadline); j++ {
+				switch {
+				case i%3 == 0:
+					// Times out by policy (60 ms) as its transaction ends.
+					_, err := c.Exec(ctx, "SELECT pg_sleep(0.2)").ReadAll()
+					if err != nil {
+						slowCancelled.Add(1)
+					}
+				case i%3 == 1:
+					// Cancels itself at random moments, often just after the
+					// statement ended.
+					qctx, cancel := context.WithTimeout(ctx, time.Duration(1+j%7)*time.Millisecond)
+					_, _ = c.Exec(qctx, "SELECT pg_sleep(0.005)").ReadAll()
+					cancel()
+					if c.IsClosed() {
+						c, err = pgconn.Connect(ctx, p.URL("alice"))
+						if err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				default:
+					// Innocent: short statements that must never be cancelled.
+					_, err := c.Exec(ctx, "SELECT pg_sleep(0.003)").ReadAll()
+					var pe *pgconn.PgError
+					if errors.As(err, &pe) && pe.Code == "57014" {
+						innocentCancelled.Add(1)
+					} else if err != nil {
+						t.Errorf("innocent statement: %v", err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := innocentCancelled.Load(); n > 0 {
+		t.Fatalf("%d statements of other clients were cancelled", n)
+	}
+	if slowCancelled.Load() == 0 {
+		t.Fatal("no policy timeout fired")
+	}
+}
+
+// TestTxBackendRestart: the database restarts in the middle of a run.
+// Clients between transactions do not notice; clients in one get the
+// server's FATAL; new work succeeds once it is back.
+func TestTxBackendRestart(t *testing.T) {
+	c, err := testenvStart(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startProxyOn(t, c, withTxPooling(3))
+	ctx := ctxT(t, 60*time.Second)
+	idle, err := pgconn.Connect(ctx, p.URL("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close(context.Background())
+	if _, err := idle.Exec(ctx, "SELECT 1").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	inTx, err := pgconn.Connect(ctx, p.URL("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inTx.Close(context.Background())
+	if _, err := inTx.Exec(ctx, "BEGIN; SELECT 1").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restart(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The idle client's next statement runs on a new backend.
+	for i := 0; i < 3; i++ {
+		if _, err := idle.Exec(ctx, "SELECT 1").ReadAll(); err != nil {
+			t.Fatalf("idle client noticed the restart: %v", err)
+		}
+	}
+	_, err = inTx.Exec(ctx, "SELECT 1").ReadAll()
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || (pe.Code != "57P01" && pe.Code != "08006") {
+		t.Fatalf("client in a transaction: %v, want 57P01 or 08006", err)
+	}
+	fresh, err := pgconn.Connect(ctx, p.URL("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close(context.Background())
+	if _, err := fresh.Exec(ctx, "SELECT 1").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testenvStart starts a cluster of the test's own, which it may restart.
+func testenvStart(t *testing.T) (*testenv.Cluster, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := testenv.Start(ctx, testenv.Options{})
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	return c, nil
+}
+
+// startProxyOn is startProxy in front of a new database of cluster c.
+func startProxyOn(t *testing.T, c *testenv.Cluster, opts ...proxyOption) *proxy {
+	t.Helper()
+	ctx := ctxT(t, 30*time.Second)
+	db := "txrestart"
+	if err := c.CreateDatabase(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	logins := wire.Logins{}
+	for name, role := range testLogins {
+		sc, err := wire.NewSCRAMCredentials(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logins[name] = &wire.Login{Name: name, Role: role, Claims: map[string]any{"user_id": "u_" + name}, SCRAM: sc}
+	}
+	pcfg := pool.Config{ConnString: c.AppURL(db), MaxConns: 20, AcquireTimeout: 5 * time.Second}
+	wcfg := wire.Config{Logins: logins, DefaultDatabase: db, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)}
+	for _, o := range opts {
+		o(&wcfg, &pcfg)
+	}
+	pl, err := pool.New(pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wcfg.Backends = pl
+	srv, err := wire.NewServer(wcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ln); close(done) }()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		<-done
+		pl.Close()
+	})
+	return &proxy{Addr: ln.Addr().String(), DB: db, DirectDB: c.AppURL(db), Server: srv, Pool: pl, Cluster: c}
+}
