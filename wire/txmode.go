@@ -38,7 +38,7 @@ type txPutter interface {
 
 // txShared returns the server's transaction pooling state.
 func (srv *Server) txShared() *txShared {
-	srv.txOnce.Do(func() { srv.tx = newTxShared() })
+	srv.txOnce.Do(func() { srv.tx = newTxShared(srv.cfg.Decider) })
 	return srv.tx
 }
 

@@ -170,14 +170,48 @@ func (s *staleness) isStale(name string, seq uint64) bool {
 
 // txShared is the server-wide state of transaction pooling.
 type txShared struct {
-	parser  *parser.Parser
+	parser  StatementParser
 	effects *lru.Cache[string, *txEffect]
 	stale   staleness
 }
 
-func newTxShared() *txShared {
+// newTxShared uses the planner's parser when there is one, so a text it
+// parsed is found in its cache.
+func newTxShared(d Decider) *txShared {
 	c, _ := lru.New[string, *txEffect](10000)
-	return &txShared{parser: parser.New(parser.Options{}), effects: c}
+	t := &txShared{effects: c}
+	if p, ok := d.(*Planner); ok && p.cfg.Parser != nil {
+		t.parser = p.cfg.Parser
+	} else {
+		t.parser = parser.New(parser.Options{})
+	}
+	return t
+}
+
+// effectWords are what every statement with a session effect contains
+// (lower-cased): texts with none of them, and no Unicode-escaped
+// identifier, are not parsed again.
+var effectWords = []string{"set", "listen", "load", "prepare", "execute", "deallocate", "discard", "declare",
+	"temp", "advisory", "dblink", "lo_open", "u&"}
+
+// mayHaveEffect reports whether sql may have a session effect.
+func mayHaveEffect(sql string) bool {
+	var buf [256]byte
+	lower := buf[:0]
+	for i := 0; i < len(sql); i++ {
+		c := sql[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		lower = append(lower, c)
+	}
+	s := string(lower)
+	for _, w := range effectWords {
+		if strings.Contains(s, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // txEffect is what a statement text does to session state that transaction
@@ -198,6 +232,9 @@ var noEffect = &txEffect{}
 // effectOf classifies sql, cached by text. A text the parser rejects has no
 // effect: it is refused by the policy or by the server.
 func (t *txShared) effectOf(sql string) *txEffect {
+	if !mayHaveEffect(sql) {
+		return noEffect
+	}
 	if e, ok := t.effects.Get(sql); ok {
 		return e
 	}
