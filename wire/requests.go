@@ -111,6 +111,13 @@ func (q *reqQueue) onBackend(t byte) (relay bool, r request) {
 	f := q.buf[q.head]
 	switch t {
 	case 'Z':
+		// Requests still ahead of the sync point were skipped: the backend
+		// was ignoring messages after an error answered before they were
+		// sent.
+		for q.n > 1 && !q.buf[q.head].kind.isSyncPoint() {
+			q.skipLocked()
+		}
+		f = q.buf[q.head]
 		if f.kind.isSyncPoint() {
 			q.popLocked()
 		}
@@ -120,13 +127,7 @@ func (q *reqQueue) onBackend(t byte) (relay bool, r request) {
 			// Extended protocol: the backend ignores everything up to the
 			// next Sync, so those requests get no answer.
 			for q.n > 0 && !q.buf[q.head].kind.isSyncPoint() {
-				if r := q.buf[q.head]; r.prep != "" {
-					r.st.forget(r.prep, r.epoch)
-				}
-				if r := q.buf[q.head]; r.ps != nil {
-					r.ps.failed.Store(true)
-				}
-				q.popLocked()
+				q.skipLocked()
 			}
 		}
 		return true, f
@@ -159,6 +160,22 @@ func (q *reqQueue) finish(f request, k reqKind) bool {
 	}
 	q.popLocked()
 	return !f.swallow
+}
+
+// skipLocked pops the oldest request, which the backend skipped or failed:
+// a Parse it carried did not happen.
+func (q *reqQueue) skipLocked() {
+	r := q.buf[q.head]
+	if r.prep != "" {
+		r.st.forget(r.prep, r.epoch)
+	}
+	if r.ps != nil {
+		r.ps.failed.Store(true)
+	}
+	if r.kind == reqParse && r.st != nil {
+		r.st.setUnnamed("") // it may have been an unnamed Parse
+	}
+	q.popLocked()
 }
 
 func (q *reqQueue) popLocked() {

@@ -268,8 +268,8 @@ func (sess *session) handleParse(be *pool.Conn, n int) error {
 		return sess.sendDenial(be, reqExecute, plan, plan.Deny)
 	}
 	if sess.txMode {
-		if e := sess.tx.effectOf(m.Query); e.pin != "" {
-			sess.pin(e.pin)
+		if d := sess.txApply(stateOf(be, sess.tx), sess.tx.effectOf(m.Query)); d != nil {
+			return sess.sendDenial(be, reqExecute, &Plan{Statements: []PlannedStatement{{Command: "EXECUTE", Decision: audit.DecisionDeny, Reason: d.Message}}}, d)
 		}
 		if ps := sess.stmts[m.Name]; ps != nil && ps.failed.Load() {
 			delete(sess.stmts, m.Name)

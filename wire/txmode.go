@@ -302,34 +302,16 @@ func (sess *session) pin(why string) {
 func (sess *session) txQuery(be *pool.Conn, text, sql string) (string, *Denial, error) {
 	st := stateOf(be, sess.tx)
 	e := sess.tx.effectOf(text)
-	for _, name := range e.executes {
-		if !sess.sqlPrepared[name] {
-			return "", &Denial{Code: codeInvalidPStatement, Message: fmt.Sprintf("prepared statement %q does not exist", name)}, nil
-		}
-	}
-	if e.pin != "" {
-		sess.pin(e.pin)
-	}
-	for _, name := range e.prepares {
-		if len(sess.sqlPrepared) < maxTrackedStatements {
-			sess.sqlPrepared[name] = true
-		}
+	if d := sess.txApply(st, e); d != nil {
+		return "", d, nil
 	}
 	// A simple query drops the unnamed statement, the client's and the
 	// backend's.
 	delete(sess.stmts, "")
 	st.setUnnamed("")
-	if e.dropsStmts {
-		clear(sess.stmts)
-		clear(sess.sqlPrepared)
-		st.clearStmts()
-	}
-	if len(e.deallocates) == 1 && !e.dropsStmts {
+	if len(e.deallocates) == 1 && e.statements == 1 {
 		name := e.deallocates[0]
-		switch ps := sess.stmts[name]; {
-		case sess.sqlPrepared[name]:
-			delete(sess.sqlPrepared, name)
-		case ps != nil && ps.beName != "" && sql == text:
+		if ps := sess.stmts[name]; ps != nil && ps.beName != "" && sql == text {
 			// DEALLOCATE of a protocol-level statement: the backend knows it
 			// under its own name. Make sure it is there, and drop that.
 			delete(sess.stmts, name)
@@ -341,6 +323,44 @@ func (sess *session) txQuery(be *pool.Conn, text, sql string) (string, *Denial, 
 		}
 	}
 	return sql, nil, nil
+}
+
+// txApply applies the session effects e of a statement text the client
+// sends (as a Query or a Parse) before it is forwarded, or returns the
+// denial to send instead.
+func (sess *session) txApply(st *beState, e *txEffect) *Denial {
+	if e == noEffect {
+		return nil
+	}
+	for _, name := range e.executes {
+		if !sess.sqlPrepared[name] {
+			// The backend may hold statements prepared for other clients:
+			// only the client's own SQL-level statements may run.
+			return &Denial{Code: codeInvalidPStatement, Message: fmt.Sprintf("prepared statement %q does not exist", name)}
+		}
+	}
+	if e.pin != "" {
+		sess.pin(e.pin)
+	}
+	for _, name := range e.prepares {
+		if len(sess.sqlPrepared) < maxTrackedStatements {
+			sess.sqlPrepared[name] = true
+		}
+	}
+	for _, name := range e.deallocates {
+		delete(sess.sqlPrepared, name)
+	}
+	if e.dropsStmts {
+		clear(sess.stmts)
+		clear(sess.sqlPrepared)
+		st.clearStmts()
+	}
+	if e.resetsSettings {
+		st.mu.Lock()
+		st.settings = map[string]string{}
+		st.mu.Unlock()
+	}
+	return nil
 }
 
 func (st *beState) epochNow() uint64 {
@@ -355,7 +375,7 @@ func (sess *session) txParse(be *pool.Conn, name string, ps *prepared) error {
 	st := stateOf(be, sess.tx)
 	if name == "" {
 		st.setUnnamed(backendStmtName(ps.plan.SQL, ps.paramOIDs))
-		if err := sess.push(be, request{kind: reqParse, ps: ps}); err != nil {
+		if err := sess.push(be, request{kind: reqParse, ps: ps, st: st}); err != nil {
 			return err
 		}
 		return sess.writeMsg(be, &pgproto3.Parse{Query: ps.plan.SQL, ParameterOIDs: ps.paramOIDs})
@@ -441,7 +461,7 @@ func (sess *session) ensureStmt(be *pool.Conn, ps *prepared) error {
 			return nil
 		}
 		st.setUnnamed(key)
-		return sess.inject(be, injected{request{kind: reqParse, swallow: true}, &pgproto3.Parse{Query: ps.plan.SQL, ParameterOIDs: ps.paramOIDs}})
+		return sess.inject(be, injected{request{kind: reqParse, swallow: true, st: st}, &pgproto3.Parse{Query: ps.plan.SQL, ParameterOIDs: ps.paramOIDs}})
 	}
 	if st.usable(ps.beName) {
 		return nil

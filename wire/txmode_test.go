@@ -19,6 +19,7 @@ import (
 	"github.com/dbalproxy/dbalproxy/wire"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/rs/zerolog"
 )
 
@@ -774,4 +775,80 @@ func startProxyOn(t *testing.T, c *testenv.Cluster, opts ...proxyOption) *proxy 
 		pl.Close()
 	})
 	return &proxy{Addr: ln.Addr().String(), DB: db, DirectDB: c.AppURL(db), Server: srv, Pool: pl, Cluster: c}
+}
+
+// TestTxMessagesAfterAnError: a client that reads an error before it sends
+// the rest of its batch: the backend skips those messages too, and the
+// proxy's bookkeeping of requests and statements follows.
+func TestTxMessagesAfterAnError(t *testing.T) {
+	p := startProxy(t, withTxPooling(1))
+	ctx := ctxT(t, 30*time.Second)
+	run := func(url string) string {
+		var tr transcript
+		c, err := pgconn.Connect(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc, err := c.Hijack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hc.Conn.Close()
+		fe := hc.Frontend
+		_ = hc.Conn.SetDeadline(time.Now().Add(10 * time.Second))
+		readUntil := func(stop func(pgproto3.BackendMessage) bool) {
+			for {
+				m, err := fe.Receive()
+				if err != nil {
+					tr.f("receive: %v", err)
+					return
+				}
+				switch m := m.(type) {
+				case *pgproto3.ErrorResponse:
+					tr.f("error %s %s", m.Code, m.Message)
+				case *pgproto3.DataRow:
+					tr.f("row %q", m.Values)
+				case *pgproto3.ReadyForQuery:
+					tr.f("ready %c", m.TxStatus)
+				default:
+					tr.f("%T", m)
+				}
+				if stop(m) {
+					return
+				}
+			}
+		}
+		isErr := func(m pgproto3.BackendMessage) bool { _, ok := m.(*pgproto3.ErrorResponse); return ok }
+		isReady := func(m pgproto3.BackendMessage) bool { _, ok := m.(*pgproto3.ReadyForQuery); return ok }
+		fe.Send(&pgproto3.Parse{Name: "early", Query: "SELECT 1"})
+		fe.Send(&pgproto3.Parse{Query: "SELECT 1/0"})
+		fe.Send(&pgproto3.Bind{})
+		fe.Send(&pgproto3.Execute{})
+		fe.Send(&pgproto3.Flush{})
+		_ = fe.Flush()
+		readUntil(isErr)
+		fe.Send(&pgproto3.Parse{Name: "late", Query: "SELECT 3"})
+		fe.Send(&pgproto3.Bind{PreparedStatement: "early"})
+		fe.Send(&pgproto3.Execute{})
+		fe.Send(&pgproto3.Sync{})
+		_ = fe.Flush()
+		readUntil(isReady)
+		for _, name := range []string{"early", "late"} {
+			fe.Send(&pgproto3.Bind{PreparedStatement: name})
+			fe.Send(&pgproto3.Execute{})
+			fe.Send(&pgproto3.Sync{})
+			_ = fe.Flush()
+			readUntil(isReady)
+		}
+		fe.Send(&pgproto3.Query{String: "SELECT 4"})
+		_ = fe.Flush()
+		readUntil(isReady)
+		return tr.String()
+	}
+	direct := run(p.DirectDB)
+	proxied := run(p.URL("alice"))
+	compareTranscripts(t, direct, proxied)
+	if !strings.Contains(proxied, "row [\"4\"]") {
+		t.Fatalf("the session is out of step after skipped messages:\n%s", proxied)
+	}
 }

@@ -222,9 +222,13 @@ type txEffect struct {
 	pin string
 	// dropsStmts: DEALLOCATE ALL or DISCARD ALL drop every prepared statement.
 	dropsStmts bool
+	// resetsSettings: DISCARD ALL sets every parameter back to its default.
+	resetsSettings bool
 	// prepares are the names an SQL-level PREPARE creates; executes the names
 	// EXECUTE runs; deallocates the names DEALLOCATE drops.
 	prepares, executes, deallocates []string
+	// statements is the number of statements in the text.
+	statements int
 }
 
 var noEffect = &txEffect{}
@@ -296,6 +300,7 @@ func classify(res *parser.Result) *txEffect {
 			any = true
 		case "DISCARD ALL":
 			e.dropsStmts = true
+			e.resetsSettings = true
 			any = true
 		case "DECLARE CURSOR":
 			if d := st.Tree.GetStmt().GetDeclareCursorStmt(); d != nil && d.Options&0x0020 != 0 { // CURSOR_OPT_HOLD
@@ -321,6 +326,7 @@ func classify(res *parser.Result) *txEffect {
 	if !any {
 		return noEffect
 	}
+	e.statements = len(res.Statements)
 	return e
 }
 
