@@ -512,7 +512,7 @@ func (sess *session) txBind(be *pool.Conn, n int) error {
 	if !ok1 || !ok2 {
 		return fatalf(CodeProtocolViolation, "invalid Bind message")
 	}
-	tail = slices.Clone(tail)
+	// tail stays valid: nothing below reads from the client.
 	target, err := sess.targetStmt(be, stmt)
 	if err != nil {
 		return err

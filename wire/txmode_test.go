@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
 )
 
 // withTxPooling runs the proxy in transaction pooling with at most n
@@ -851,4 +852,44 @@ func TestTxMessagesAfterAnError(t *testing.T) {
 	if !strings.Contains(proxied, "row [\"4\"]") {
 		t.Fatalf("the session is out of step after skipped messages:\n%s", proxied)
 	}
+}
+
+// TestTxNoGoroutineLeak: leases, pumps and pinned sessions leave no
+// goroutine behind once the proxy is closed.
+func TestTxNoGoroutineLeak(t *testing.T) {
+	testenv.Shared(t)
+	opts := []goleak.Option{goleak.IgnoreCurrent()}
+	var open *pgx.Conn
+	t.Run("sessions", func(t *testing.T) {
+		// The scenarios' connections stay open until the subtest ends, and
+		// some of them pin their backend.
+		p := startProxy(t, withTxPooling(10))
+		for _, sc := range conformanceScenarios() {
+			switch sc.name {
+			case "query/cache_statement", "multi_statement", "copy", "listen_notify", "cancel":
+				sc.run(t, p.URL("alice"))
+			}
+		}
+		c := openConn(t, p.URL("bob"), nil)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = c.Exec(context.Background(), "SELECT pg_sleep(30)")
+		}()
+		time.Sleep(200 * time.Millisecond)
+		_ = c.PgConn().Conn().Close()
+		<-done
+		var err error
+		open, err = pgx.Connect(ctxT(t, 10*time.Second), p.URL("carol"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := open.Exec(ctxT(t, 10*time.Second), "BEGIN"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if open != nil {
+		_ = open.Close(context.Background())
+	}
+	goleak.VerifyNone(t, opts...)
 }

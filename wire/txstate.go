@@ -196,18 +196,29 @@ var effectWords = []string{"set", "listen", "load", "prepare", "execute", "deall
 
 // mayHaveEffect reports whether sql may have a session effect.
 func mayHaveEffect(sql string) bool {
-	var buf [256]byte
-	lower := buf[:0]
-	for i := 0; i < len(sql); i++ {
-		c := sql[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		lower = append(lower, c)
-	}
-	s := string(lower)
 	for _, w := range effectWords {
-		if strings.Contains(s, w) {
+		if containsFold(sql, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// containsFold reports whether s contains the lower-case ASCII word w,
+// ignoring ASCII case, without allocating.
+func containsFold(s, w string) bool {
+	for i := 0; i+len(w) <= len(s); i++ {
+		j := 0
+		for ; j < len(w); j++ {
+			c := s[i+j]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != w[j] {
+				break
+			}
+		}
+		if j == len(w) {
 			return true
 		}
 	}
@@ -236,13 +247,16 @@ var noEffect = &txEffect{}
 // effectOf classifies sql, cached by text. A text the parser rejects has no
 // effect: it is refused by the policy or by the server.
 func (t *txShared) effectOf(sql string) *txEffect {
-	if !mayHaveEffect(sql) {
-		return noEffect
-	}
 	if e, ok := t.effects.Get(sql); ok {
 		return e
 	}
 	e := noEffect
+	if !mayHaveEffect(sql) {
+		if len(sql) <= 64<<10 {
+			t.effects.Add(sql, e)
+		}
+		return e
+	}
 	if res, err := t.parser.Parse(sql); err == nil {
 		e = classify(res)
 	}
