@@ -24,6 +24,10 @@ import (
 	"go.uber.org/goleak"
 )
 
+// txPoolingSuite reports whether the suite runs in transaction pooling
+// (DBALPROXY_TEST_POOL_MODE=transaction; see startProxy).
+func txPoolingSuite() bool { return os.Getenv("DBALPROXY_TEST_POOL_MODE") == "transaction" }
+
 // withTxPooling runs the proxy in transaction pooling with at most n
 // backend connections.
 func withTxPooling(n int) proxyOption {
