@@ -177,13 +177,14 @@ func TestTxPrismaLike(t *testing.T) {
 					}
 				}
 			}
-			// Describe of a statement on its own, in a new transaction.
-			sd, err := conn.Prepare(ctx, "s1", "SELECT $1::text || 'x'", nil)
-			if err == nil || !strings.Contains(err.Error(), "already exists") {
-				errs <- fmt.Errorf("duplicate Parse of s1: %v (PostgreSQL says it already exists)", err)
+			// A second Parse of a name in use is refused, as PostgreSQL
+			// refuses it.
+			_, err = conn.Prepare(ctx, "s1", "SELECT $1::text || 'x'", nil)
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) || pe.Code != "42P05" {
+				errs <- fmt.Errorf("duplicate Parse of s1: %v (PostgreSQL says 42P05 already exists)", err)
 				return
 			}
-			_ = sd
 		}()
 	}
 	wg.Wait()
@@ -948,4 +949,73 @@ func TestTxNoGoroutineLeak(t *testing.T) {
 		_ = open.Close(context.Background())
 	}
 	goleak.VerifyNone(t, opts...)
+}
+
+// TestTxDescribeAlone: a Describe of a statement on its own, in a later
+// transaction on a backend that has never seen the statement.
+func TestTxDescribeAlone(t *testing.T) {
+	p := startProxy(t, withTxPooling(2))
+	ctx := ctxT(t, 30*time.Second)
+	a, err := pgconn.Connect(ctx, p.URL("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Prepare(ctx, "s1", "SELECT $1::int AS n, 'x'::text AS t", nil); err != nil {
+		t.Fatal(err)
+	}
+	// Another client now holds the backend that prepared s1.
+	b, err := pgconn.Connect(ctx, p.URL("bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	if _, err := b.Exec(ctx, "BEGIN").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	hc, err := a.Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Conn.Close()
+	_ = hc.Conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fe := hc.Frontend
+	var got []string
+	describe := func(name string) {
+		fe.Send(&pgproto3.Describe{ObjectType: 'S', Name: name})
+		fe.Send(&pgproto3.Sync{})
+		if err := fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			m, err := fe.Receive()
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch m := m.(type) {
+			case *pgproto3.ParameterDescription:
+				got = append(got, fmt.Sprint("params ", m.ParameterOIDs))
+			case *pgproto3.RowDescription:
+				var names []string
+				for _, f := range m.Fields {
+					names = append(names, string(f.Name))
+				}
+				got = append(got, fmt.Sprint("row ", names))
+			case *pgproto3.ErrorResponse:
+				got = append(got, "error "+m.Code)
+			case *pgproto3.ReadyForQuery:
+				return
+			default:
+				got = append(got, fmt.Sprintf("%T", m))
+			}
+		}
+	}
+	describe("s1")
+	describe("nope")
+	want := "params [23]|row [n t]|error 26000"
+	if strings.Join(got, "|") != want {
+		t.Fatalf("got %q, want %q", strings.Join(got, "|"), want)
+	}
+	if st := p.Pool.Stats(); st.Open != 2 {
+		t.Fatalf("the Describe did not run on a second backend: %+v", st)
+	}
 }
