@@ -1019,3 +1019,38 @@ func TestTxDescribeAlone(t *testing.T) {
 		t.Fatalf("the Describe did not run on a second backend: %+v", st)
 	}
 }
+
+// TestTxBackendStatementBound: past the bound of statements kept on one
+// backend connection the least recently used is closed, and prepared again
+// when a client uses it.
+func TestTxBackendStatementBound(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	p := startProxy(t, withTxPooling(1))
+	ctx := ctxT(t, 60*time.Second)
+	c, err := pgconn.Connect(ctx, p.URL("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	const n = 1100
+	for i := 0; i < n; i++ {
+		if _, err := c.Prepare(ctx, fmt.Sprintf("q%d", i), fmt.Sprintf("SELECT %d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := c.Exec(ctx, "SELECT count(*) FROM pg_prepared_statements").ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(res[0].Rows[0][0]); got != "1000" {
+		t.Fatalf("%s statements prepared on the backend, want the bound of 1000", got)
+	}
+	for _, i := range []int{0, 1, n - 1} {
+		r := c.ExecPrepared(ctx, fmt.Sprintf("q%d", i), nil, nil, nil).Read()
+		if r.Err != nil || string(r.Rows[0][0]) != fmt.Sprint(i) {
+			t.Fatalf("q%d: %v %q", i, r.Err, r.Rows)
+		}
+	}
+}
