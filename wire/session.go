@@ -752,7 +752,19 @@ func (sess *session) teardown(clean bool) {
 	sess.mu.Lock()
 	pinned := sess.mu.pinned
 	sess.mu.Unlock()
-	if sess.txMode && !pinned && be.TxStatus == 'I' {
+	if sess.txMode && !pinned {
+		// Nothing of the client's outlives its transaction on this backend:
+		// a rollback is all the reset it needs.
+		if be.TxStatus != 'I' {
+			stateOf(be, sess.tx).setUnnamed("")
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := be.Exec(ctx, "ROLLBACK")
+			cancel()
+			if err != nil || be.TxStatus != 'I' {
+				sess.srv.cfg.Backends.Destroy(be)
+				return
+			}
+		}
 		sess.putBackend(be)
 		return
 	}

@@ -1054,3 +1054,36 @@ func TestTxBackendStatementBound(t *testing.T) {
 		}
 	}
 }
+
+// TestTxDisconnectInTransaction: a client that leaves inside a transaction
+// has it rolled back; its backend is kept (no reset, no new connection).
+func TestTxDisconnectInTransaction(t *testing.T) {
+	p := startProxy(t, withTxPooling(1))
+	ctx := ctxT(t, 30*time.Second)
+	a, err := pgconn.Connect(ctx, p.URL("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Exec(ctx, "CREATE TABLE dt (i int)").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Exec(ctx, "BEGIN; INSERT INTO dt VALUES (1); SELECT pg_advisory_xact_lock(7)").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	a.Close(ctx)
+	b, err := pgconn.Connect(ctx, p.URL("bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	res, err := b.Exec(ctx, "SELECT count(*) FROM dt; SELECT pg_try_advisory_xact_lock(7)").ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(res[0].Rows[0][0]) != "0" || string(res[1].Rows[0][0]) != "t" {
+		t.Fatalf("the transaction outlived its client: %q %q", res[0].Rows, res[1].Rows)
+	}
+	if st := p.Pool.Stats(); st.Dials != 1 || st.Resets != 0 || st.Destroyed != 0 {
+		t.Fatalf("pool stats %+v: want the one backend kept without a reset", st)
+	}
+}
