@@ -247,16 +247,13 @@ var noEffect = &txEffect{}
 // effectOf classifies sql, cached by text. A text the parser rejects has no
 // effect: it is refused by the policy or by the server.
 func (t *txShared) effectOf(sql string) *txEffect {
+	if !mayHaveEffect(sql) {
+		return noEffect
+	}
 	if e, ok := t.effects.Get(sql); ok {
 		return e
 	}
 	e := noEffect
-	if !mayHaveEffect(sql) {
-		if len(sql) <= 64<<10 {
-			t.effects.Add(sql, e)
-		}
-		return e
-	}
 	if res, err := t.parser.Parse(sql); err == nil {
 		e = classify(res)
 	}
