@@ -319,6 +319,9 @@ type prepared struct {
 	// failed is set by the pump when the backend skipped or refused the
 	// client's Parse: then the statement does not exist.
 	failed atomic.Bool
+	// parsedSeq orders the client's Parse against result type changes seen
+	// since (transaction pooling; see staleness).
+	parsedSeq uint64
 }
 
 // handleBind records which statement a portal runs and, if the policy

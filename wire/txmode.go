@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/pool"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -215,10 +216,10 @@ func (sess *session) newLease() (*pool.Conn, error) {
 		if err != nil {
 			sess.srv.cfg.Backends.Destroy(be)
 			var pe *pgconn.PgError
-			if errors.As(err, &pe) {
-				return nil, err
+			if errors.As(err, &pe) && pe.Severity != "FATAL" {
+				return nil, err // the server refused a parameter
 			}
-			lastErr = err
+			lastErr = err // the connection went away: take another
 			continue
 		}
 		sess.stopping.Store(false)
@@ -381,6 +382,7 @@ func (sess *session) txParse(be *pool.Conn, name string, ps *prepared) error {
 		return sess.writeMsg(be, &pgproto3.Parse{Query: ps.plan.SQL, ParameterOIDs: ps.paramOIDs})
 	}
 	ps.beName = backendStmtName(ps.plan.SQL, ps.paramOIDs)
+	ps.parsedSeq = sess.tx.stale.next()
 	if st.usable(ps.beName) {
 		// Already prepared here: answer the client's Parse with the
 		// ParseComplete of an empty unnamed statement, which costs the
@@ -469,6 +471,23 @@ func (sess *session) ensureStmt(be *pool.Conn, ps *prepared) error {
 	return sess.prepareOn(be, st, ps, true)
 }
 
+// errResultTypeChanged is what PostgreSQL answers to a Bind of a statement
+// whose result type changed since it was prepared.
+var errResultTypeChanged = &Denial{Code: CodeFeatureNotSupported, Message: "cached plan must not change result type"}
+
+// outdated reports whether the client prepared ps before its result type was
+// found changed: PostgreSQL refuses every Bind of such a statement until the
+// client prepares it again, and so does the proxy, rather than run a copy
+// prepared since, whose rows the client would decode with the old
+// description.
+func (sess *session) outdated(ps *prepared) bool {
+	if ps.beName == "" {
+		return false
+	}
+	m := sess.tx.stale.markOf(ps.beName)
+	return m != 0 && ps.parsedSeq < m
+}
+
 // targetStmt returns the backend's name for the client's statement name,
 // preparing it on be first if needed.
 func (sess *session) targetStmt(be *pool.Conn, name string) (string, error) {
@@ -511,6 +530,12 @@ func (sess *session) txBind(be *pool.Conn, n int) error {
 	stmt, tail, ok2 := cstring(rest)
 	if !ok1 || !ok2 {
 		return fatalf(CodeProtocolViolation, "invalid Bind message")
+	}
+	if ps := sess.stmts[stmt]; ps != nil && !ps.failed.Load() && sess.outdated(ps) {
+		if portalName == "" {
+			sess.unnamedPortal = nil
+		}
+		return sess.sendDenial(be, reqExecute, &Plan{Statements: []PlannedStatement{{Command: "EXECUTE", Decision: audit.DecisionAllow, Reason: errResultTypeChanged.Message}}}, errResultTypeChanged)
 	}
 	// tail stays valid: nothing below reads from the client.
 	target, err := sess.targetStmt(be, stmt)

@@ -1087,3 +1087,69 @@ func TestTxDisconnectInTransaction(t *testing.T) {
 		t.Fatalf("pool stats %+v: want the one backend kept without a reset", st)
 	}
 }
+
+// TestTxResultTypeChangeTwoClients: two clients prepared the same statement
+// before DDL changed its result type. Each gets PostgreSQL's error until it
+// prepares the statement again, even when the other's error already made
+// the proxy prepare fresh copies: rows of the new shape never reach a
+// client that holds the old description.
+func TestTxResultTypeChangeTwoClients(t *testing.T) {
+	p := startProxy(t, withTxPooling(2))
+	ctx := ctxT(t, 30*time.Second)
+	admin, err := pgconn.Connect(ctx, p.DirectDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	run := func(url string) string {
+		var tr transcript
+		if _, err := admin.Exec(ctx, "DROP TABLE IF EXISTS rt2; CREATE TABLE rt2 (a int); INSERT INTO rt2 VALUES (1)").ReadAll(); err != nil {
+			t.Fatal(err)
+		}
+		var cs []*pgconn.PgConn
+		for i := 0; i < 2; i++ {
+			c, err := pgconn.Connect(ctx, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close(context.Background())
+			if _, err := c.Prepare(ctx, "s", "SELECT * FROM rt2", nil); err != nil {
+				t.Fatal(err)
+			}
+			cs = append(cs, c)
+		}
+		if _, err := admin.Exec(ctx, "ALTER TABLE rt2 ADD COLUMN b int").ReadAll(); err != nil {
+			t.Fatal(err)
+		}
+		exec := func(i int) {
+			r := cs[i].ExecPrepared(ctx, "s", nil, nil, nil).Read()
+			code := "ok"
+			var pe *pgconn.PgError
+			if errors.As(r.Err, &pe) {
+				code = pe.Code + " " + pe.Message
+			} else if r.Err != nil {
+				code = r.Err.Error()
+			}
+			width := 0
+			if len(r.Rows) > 0 {
+				width = len(r.Rows[0])
+			}
+			tr.f("client %d: %s, %d columns", i, code, width)
+		}
+		exec(0)
+		exec(1)
+		exec(0)
+		for i := 0; i < 2; i++ {
+			if err := cs[i].Deallocate(ctx, "s"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := cs[i].Prepare(ctx, "s", "SELECT * FROM rt2", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		exec(0)
+		exec(1)
+		return tr.String()
+	}
+	compareTranscripts(t, run(p.DirectDB), run(p.URL("alice")))
+}

@@ -158,6 +158,14 @@ func (s *staleness) mark(name string) {
 	s.mu.Unlock()
 }
 
+// markOf is the sequence number at which name was last found changed, 0 if
+// never.
+func (s *staleness) markOf(name string) uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.m[name]
+}
+
 // isStale reports whether a copy of name prepared at seq is stale.
 func (s *staleness) isStale(name string, seq uint64) bool {
 	s.mu.RLock()
