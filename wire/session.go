@@ -73,6 +73,10 @@ type session struct {
 	stopping atomic.Bool
 
 	closeOnce sync.Once
+	// cancelled is signalled (with mu) when a cancel in flight was
+	// delivered; the client's next message waits for it, so that a cancel
+	// meant for one statement cannot reach the next.
+	cancelled sync.Cond
 	mu        struct {
 		sync.Mutex
 		be *pool.Conn // readable by cancel from other goroutines
@@ -97,6 +101,7 @@ func newSession(srv *Server, conn net.Conn) *session {
 		cw:   bufio.NewWriterSize(conn, clientBufSize),
 	}
 	sess.reqs.init()
+	sess.cancelled.L = &sess.mu.Mutex
 	return sess
 }
 
@@ -332,6 +337,7 @@ func (sess *session) loop() (clean bool) {
 		if typ == 'X' {
 			return true
 		}
+		sess.waitCancels()
 		if sess.txMode {
 			be, err = sess.beginMessage(typ)
 			if err != nil {
@@ -798,9 +804,24 @@ func (sess *session) cancelIf(cond func() bool) bool {
 	cancel()
 	sess.mu.Lock()
 	sess.mu.cancelling--
+	if sess.mu.cancelling == 0 {
+		sess.cancelled.Broadcast()
+	}
 	if sess.txMode && sess.releasableLocked() {
 		sess.nudgeLocked()
 	}
 	sess.mu.Unlock()
 	return true
+}
+
+// waitCancels holds the client's next message back while a cancel is on
+// its way to the backend: PostgreSQL ignores a cancel that arrives between
+// statements, but one still on the way could reach the statement that
+// follows.
+func (sess *session) waitCancels() {
+	sess.mu.Lock()
+	for sess.mu.cancelling > 0 {
+		sess.cancelled.Wait()
+	}
+	sess.mu.Unlock()
 }
