@@ -1153,3 +1153,36 @@ func TestTxResultTypeChangeTwoClients(t *testing.T) {
 	}
 	compareTranscripts(t, run(p.DirectDB), run(p.URL("alice")))
 }
+
+// TestTxAcquireTimeout: a client that starts a transaction while every
+// backend is held gets FATAL 53300 after pool.acquire_timeout; the holder
+// is not disturbed.
+func TestTxAcquireTimeout(t *testing.T) {
+	p := startProxy(t, withTxPooling(1), func(_ *wire.Config, pc *pool.Config) { pc.AcquireTimeout = 300 * time.Millisecond })
+	ctx := ctxT(t, 30*time.Second)
+	a, err := pgconn.Connect(ctx, p.URL("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(context.Background())
+	b, err := pgconn.Connect(ctx, p.URL("bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	if _, err := a.Exec(ctx, "BEGIN").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = b.Exec(ctx, "SELECT 1").ReadAll()
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "53300" || pe.Severity != "FATAL" {
+		t.Fatalf("waiting client: %v, want FATAL 53300", err)
+	}
+	if el := time.Since(start); el < 250*time.Millisecond || el > 3*time.Second {
+		t.Fatalf("refused after %s", el)
+	}
+	if _, err := a.Exec(ctx, "SELECT 1; COMMIT").ReadAll(); err != nil {
+		t.Fatalf("the holder: %v", err)
+	}
+}
