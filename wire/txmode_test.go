@@ -1186,3 +1186,43 @@ func TestTxAcquireTimeout(t *testing.T) {
 		t.Fatalf("the holder: %v", err)
 	}
 }
+
+// TestTxPrincipalsDoNotShareStatements: the same client text prepared by
+// two principals whose filters differ becomes two backend statements, each
+// with its own rewrite.
+func TestTxPrincipalsDoNotShareStatements(t *testing.T) {
+	p := startProxy(t, withTxPooling(1), withPolicy(t, policyEngine(t, "", policy.ModeStrict), nil))
+	p.loadDemo(t)
+	ctx := ctxT(t, 30*time.Second)
+	counts := map[string]string{}
+	for _, login := range []string{"alice", "bob"} {
+		c, err := pgconn.Connect(ctx, p.URL(login))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Prepare(ctx, "s0", "SELECT count(*) FROM users WHERE id <> $1", nil); err != nil {
+			t.Fatal(err)
+		}
+		r := c.ExecPrepared(ctx, "s0", [][]byte{[]byte("nobody")}, nil, nil).Read()
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		counts[login] = string(r.Rows[0][0])
+		c.Close(ctx)
+	}
+	if counts["alice"] != "1" || counts["bob"] == "1" {
+		t.Fatalf("counts %v: alice must see only her own row, bob all", counts)
+	}
+	admin, err := pgconn.Connect(ctx, p.URL("dave"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	res, err := admin.Exec(ctx, "SELECT statement FROM pg_prepared_statements WHERE name LIKE 'dbal_%' AND statement LIKE '%count(*)%'").ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(res[0].Rows); n != 2 {
+		t.Fatalf("%d backend statements for the two principals' text, want 2: %q", n, res[0].Rows)
+	}
+}
