@@ -1226,3 +1226,21 @@ func TestTxPrincipalsDoNotShareStatements(t *testing.T) {
 		t.Fatalf("%d backend statements for the two principals' text, want 2: %q", n, res[0].Rows)
 	}
 }
+
+// TestTxLargeBind: a Bind larger than the read buffer is renamed whole.
+func TestTxLargeBind(t *testing.T) {
+	p := startProxy(t, withTxPooling(1))
+	ctx := ctxT(t, 30*time.Second)
+	c, err := pgx.Connect(ctx, p.URL("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	big := strings.Repeat("x", 200_000)
+	for i := 0; i < 3; i++ {
+		var n int
+		if err := c.QueryRow(ctx, "SELECT length($1::text) + $2::int", big, i).Scan(&n); err != nil || n != len(big)+i {
+			t.Fatalf("large Bind: %d %v", n, err)
+		}
+	}
+}
