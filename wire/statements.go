@@ -236,6 +236,15 @@ func (sess *session) sendDenial(be *pool.Conn, kind reqKind, plan *Plan, d *Deni
 		if err := sess.push(be, request{kind: reqQuery, run: run}); err != nil {
 			return err
 		}
+		if d.Prefix != "" && sess.txMode {
+			// The statements before the denied one run: their session
+			// effects count (a session advisory lock outlives the
+			// rollback). An EXECUTE among them that the client may not run
+			// denies the whole text.
+			if dd := sess.txApply(stateOf(be, sess.tx), sess.tx.effectOf(d.Prefix)); dd != nil {
+				return sess.writeQuery(be, denyStatement(dd, id))
+			}
+		}
 		if d.Prefix != "" {
 			raise = d.Prefix + ";\n" + raise
 		}

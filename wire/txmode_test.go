@@ -1244,3 +1244,44 @@ func TestTxLargeBind(t *testing.T) {
 		}
 	}
 }
+
+// TestTxDeniedStatementPrefix: statements that run before a denied one in
+// the same query string count for pinning: a session advisory lock taken
+// there stays with its client.
+func TestTxDeniedStatementPrefix(t *testing.T) {
+	p := startProxy(t, withTxPooling(2), withPolicy(t, policyEngine(t, "", policy.ModeStrict), nil))
+	p.loadDemo(t)
+	ctx := ctxT(t, 30*time.Second)
+	a, err := pgconn.Connect(ctx, p.URL("bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(context.Background())
+	_, err = a.Exec(ctx, "SELECT pg_advisory_lock(99); DELETE FROM packages").ReadAll()
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "42501" {
+		t.Fatalf("denied statement: %v", err)
+	}
+	// The lock is still held by a's backend, which a keeps.
+	res, err := a.Exec(ctx, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 99 AND pid = pg_backend_pid()").ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(res[0].Rows[0][0]); got != "1" {
+		t.Fatalf("the client lost its advisory lock's backend: %s", got)
+	}
+	b, err := pgconn.Connect(ctx, p.URL("bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	for i := 0; i < 3; i++ {
+		res, err := b.Exec(ctx, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 99 AND pid = pg_backend_pid()").ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(res[0].Rows[0][0]); got != "0" {
+			t.Fatal("another client got the backend holding the lock")
+		}
+	}
+}
