@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -33,9 +34,17 @@ type Conn struct {
 	// Params holds the ParameterStatus values the backend has reported. The
 	// holder updates it as it relays ParameterStatus messages.
 	Params map[string]string
+	// InitialParams are the ParameterStatus values the server reported when
+	// the connection was opened: its defaults before any client set anything.
+	InitialParams map[string]string
 	// TxStatus is the status of the last ReadyForQuery: 'I', 'T' or 'E'. The
 	// holder updates it as it relays ReadyForQuery.
 	TxStatus byte
+	// State is the holder's bookkeeping about this connection's session
+	// state (for example which prepared statements exist on it). The pool
+	// keeps it across Put and Acquire, and drops it when Release resets the
+	// connection, since the reset discards that state on the server too.
+	State any
 
 	netConn  net.Conn
 	tlsCfg   *tls.Config
@@ -49,17 +58,22 @@ func newConn(hc *pgconn.HijackedConn, s *subPool) *Conn {
 	for k, v := range hc.ParameterStatuses {
 		params[k] = v
 	}
+	initial := make(map[string]string, len(params))
+	for k, v := range params {
+		initial[k] = v
+	}
 	return &Conn{
-		R:         bufio.NewReaderSize(hc.Conn, bufSize),
-		W:         bufio.NewWriterSize(hc.Conn, bufSize),
-		PID:       hc.PID,
-		SecretKey: hc.SecretKey,
-		Params:    params,
-		TxStatus:  hc.TxStatus,
-		netConn:   hc.Conn,
-		tlsCfg:    hc.TLSConfig,
-		sub:       s,
-		lastUsed:  time.Now(),
+		InitialParams: initial,
+		R:             bufio.NewReaderSize(hc.Conn, bufSize),
+		W:             bufio.NewWriterSize(hc.Conn, bufSize),
+		PID:           hc.PID,
+		SecretKey:     hc.SecretKey,
+		Params:        params,
+		TxStatus:      hc.TxStatus,
+		netConn:       hc.Conn,
+		tlsCfg:        hc.TLSConfig,
+		sub:           s,
+		lastUsed:      time.Now(),
 	}
 }
 
@@ -71,8 +85,13 @@ func NewConn(c net.Conn, pid uint32, secretKey []byte, params map[string]string)
 	if params == nil {
 		params = map[string]string{}
 	}
+	initial := make(map[string]string, len(params))
+	for k, v := range params {
+		initial[k] = v
+	}
 	return &Conn{
-		R: bufio.NewReaderSize(c, bufSize), W: bufio.NewWriterSize(c, bufSize),
+		InitialParams: initial,
+		R:             bufio.NewReaderSize(c, bufSize), W: bufio.NewWriterSize(c, bufSize),
 		PID: pid, SecretKey: secretKey, Params: params, TxStatus: 'I',
 		netConn: c, sub: &subPool{}, lastUsed: time.Now(),
 	}
@@ -116,6 +135,9 @@ func (c *Conn) alive() bool {
 		// a notice. Either way the connection is not clean.
 		return false
 	}
+	if ok, known := c.peekAlive(); known {
+		return ok
+	}
 	if time.Since(c.lastUsed) < time.Second {
 		return true
 	}
@@ -125,6 +147,40 @@ func (c *Conn) alive() bool {
 	_, err := c.R.Peek(1)
 	_ = c.netConn.SetReadDeadline(time.Time{})
 	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// peekAlive checks the socket without blocking (a MSG_PEEK of one byte): a
+// connection with nothing to read is alive; one with bytes waiting (a FATAL
+// the server sent before closing) or at EOF is not. known is false where the
+// socket cannot be probed this way (TLS, or no raw socket).
+func (c *Conn) peekAlive() (ok, known bool) {
+	sc, isSys := c.netConn.(syscall.Conn)
+	if !isSys {
+		return false, false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false, false
+	}
+	var n int
+	var rerr error
+	cerr := raw.Read(func(fd uintptr) bool {
+		var b [1]byte
+		n, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return true
+	})
+	if cerr != nil {
+		return false, true
+	}
+	if rerr != nil {
+		if errors.Is(rerr, syscall.EAGAIN) || errors.Is(rerr, syscall.EWOULDBLOCK) {
+			return true, true
+		}
+		return false, true
+	}
+	// n == 0 is EOF; n > 0 means the server said something while idle.
+	_ = n
+	return false, true
 }
 
 // Exec runs one simple-protocol query to completion, discarding its rows and

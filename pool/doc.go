@@ -18,12 +18,19 @@
 // destroys the connection instead: closing the socket makes PostgreSQL roll back
 // and release every lock of that session.
 //
+// Put is the other way back, for transaction pooling: the caller asserts the
+// connection is idle outside a transaction with no session state of a client's
+// own, and it is kept as it is, prepared statements and the holder's State
+// included. A connection inside a transaction, broken, or with bytes unread is
+// destroyed instead.
+//
 // # Health
 //
-// A connection that sat idle for more than a second is checked with a
-// non-blocking read before it is handed out, so one that the server closed
-// (restart, pg_terminate_backend, idle timeout) is replaced rather than given to
-// a client.
+// Every idle connection is checked before it is handed out, with a
+// non-blocking peek at its socket (or, where the socket cannot be peeked, as
+// under TLS, a short read if it sat idle for over a second), so one that the
+// server closed (restart, pg_terminate_backend, idle timeout) is replaced
+// rather than given to a client.
 //
 // The package does not parse SQL and knows nothing of principals.
 package pool

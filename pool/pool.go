@@ -350,6 +350,28 @@ func (p *Pool) Release(c *Conn) {
 		return
 	}
 	p.resets.Add(1)
+	c.State = nil
+	c.lastUsed = time.Now()
+	p.mu.Lock()
+	closed := p.mu.closed
+	p.mu.Unlock()
+	if closed {
+		p.Destroy(c)
+		return
+	}
+	p.putBack(c.sub, c)
+}
+
+// Put gives back a connection that the caller left idle at a ReadyForQuery
+// boundary outside a transaction and without session state of its own
+// (transaction pooling): it is kept as it is, with its State, and handed to
+// the next caller without a reset. A connection that is broken, inside a
+// transaction, or has unread bytes is destroyed instead.
+func (p *Pool) Put(c *Conn) {
+	if c.broken || c.TxStatus != 'I' || c.R.Buffered() > 0 || c.W.Buffered() > 0 {
+		p.Destroy(c)
+		return
+	}
 	c.lastUsed = time.Now()
 	p.mu.Lock()
 	closed := p.mu.closed

@@ -76,6 +76,9 @@ func TestConformance(t *testing.T) {
 	p := startProxy(t)
 	for _, sc := range conformanceScenarios() {
 		t.Run(sc.name, func(t *testing.T) {
+			if sc.name == "listen_notify" && txPoolingSuite() {
+				t.Skip("compares pg_backend_pid() across transactions (see TestTxConformance)")
+			}
 			direct := sc.run(t, p.DirectDB)
 			if t.Failed() {
 				t.Fatalf("scenario fails straight against PostgreSQL; transcript:\n%s", direct)
@@ -1398,6 +1401,9 @@ func TestConformanceParameterStatus(t *testing.T) {
 // TestConformancePoolLimit: with every backend taken, a new client waits
 // AcquireTimeout and gets 53300; once a client leaves, a new one gets in.
 func TestConformancePoolLimit(t *testing.T) {
+	if txPoolingSuite() {
+		t.Skip("session pooling: one backend connection per client")
+	}
 	p := startProxy(t, func(_ *wire.Config, pc *pool.Config) {
 		pc.MaxConns = 2
 		pc.AcquireTimeout = 300 * time.Millisecond

@@ -69,6 +69,20 @@
 // each request to its answer (the reqQueue) and writes one audit record per
 // statement with its command tag, row count, SQLSTATE and duration.
 //
+// # Transaction pooling
+//
+// With Config.TransactionPooling the session holds a backend only while the
+// client works (txmode.go): run's goroutine leases one for the first message
+// of a transaction or an extended batch, gives it the client's parameters
+// (only what differs) and starts a pump for it; the pump gives it back at
+// the ReadyForQuery that leaves it idle ('I') when no request is pending, no
+// extended batch is open, run's goroutine is not handling a message and no
+// cancel is in flight. Prepared statements are kept per client and prepared
+// on each backend under a name derived from their rewritten text and
+// parameter types (txstate.go); statements with session effects (SET,
+// LISTEN, temporary objects, advisory locks, WITH HOLD cursors, SQL-level
+// PREPARE) pin the client to its backend for the rest of the session.
+//
 // # Cancel
 //
 // Clients get the proxy's own BackendKeyData. A CancelRequest carrying it is

@@ -218,7 +218,7 @@ func FuzzSession(f *testing.F) {
 		sess.attach(pool.NewConn(beProxy, 1, []byte{1, 2, 3, 4}, map[string]string{"server_version": "15.0"}))
 		sess.initStatements()
 		sess.pumpDone = make(chan struct{})
-		go sess.pump()
+		go sess.pump(sess.be)
 		done := make(chan bool)
 		go func() { done <- sess.loop() }()
 		_ = client.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))

@@ -54,6 +54,8 @@ func startProxy(t testing.TB, opts ...proxyOption) *proxy {
 	}
 	pcfg := pool.Config{ConnString: c.AppURL(db), MaxConns: 20, AcquireTimeout: 5 * time.Second}
 	wcfg := wire.Config{Logins: logins, DefaultDatabase: db, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)}
+	// DBALPROXY_TEST_POOL_MODE=transaction runs the suite in transaction pooling.
+	wcfg.TransactionPooling = os.Getenv("DBALPROXY_TEST_POOL_MODE") == "transaction"
 	for _, o := range opts {
 		o(&wcfg, &pcfg)
 	}

@@ -515,26 +515,3 @@ func walkFuncCalls(m protoreflect.Message, f func(*pg_query.FuncCall)) {
 		return true
 	})
 }
-
-// containsFold reports whether s contains the lower-case ASCII string sub,
-// ignoring case. It runs on every statement decided, so it is a plain loop.
-func containsFold(s, sub string) bool {
-	n := len(sub)
-	if n == 0 {
-		return true
-	}
-	first := sub[0]
-	for i := 0; i+n <= len(s); i++ {
-		if s[i]|0x20 != first {
-			continue
-		}
-		j := 1
-		for j < n && s[i+j]|0x20 == sub[j] {
-			j++
-		}
-		if j == n {
-			return true
-		}
-	}
-	return false
-}

@@ -34,6 +34,17 @@ type request struct {
 	// run, when set, receives the outcome of the statements this request
 	// runs, for audit.
 	run *stmtRun
+	// Transaction pooling: st is the backend's statement bookkeeping; a
+	// Parse of the backend statement prep (sent in epoch) is confirmed by
+	// its ParseComplete and forgotten if it is skipped or fails; bind names
+	// the backend statement a Bind or Describe uses.
+	st    *beState
+	prep  string
+	epoch uint64
+	bind  string
+	// ps is the client's statement a client Parse creates: if the backend
+	// skips or fails that Parse, the statement does not exist.
+	ps *prepared
 }
 
 // maxPipeline bounds how many answers a client may be waiting for at once. A
@@ -100,6 +111,13 @@ func (q *reqQueue) onBackend(t byte) (relay bool, r request) {
 	f := q.buf[q.head]
 	switch t {
 	case 'Z':
+		// Requests still ahead of the sync point were skipped: the backend
+		// was ignoring messages after an error answered before they were
+		// sent.
+		for q.n > 1 && !q.buf[q.head].kind.isSyncPoint() {
+			q.skipLocked()
+		}
+		f = q.buf[q.head]
 		if f.kind.isSyncPoint() {
 			q.popLocked()
 		}
@@ -109,11 +127,14 @@ func (q *reqQueue) onBackend(t byte) (relay bool, r request) {
 			// Extended protocol: the backend ignores everything up to the
 			// next Sync, so those requests get no answer.
 			for q.n > 0 && !q.buf[q.head].kind.isSyncPoint() {
-				q.popLocked()
+				q.skipLocked()
 			}
 		}
 		return true, f
 	case '1':
+		if f.kind == reqParse && f.prep != "" {
+			f.st.confirm(f.prep, f.epoch)
+		}
 		return q.finish(f, reqParse), f
 	case '2':
 		return q.finish(f, reqBind), f
@@ -135,10 +156,26 @@ func (q *reqQueue) onBackend(t byte) (relay bool, r request) {
 // finish pops f if it is of kind k and reports whether its answer is relayed.
 func (q *reqQueue) finish(f request, k reqKind) bool {
 	if f.kind != k {
-		return true
+		return !f.swallow
 	}
 	q.popLocked()
 	return !f.swallow
+}
+
+// skipLocked pops the oldest request, which the backend skipped or failed:
+// a Parse it carried did not happen.
+func (q *reqQueue) skipLocked() {
+	r := q.buf[q.head]
+	if r.prep != "" {
+		r.st.forget(r.prep, r.epoch)
+	}
+	if r.ps != nil {
+		r.ps.failed.Store(true)
+	}
+	if r.kind == reqParse && r.st != nil {
+		r.st.setUnnamed("") // it may have been an unnamed Parse
+	}
+	q.popLocked()
 }
 
 func (q *reqQueue) popLocked() {

@@ -65,6 +65,10 @@ type Config struct {
 	MaxMessageSize int
 	// MaxClientConns limits open client connections; zero means 10000.
 	MaxClientConns int
+	// TransactionPooling leases a backend connection per transaction
+	// instead of per session (see txmode.go); Backends should then be a
+	// *pool.Pool, whose Put takes connections back without a reset.
+	TransactionPooling bool
 	// Decider decides every statement. Nil relays statements unchecked: a
 	// transparent proxy.
 	Decider Decider
@@ -123,6 +127,9 @@ type Server struct {
 	mockSecret []byte
 
 	cancels cancelRegistry
+
+	txOnce sync.Once
+	tx     *txShared
 
 	mu struct {
 		sync.Mutex

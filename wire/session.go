@@ -47,6 +47,13 @@ type session struct {
 
 	be *pool.Conn // the backend held for the session (session pooling)
 
+	// Transaction pooling (txMode): a backend is leased per transaction.
+	txMode      bool
+	tx          *txShared
+	wantParams  map[string]string // parameters every leased backend must show this client
+	sqlPrepared map[string]bool   // names of SQL-level PREPAREd statements (the client is pinned)
+	sawFatal    bool              // the pump relayed a FATAL from the backend
+
 	// Statement decisions; decider nil means relay everything unchecked.
 	decider       Decider
 	auditor       Auditor
@@ -67,9 +74,20 @@ type session struct {
 	stopping atomic.Bool
 
 	closeOnce sync.Once
+	// cancelled is signalled (with mu) when a cancel in flight was
+	// delivered; the client's next message waits for it, so that a cancel
+	// meant for one statement cannot reach the next.
+	cancelled sync.Cond
 	mu        struct {
 		sync.Mutex
 		be *pool.Conn // readable by cancel from other goroutines
+		// Transaction pooling: the lease may end only when nobody is using
+		// it (busy: run's goroutine is handling a client message; batchOpen:
+		// extended-protocol messages were sent without their Sync yet;
+		// cancelling: a cancel is on its way to this backend) and the
+		// client is not pinned to it.
+		busy, batchOpen, pinned bool
+		cancelling              int
 	}
 }
 
@@ -84,6 +102,7 @@ func newSession(srv *Server, conn net.Conn) *session {
 		cw:   bufio.NewWriterSize(conn, clientBufSize),
 	}
 	sess.reqs.init()
+	sess.cancelled.L = &sess.mu.Mutex
 	return sess
 }
 
@@ -154,7 +173,13 @@ func (sess *session) run() {
 	}
 	sess.attach(be)
 	ctx, cancel = context.WithTimeout(context.Background(), sess.srv.cfg.StartupTimeout)
-	err = sess.applyStartupParams(ctx)
+	if sess.srv.cfg.TransactionPooling {
+		sess.txMode, sess.tx = true, sess.srv.txShared()
+		sess.computeWantParams(be)
+		err = sess.syncParams(ctx, be)
+	} else {
+		err = sess.applyStartupParams(ctx)
+	}
 	cancel()
 	if err != nil {
 		sess.startupFailed(err)
@@ -171,8 +196,13 @@ func (sess *session) run() {
 	setDeadline(sess.conn, 0)
 	sess.log.Debug().Str("role", sess.principal.Role).Msg("client connected")
 
-	sess.pumpDone = make(chan struct{})
-	go sess.pump()
+	if sess.txMode {
+		// The first transaction leases a backend again.
+		sess.putBackend(sess.detach())
+	} else {
+		sess.pumpDone = make(chan struct{})
+		go sess.pump(be)
+	}
 	clean := sess.loop()
 	sess.teardown(clean)
 }
@@ -214,6 +244,9 @@ func (sess *session) initStatements() {
 	sess.decider = sess.srv.cfg.Decider
 	sess.auditor = sess.srv.cfg.Auditor
 	sess.txStatus.Store('I')
+	sess.stmts = map[string]*prepared{}
+	sess.portals = map[string]*portal{}
+	sess.sqlPrepared = map[string]bool{}
 	if sess.decider == nil {
 		return
 	}
@@ -231,8 +264,6 @@ func (sess *session) initStatements() {
 		User: sess.principal.User, Role: sess.principal.Role, UserID: claimString(sess.principal.Claims, "user_id"),
 		Database: sess.database, ApplicationName: sess.info.ApplicationName,
 	}
-	sess.stmts = map[string]*prepared{}
-	sess.portals = map[string]*portal{}
 }
 
 // startupFailed reports an error during startup and logs it. I/O errors
@@ -274,9 +305,9 @@ func (sess *session) attach(be *pool.Conn) {
 }
 
 func (sess *session) detach() *pool.Conn {
-	be := sess.be
 	sess.be = nil
 	sess.mu.Lock()
+	be := sess.mu.be
 	sess.mu.be = nil
 	sess.mu.Unlock()
 	return be
@@ -307,6 +338,22 @@ func (sess *session) loop() (clean bool) {
 		if typ == 'X' {
 			return true
 		}
+		sess.waitCancels()
+		if sess.txMode {
+			be, err = sess.beginMessage(typ)
+			if err != nil {
+				sess.leaseFailed(err)
+				return false
+			}
+			if be == nil {
+				// Nothing to send it to: a Flush or stray COPY message
+				// between transactions, which PostgreSQL would ignore too.
+				if err := sess.drop(n); err != nil {
+					return false
+				}
+				continue
+			}
+		}
 		if err := sess.handle(be, typ, n); err != nil {
 			var pe *Error
 			switch {
@@ -314,15 +361,18 @@ func (sess *session) loop() (clean bool) {
 			case errors.As(err, &pe):
 				sess.fatalFromLoop(pe)
 			default:
-				sess.backendFailed(err)
+				sess.backendFailed(be, err)
 			}
 			return false
 		}
 		if sess.cr.buffered() == 0 {
 			if err := be.W.Flush(); err != nil {
-				sess.backendFailed(err)
+				sess.backendFailed(be, err)
 				return false
 			}
+		}
+		if sess.txMode {
+			sess.endMessage(typ)
 		}
 	}
 }
@@ -346,31 +396,40 @@ func (sess *session) handle(be *pool.Conn, typ byte, n int) error {
 	var kind reqKind
 	switch typ {
 	case 'Q':
-		if sess.decider != nil {
+		if sess.decider != nil || sess.txMode {
 			return sess.handleQuery(be, n)
 		}
 		kind = reqQuery
 	case 'P':
-		if sess.decider != nil {
+		if sess.decider != nil || sess.txMode {
 			return sess.handleParse(be, n)
 		}
 		kind = reqParse
 	case 'B':
+		if sess.txMode {
+			return sess.txBind(be, n)
+		}
 		if sess.decider != nil {
 			return sess.handleBind(be, n)
 		}
 		kind = reqBind
 	case 'E':
-		if sess.decider != nil {
+		if sess.decider != nil || sess.txMode {
 			return sess.handleExecute(be, n)
 		}
 		kind = reqExecute
 	case 'C':
+		if sess.txMode {
+			return sess.txClose(be, n)
+		}
 		if sess.decider != nil {
 			sess.noteClose(n)
 		}
 		kind = reqClose
 	case 'D':
+		if sess.txMode {
+			return sess.txDescribe(be, n)
+		}
 		kind = reqDescribePortal
 		if b, err := sess.cr.r.Peek(6); err == nil && b[5] == 'S' {
 			kind = reqDescribeStmt
@@ -386,6 +445,11 @@ func (sess *session) handle(be *pool.Conn, typ byte, n int) error {
 			}
 			return sess.sendDenial(be, reqQuery, &Plan{Statements: []PlannedStatement{{Command: "FUNCTION CALL", Decision: audit.DecisionDeny}}},
 				&Denial{Code: CodeInsufficientPriv, Message: "the fast-path function call protocol is not allowed through the proxy"})
+		}
+		if sess.txMode {
+			// A function named by OID may change session state the proxy
+			// cannot see: keep the backend.
+			sess.pin("fast-path function call")
 		}
 		kind = reqFunctionCall
 	case 'H', 'd', 'c', 'f':
@@ -476,20 +540,28 @@ func (sess *session) forward(be *pool.Conn, n int) error {
 // pump relays backend messages to the client. It owns the client writer
 // while it runs. It ends when the backend or the client fails, or when
 // stopPump interrupts it.
-func (sess *session) pump() {
+func (sess *session) pump(be *pool.Conn) {
 	defer close(sess.pumpDone)
-	be := sess.be
 	br := msgReader{r: be.R, max: 1 << 30}
 	for {
 		typ, n, err := br.header()
 		if err != nil {
-			sess.pumpFailed(err, true)
+			if sess.nudgedRelease(be, err) {
+				if sess.tryRelease(be) {
+					return
+				}
+				continue
+			}
+			sess.pumpFailed(be, err, true)
 			return
 		}
 		if br.fits(n) {
 			b, err := br.peekWhole(n)
 			if err != nil {
-				sess.pumpFailed(err, true)
+				if sess.nudgedRelease(be, err) {
+					continue
+				}
+				sess.pumpFailed(be, err, true)
 				return
 			}
 			out := sess.inspect(be, typ, b)
@@ -498,20 +570,23 @@ func (sess *session) pump() {
 			}
 			br.discard(5 + n)
 			if err != nil {
-				sess.pumpFailed(err, false)
+				sess.pumpFailed(be, err, false)
 				return
 			}
 		} else if err := sess.streamLarge(&br, typ, n); err != nil {
 			// Either side may have failed mid-message: the backend's stream
 			// is cut either way. Telling a client that is gone costs nothing.
-			sess.pumpFailed(err, true)
+			sess.pumpFailed(be, err, true)
 			return
 		}
 		if br.buffered() == 0 {
 			if err := sess.cw.Flush(); err != nil {
-				sess.pumpFailed(err, false)
+				sess.pumpFailed(be, err, false)
 				return
 			}
+		}
+		if typ == 'Z' && sess.txMode && sess.tryRelease(be) {
+			return
 		}
 	}
 }
@@ -538,6 +613,12 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 			sess.complete(r.run, typ, b[5:])
 		}
 	case 'E':
+		if sess.txMode {
+			sess.txOnError(be, r, b[5:])
+		}
+		if isFatal(b[5:]) {
+			sess.sawFatal = true
+		}
 		if r.run != nil {
 			denied := r.run.next == r.run.denyIdx
 			timedOut := r.run.timer != nil && r.run.timer.fired.Load()
@@ -598,26 +679,42 @@ func (sess *session) rewriteParam(name, value string) []byte {
 // pumpFailed ends the pump. A backend failure (fromBackend) that was not
 // asked for tells the client and closes its connection, so that run's loop
 // ends too.
-func (sess *session) pumpFailed(err error, fromBackend bool) {
+func (sess *session) pumpFailed(be *pool.Conn, err error, fromBackend bool) {
 	if sess.stopping.Load() {
 		return
 	}
 	if fromBackend {
-		sess.be.MarkBroken()
+		be.MarkBroken()
 		sess.log.Warn().Err(err).Msg("backend connection lost")
-		sess.writeError(fatalf(CodeConnectionFailure, "server closed the connection unexpectedly"), "FATAL")
+		if !sess.sawFatal {
+			// The server's own FATAL (57P01 on a shutdown, say) was relayed
+			// already when it sent one.
+			sess.writeError(fatalf(CodeConnectionFailure, "server closed the connection unexpectedly"), "FATAL")
+		}
 		_ = sess.cw.Flush()
 	}
 	sess.closeClient()
 }
 
-// stopPump interrupts the pump's read and waits for it to end.
+// stopPump interrupts the pump's read and waits for it to end. In
+// transaction pooling there may be no pump (no backend leased); then it only
+// waits for the last one to have ended.
 func (sess *session) stopPump() {
+	sess.mu.Lock()
 	sess.stopping.Store(true)
+	be := sess.mu.be
+	sess.mu.Unlock()
 	sess.reqs.close()
-	_ = sess.be.SetReadDeadline(time.Unix(1, 0))
+	if sess.pumpDone == nil {
+		return
+	}
+	if be == nil {
+		<-sess.pumpDone
+		return
+	}
+	_ = be.SetReadDeadline(time.Unix(1, 0))
 	<-sess.pumpDone
-	_ = sess.be.SetReadDeadline(time.Time{})
+	_ = be.SetReadDeadline(time.Time{})
 }
 
 // fatalFromLoop sends a FATAL error from run's goroutine: the pump is stopped
@@ -631,8 +728,8 @@ func (sess *session) fatalFromLoop(e *Error) {
 }
 
 // backendFailed handles a write error toward the backend.
-func (sess *session) backendFailed(err error) {
-	sess.be.MarkBroken()
+func (sess *session) backendFailed(be *pool.Conn, err error) {
+	be.MarkBroken()
 	sess.log.Warn().Err(err).Msg("writing to the backend failed")
 	sess.fatalFromLoop(fatalf(CodeConnectionFailure, "server closed the connection unexpectedly"))
 }
@@ -660,21 +757,73 @@ func (sess *session) teardown(clean bool) {
 		sess.srv.cfg.Backends.Destroy(be)
 		return
 	}
+	sess.mu.Lock()
+	pinned := sess.mu.pinned
+	sess.mu.Unlock()
+	if sess.txMode && !pinned {
+		// Nothing of the client's outlives its transaction on this backend:
+		// a rollback is all the reset it needs.
+		if be.TxStatus != 'I' {
+			stateOf(be, sess.tx).setUnnamed("")
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := be.Exec(ctx, "ROLLBACK")
+			cancel()
+			if err != nil || be.TxStatus != 'I' {
+				sess.srv.cfg.Backends.Destroy(be)
+				return
+			}
+		}
+		sess.putBackend(be)
+		return
+	}
 	sess.srv.cfg.Backends.Release(be)
 }
 
 // cancelRunning forwards a client's CancelRequest to the backend it holds,
 // if a statement is running there.
 func (sess *session) cancelRunning() {
+	sess.cancelIf(nil)
+}
+
+// cancelIf cancels what runs on the session's backend if a request is
+// outstanding there and cond (called with the session's lock held) agrees.
+// The backend cannot be released, and so cannot serve another client, from
+// the check until the cancel has been delivered: a cancel only ever reaches
+// a statement of this client's.
+func (sess *session) cancelIf(cond func() bool) bool {
 	sess.mu.Lock()
 	be := sess.mu.be
-	sess.mu.Unlock()
-	if be == nil || sess.reqs.pending() == 0 {
-		return
+	if be == nil || sess.reqs.pending() == 0 || (cond != nil && !cond()) {
+		sess.mu.Unlock()
+		return false
 	}
+	sess.mu.cancelling++
+	sess.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	if err := be.Cancel(ctx); err != nil {
 		sess.log.Warn().Err(err).Msg("forwarding cancel request failed")
 	}
+	cancel()
+	sess.mu.Lock()
+	sess.mu.cancelling--
+	if sess.mu.cancelling == 0 {
+		sess.cancelled.Broadcast()
+	}
+	if sess.txMode && sess.releasableLocked() {
+		sess.nudgeLocked()
+	}
+	sess.mu.Unlock()
+	return true
+}
+
+// waitCancels holds the client's next message back while a cancel is on
+// its way to the backend: PostgreSQL ignores a cancel that arrives between
+// statements, but one still on the way could reach the statement that
+// follows.
+func (sess *session) waitCancels() {
+	sess.mu.Lock()
+	for sess.mu.cancelling > 0 {
+		sess.cancelled.Wait()
+	}
+	sess.mu.Unlock()
 }

@@ -81,16 +81,21 @@ func (sess *session) timeoutFired(run *stmtRun, st *stmtTimer) {
 	if st.done.Load() {
 		return
 	}
-	switch sess.reqs.frontIs(run) {
-	case frontClosed:
-		return
-	case frontOther:
+	front := frontClosed
+	// The check and the cancel are one step for the backend lease: it cannot
+	// pass to another client between them (see cancelIf).
+	sess.cancelIf(func() bool {
+		front = sess.reqs.frontIs(run)
+		if front != frontIsRun || st.done.Load() {
+			return false
+		}
+		st.fired.Store(true)
+		sess.log.Info().Int("timeout_ms", st.ms).Msg("statement timed out by policy; cancelling it")
+		return true
+	})
+	if front == frontOther {
 		st.t.Reset(5 * time.Millisecond)
-		return
 	}
-	st.fired.Store(true)
-	sess.log.Info().Int("timeout_ms", st.ms).Msg("statement timed out by policy; cancelling it")
-	sess.cancelRunning()
 }
 
 // stopTimer ends the current statement's timer and reports whether it had
@@ -153,6 +158,10 @@ func (sess *session) decide(sql string) *Plan {
 	if p := sess.identityDecide(sql); p != nil {
 		return p
 	}
+	if sess.decider == nil {
+		// Transaction pooling without policies: the text goes as it is.
+		return &Plan{SQL: sql}
+	}
 	sess.info.InTransaction = sess.txStatus.Load() != 'I'
 	plan, err := sess.decider.Decide(context.Background(), &sess.info, sql)
 	if err != nil || plan == nil {
@@ -182,15 +191,26 @@ func (sess *session) handleQuery(be *pool.Conn, n int) error {
 	if plan.Deny != nil {
 		return sess.sendDenial(be, reqQuery, plan, plan.Deny)
 	}
+	send := plan.SQL
+	if sess.txMode {
+		var deny *Denial
+		send, deny, err = sess.txQuery(be, sql, plan.SQL)
+		if err != nil {
+			return err
+		}
+		if deny != nil {
+			return sess.sendDenial(be, reqQuery, &Plan{Statements: []PlannedStatement{{Command: "EXECUTE", Decision: audit.DecisionDeny, Reason: deny.Message}}}, deny)
+		}
+	}
 	run := newRun(plan, nil)
 	sess.armTimeout(run)
 	if err := sess.push(be, request{kind: reqQuery, run: run}); err != nil {
 		return err
 	}
-	if plan.SQL == sql {
+	if send == sql {
 		return writeMessage(be.W, 'Q', body)
 	}
-	return sess.writeQuery(be, plan.SQL)
+	return sess.writeQuery(be, send)
 }
 
 // writeQuery writes a Query message with text sql.
@@ -210,6 +230,12 @@ func (sess *session) writeQuery(be *pool.Conn, sql string) error {
 // the client's messages are skipped until Sync.
 func (sess *session) sendDenial(be *pool.Conn, kind reqKind, plan *Plan, d *Denial) error {
 	id := audit.NewDecisionID()
+	if sess.txMode {
+		// The injected statement takes the unnamed slot, as a denial does
+		// in session mode.
+		stateOf(be, sess.tx).setUnnamed("")
+		delete(sess.stmts, "")
+	}
 	run := newRun(plan, nil)
 	run.denyIdx, run.decisionID = d.Index, id
 	raise := denyStatement(d, id)
@@ -217,6 +243,15 @@ func (sess *session) sendDenial(be *pool.Conn, kind reqKind, plan *Plan, d *Deni
 	if kind == reqQuery {
 		if err := sess.push(be, request{kind: reqQuery, run: run}); err != nil {
 			return err
+		}
+		if d.Prefix != "" && sess.txMode {
+			// The statements before the denied one run: their session
+			// effects count (a session advisory lock outlives the
+			// rollback). An EXECUTE among them that the client may not run
+			// denies the whole text.
+			if dd := sess.txApply(stateOf(be, sess.tx), sess.tx.effectOf(d.Prefix)); dd != nil {
+				return sess.writeQuery(be, denyStatement(dd, id))
+			}
 		}
 		if d.Prefix != "" {
 			raise = d.Prefix + ";\n" + raise
@@ -249,6 +284,18 @@ func (sess *session) handleParse(be *pool.Conn, n int) error {
 	if plan.Deny != nil {
 		return sess.sendDenial(be, reqExecute, plan, plan.Deny)
 	}
+	if sess.txMode {
+		if d := sess.txApply(stateOf(be, sess.tx), sess.tx.effectOf(m.Query)); d != nil {
+			return sess.sendDenial(be, reqExecute, &Plan{Statements: []PlannedStatement{{Command: "EXECUTE", Decision: audit.DecisionDeny, Reason: d.Message}}}, d)
+		}
+		if ps := sess.stmts[m.Name]; ps != nil && ps.failed.Load() {
+			delete(sess.stmts, m.Name)
+		}
+		if m.Name != "" && sess.stmts[m.Name] != nil {
+			return sess.sendDenial(be, reqExecute, &Plan{Statements: []PlannedStatement{{Command: "PREPARE", Decision: audit.DecisionDeny}}},
+				&Denial{Code: codeDuplicatePStatement, Message: fmt.Sprintf("prepared statement %q already exists", m.Name)})
+		}
+	}
 	if len(sess.stmts) >= maxTrackedStatements && sess.stmts[m.Name] == nil {
 		// Every prepared statement must stay decidable at Bind: refuse
 		// rather than lose track of one.
@@ -256,7 +303,11 @@ func (sess *session) handleParse(be *pool.Conn, n int) error {
 			Message: fmt.Sprintf("too many prepared statements in this session (the proxy allows %d)", maxTrackedStatements),
 			Hint:    "deallocate prepared statements you no longer use"})
 	}
-	sess.stmts[m.Name] = &prepared{text: m.Query, plan: plan, paramOIDs: m.ParameterOIDs}
+	ps := &prepared{text: m.Query, plan: plan, paramOIDs: m.ParameterOIDs}
+	sess.stmts[m.Name] = ps
+	if sess.txMode {
+		return sess.txParse(be, m.Name, ps)
+	}
 	if err := sess.push(be, request{kind: reqParse}); err != nil {
 		return err
 	}
@@ -279,6 +330,15 @@ type prepared struct {
 	text      string
 	paramOIDs []uint32
 	plan      *Plan
+	// beName is the backend's name for a named statement in transaction
+	// pooling (see backendStmtName); "" for the unnamed statement.
+	beName string
+	// failed is set by the pump when the backend skipped or refused the
+	// client's Parse: then the statement does not exist.
+	failed atomic.Bool
+	// parsedSeq orders the client's Parse against result type changes seen
+	// since (transaction pooling; see staleness).
+	parsedSeq uint64
 }
 
 // handleBind records which statement a portal runs and, if the policy

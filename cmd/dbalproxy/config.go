@@ -50,9 +50,10 @@ type BackendConfig struct {
 
 // PoolConfig configures backend connection pooling.
 type PoolConfig struct {
-	// Mode is "session": a client holds one backend connection from login to
-	// logout.
-	Mode           string   `yaml:"mode" doc:"pooling mode: session"`
+	// Mode is "session" (a client holds one backend connection from login
+	// to logout) or "transaction" (a client holds one for the length of a
+	// transaction, or of a statement outside one).
+	Mode           string   `yaml:"mode" doc:"pooling mode: session or transaction"`
 	MaxConns       int      `yaml:"max_conns" doc:"most backend connections per database"`
 	AcquireTimeout Duration `yaml:"acquire_timeout" doc:"how long a client waits for a backend connection before 53300"`
 	IdleTimeout    Duration `yaml:"idle_timeout" doc:"close backend connections idle this long"`
@@ -450,8 +451,8 @@ func validateConfig(cfg *Config) error {
 		return &configError{key: "listen", msg: "is empty"}
 	case cfg.Backend.URL == "":
 		return &configError{key: "backend.url", msg: "is required (the backend URL with the proxy's own credentials)"}
-	case cfg.Pool.Mode != "session":
-		return &configError{key: "pool.mode", msg: fmt.Sprintf("%q is not a pooling mode (want session)", cfg.Pool.Mode)}
+	case cfg.Pool.Mode != "session" && cfg.Pool.Mode != "transaction":
+		return &configError{key: "pool.mode", msg: fmt.Sprintf("%q is not a pooling mode (want session or transaction)", cfg.Pool.Mode)}
 	case cfg.Pool.MaxConns < 1:
 		return &configError{key: "pool.max_conns", msg: "must be at least 1"}
 	case cfg.Pool.AcquireTimeout <= 0:

@@ -204,3 +204,15 @@ func TestConfigJWT(t *testing.T) {
 		t.Fatalf("missing key file: %v", err)
 	}
 }
+
+func TestConfigPoolMode(t *testing.T) {
+	t.Setenv("TEST_BACKEND_PW", "s3cret")
+	t.Setenv("TEST_ALICE_PW", "alicepw")
+	cfg, err := load(t, writeConfig(t, goodConfig), "--pool.mode", "transaction")
+	if err != nil || cfg.Pool.Mode != "transaction" {
+		t.Fatalf("pool.mode transaction: %v %q", err, cfg.Pool.Mode)
+	}
+	if _, err := load(t, writeConfig(t, goodConfig), "--pool.mode", "statement"); err == nil || !strings.Contains(err.Error(), "pool.mode") {
+		t.Fatalf("pool.mode statement: %v", err)
+	}
+}

@@ -289,8 +289,11 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, ready func(addr
 		MaxMessageSize:  cfg.Limits.MaxMessageBytes,
 		MaxClientConns:  cfg.Limits.MaxClientConns,
 		Decider:         planner,
-		Auditor:         auditLog,
-		Logger:          log,
+		// In transaction pooling a backend connection is shared between
+		// transactions of different clients (see the README).
+		TransactionPooling: cfg.Pool.Mode == "transaction",
+		Auditor:            auditLog,
+		Logger:             log,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,697 @@
+package wire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dbalproxy/dbalproxy/audit"
+	"github.com/dbalproxy/dbalproxy/pool"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// Transaction pooling: the session leases a backend connection when the
+// client starts work and gives it back at the ReadyForQuery that leaves it
+// idle outside a transaction with nothing outstanding. See the README's
+// "Transaction pooling" section for what is carried and what pins.
+
+// SQLSTATEs PostgreSQL gives for prepared statement names.
+const (
+	codeDuplicatePStatement = "42P05"
+	codeInvalidPStatement   = "26000"
+)
+
+// reportedSettable are parameters the server reports (ParameterStatus) that
+// a client may set: a leased backend must show each client the values it
+// was greeted with or set at startup.
+var reportedSettable = []string{"application_name", "client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "standard_conforming_strings"}
+
+// txPutter is implemented by backends that can take a connection back
+// without a reset (*pool.Pool).
+type txPutter interface {
+	Put(c *pool.Conn)
+}
+
+// txShared returns the server's transaction pooling state.
+func (srv *Server) txShared() *txShared {
+	srv.txOnce.Do(func() { srv.tx = newTxShared(srv.cfg.Decider) })
+	return srv.tx
+}
+
+// putBackend gives back a backend left idle outside a transaction with no
+// state of the client's own.
+func (sess *session) putBackend(be *pool.Conn) {
+	if be == nil {
+		return
+	}
+	if p, ok := sess.srv.cfg.Backends.(txPutter); ok {
+		p.Put(be)
+		return
+	}
+	sess.srv.cfg.Backends.Release(be)
+}
+
+// computeWantParams fixes the parameter values every backend leased to this
+// client must show: its startup parameters, and for the reported ones it did
+// not set, the server's defaults it is greeted with.
+func (sess *session) computeWantParams(be *pool.Conn) {
+	canon := func(k string) string {
+		for _, r := range reportedSettable {
+			if strings.EqualFold(r, k) {
+				return r
+			}
+		}
+		return k
+	}
+	want := make(map[string]string, len(sess.startupParams)+len(reportedSettable))
+	for k, v := range sess.startupParams {
+		want[canon(k)] = v
+	}
+	for _, k := range reportedSettable {
+		if _, ok := want[k]; ok {
+			continue
+		}
+		if v, ok := be.InitialParams[k]; ok {
+			want[k] = v
+		} else if v, ok := be.Params[k]; ok {
+			want[k] = v
+		}
+	}
+	sess.wantParams = want
+}
+
+// syncParams makes be show the client's parameters, sending only what
+// differs (one round trip, or none). Settings another client's startup
+// packet left that this client did not ask for are reset.
+func (sess *session) syncParams(ctx context.Context, be *pool.Conn) error {
+	st := stateOf(be, sess.tx)
+	var q strings.Builder
+	set := map[string]string{}
+	keys := make([]string, 0, len(sess.wantParams))
+	for k := range sess.wantParams {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		v := sess.wantParams[k]
+		if cur, ok := be.Params[k]; ok {
+			if cur == v {
+				continue
+			}
+		} else if cur, ok := st.settings[k]; ok && cur == v {
+			continue
+		} else {
+			set[k] = v
+		}
+		if q.Len() == 0 {
+			q.WriteString("SELECT ")
+		} else {
+			q.WriteString(", ")
+		}
+		q.WriteString("pg_catalog.set_config(")
+		writePLLiteral(&q, k)
+		q.WriteString(", ")
+		writePLLiteral(&q, v)
+		q.WriteString(", false)")
+	}
+	var reset []string
+	for k := range st.settings {
+		if _, ok := sess.wantParams[k]; !ok {
+			reset = append(reset, k)
+		}
+	}
+	slices.Sort(reset)
+	for _, k := range reset {
+		if q.Len() > 0 {
+			q.WriteString("; ")
+		}
+		q.WriteString("RESET ")
+		q.WriteString(quoteIdent(k))
+	}
+	if q.Len() == 0 {
+		return nil
+	}
+	// A simple query drops the backend's unnamed statement.
+	st.setUnnamed("")
+	if err := be.Exec(ctx, q.String()); err != nil {
+		return err
+	}
+	for _, k := range reset {
+		delete(st.settings, k)
+	}
+	for k, v := range set {
+		st.settings[k] = v
+	}
+	return nil
+}
+
+// quoteIdent quotes an identifier for SQL.
+func quoteIdent(s string) string {
+	return `"` + strings.ReplaceAll(strings.ReplaceAll(s, "\x00", ""), `"`, `""`) + `"`
+}
+
+// beginMessage returns the backend a client message goes to, leasing one if
+// the client holds none, and marks the lease busy until endMessage. It
+// returns nil for messages that need no backend between transactions.
+func (sess *session) beginMessage(typ byte) (*pool.Conn, error) {
+	sess.mu.Lock()
+	be := sess.mu.be
+	if be == nil {
+		sess.mu.Unlock()
+		switch typ {
+		case 'H', 'd', 'c', 'f':
+			return nil, nil
+		}
+		var err error
+		if be, err = sess.newLease(); err != nil {
+			return nil, err
+		}
+		sess.mu.Lock()
+	}
+	sess.mu.busy = true
+	sess.mu.Unlock()
+	return be, nil
+}
+
+// endMessage ends the busy mark of beginMessage and lets the lease go if it
+// became free without the pump seeing it (the pump releases it otherwise).
+func (sess *session) endMessage(typ byte) {
+	sess.mu.Lock()
+	switch typ {
+	case 'P', 'B', 'E', 'D', 'C', 'H':
+		sess.mu.batchOpen = true
+	case 'S':
+		sess.mu.batchOpen = false
+	}
+	sess.mu.busy = false
+	if sess.releasableLocked() {
+		sess.nudgeLocked()
+	}
+	sess.mu.Unlock()
+}
+
+// newLease acquires a backend, gives it the client's parameters and starts
+// its pump. A connection that turns out dead before the client's first
+// message reached it is replaced, so an idle client never notices that its
+// last backend went away.
+func (sess *session) newLease() (*pool.Conn, error) {
+	if sess.pumpDone != nil {
+		<-sess.pumpDone
+	}
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), sess.srv.cfg.StartupTimeout)
+		be, err := sess.srv.cfg.Backends.Acquire(ctx, sess.database)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		err = sess.syncParams(ctx, be)
+		cancel()
+		if err != nil {
+			sess.srv.cfg.Backends.Destroy(be)
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Severity != "FATAL" {
+				return nil, err // the server refused a parameter
+			}
+			lastErr = err // the connection went away: take another
+			continue
+		}
+		sess.stopping.Store(false)
+		sess.mu.Lock()
+		sess.mu.be = be
+		sess.mu.Unlock()
+		sess.pumpDone = make(chan struct{})
+		go sess.pump(be)
+		return be, nil
+	}
+	sess.log.Warn().Err(lastErr).Msg("backend connections keep failing")
+	return nil, fatalf(CodeConnectionFailure, "the proxy cannot reach the database server")
+}
+
+// leaseFailed ends a session whose client could not be given a backend.
+func (sess *session) leaseFailed(err error) {
+	sess.stopPump()
+	sess.log.Warn().Err(err).Msg("no backend connection for a transaction")
+	_ = sess.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		err = &Error{Severity: "FATAL", Code: pe.Code, Message: pe.Message}
+	}
+	sess.writeError(err, "FATAL")
+	_ = sess.cw.Flush()
+}
+
+// releasableLocked reports whether the lease may end now. Caller holds mu.
+func (sess *session) releasableLocked() bool {
+	return sess.txMode && sess.mu.be != nil && !sess.mu.pinned && !sess.mu.busy && !sess.mu.batchOpen &&
+		sess.mu.cancelling == 0 && !sess.stopping.Load() && sess.txStatus.Load() == 'I' && sess.reqs.pending() == 0
+}
+
+// nudgeLocked wakes the pump, blocked reading the backend, so that it
+// releases the lease. Caller holds mu.
+func (sess *session) nudgeLocked() {
+	_ = sess.mu.be.SetReadDeadline(time.Unix(1, 0))
+}
+
+// nudgedRelease reports whether a read error of the pump is a nudge (a read
+// deadline set by nudgeLocked) rather than a failure, and clears it.
+func (sess *session) nudgedRelease(be *pool.Conn, err error) bool {
+	if !sess.txMode || sess.stopping.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	_ = be.SetReadDeadline(time.Time{})
+	return true
+}
+
+// tryRelease ends the lease of be if it may end, giving be back to the pool.
+// Only the pump of be calls it; it returns true if the pump is to stop.
+func (sess *session) tryRelease(be *pool.Conn) bool {
+	sess.mu.Lock()
+	if sess.mu.be != be || !sess.releasableLocked() {
+		sess.mu.Unlock()
+		return false
+	}
+	sess.mu.be = nil
+	sess.mu.Unlock()
+	_ = sess.cw.Flush()
+	_ = be.SetReadDeadline(time.Time{})
+	sess.putBackend(be)
+	return true
+}
+
+// pin keeps the client's backend for the rest of its session: it did
+// something whose effect outlives the transaction on that connection.
+func (sess *session) pin(why string) {
+	sess.mu.Lock()
+	was := sess.mu.pinned
+	sess.mu.pinned = true
+	sess.mu.Unlock()
+	if !was {
+		sess.log.Debug().Str("reason", why).Msg("client pinned to its backend connection")
+	}
+}
+
+// txQuery does transaction pooling's bookkeeping for a simple Query about
+// to be sent as sql (the client's text was text). It returns the text to
+// send, or a denial in place of the query.
+func (sess *session) txQuery(be *pool.Conn, text, sql string) (string, *Denial, error) {
+	st := stateOf(be, sess.tx)
+	e := sess.tx.effectOf(text)
+	if d := sess.txApply(st, e); d != nil {
+		return "", d, nil
+	}
+	// A simple query drops the unnamed statement, the client's and the
+	// backend's.
+	delete(sess.stmts, "")
+	st.setUnnamed("")
+	if len(e.deallocates) == 1 && e.statements == 1 {
+		name := e.deallocates[0]
+		if ps := sess.stmts[name]; ps != nil && ps.beName != "" && sql == text {
+			// DEALLOCATE of a protocol-level statement: the backend knows it
+			// under its own name. Make sure it is there, and drop that.
+			delete(sess.stmts, name)
+			if err := sess.ensureStmt(be, ps); err != nil {
+				return "", nil, err
+			}
+			st.forget(ps.beName, st.epochNow())
+			return "DEALLOCATE " + quoteIdent(ps.beName), nil, nil
+		}
+	}
+	return sql, nil, nil
+}
+
+// txApply applies the session effects e of a statement text the client
+// sends (as a Query or a Parse) before it is forwarded, or returns the
+// denial to send instead.
+func (sess *session) txApply(st *beState, e *txEffect) *Denial {
+	if e == noEffect {
+		return nil
+	}
+	for _, name := range e.executes {
+		if !sess.sqlPrepared[name] {
+			// The backend may hold statements prepared for other clients:
+			// only the client's own SQL-level statements may run.
+			return &Denial{Code: codeInvalidPStatement, Message: fmt.Sprintf("prepared statement %q does not exist", name)}
+		}
+	}
+	if e.pin != "" {
+		sess.pin(e.pin)
+	}
+	for _, name := range e.prepares {
+		if len(sess.sqlPrepared) < maxTrackedStatements {
+			sess.sqlPrepared[name] = true
+		}
+	}
+	for _, name := range e.deallocates {
+		delete(sess.sqlPrepared, name)
+	}
+	if e.dropsStmts {
+		clear(sess.stmts)
+		clear(sess.sqlPrepared)
+		st.clearStmts()
+	}
+	if e.resetsSettings {
+		st.mu.Lock()
+		st.settings = map[string]string{}
+		st.mu.Unlock()
+	}
+	return nil
+}
+
+func (st *beState) epochNow() uint64 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.epoch
+}
+
+// txParse sends the Parse of a client statement ps (already recorded under
+// name) in transaction pooling.
+func (sess *session) txParse(be *pool.Conn, name string, ps *prepared) error {
+	st := stateOf(be, sess.tx)
+	if name == "" {
+		st.setUnnamed(backendStmtName(ps.plan.SQL, ps.paramOIDs))
+		if err := sess.push(be, request{kind: reqParse, ps: ps, st: st}); err != nil {
+			return err
+		}
+		return sess.writeMsg(be, &pgproto3.Parse{Query: ps.plan.SQL, ParameterOIDs: ps.paramOIDs})
+	}
+	ps.beName = backendStmtName(ps.plan.SQL, ps.paramOIDs)
+	ps.parsedSeq = sess.tx.stale.next()
+	if st.usable(ps.beName) {
+		// Already prepared here: answer the client's Parse with the
+		// ParseComplete of an empty unnamed statement, which costs the
+		// backend nothing.
+		st.setUnnamed("")
+		if err := sess.push(be, request{kind: reqParse, ps: ps}); err != nil {
+			return err
+		}
+		return sess.writeMsg(be, &pgproto3.Parse{})
+	}
+	return sess.prepareOn(be, st, ps, false)
+}
+
+// usable reports whether name is prepared (or being prepared) on the
+// backend and not stale, and marks it used.
+func (st *beState) usable(name string) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	e := st.stmts[name]
+	if e == nil || e.epoch != st.epoch {
+		return false
+	}
+	if e.state == stmtPresent && st.stale.isStale(name, e.seq) {
+		return false
+	}
+	st.clock++
+	e.used = st.clock
+	return true
+}
+
+// prepareOn prepares ps on be under its backend name: Close (a statement of
+// that name may or may not exist) and Parse. swallow hides the
+// ParseComplete from the client, which did not ask for it.
+func (sess *session) prepareOn(be *pool.Conn, st *beState, ps *prepared, swallow bool) error {
+	var owner *prepared
+	if !swallow {
+		owner = ps // the client's own Parse
+	}
+	st.mu.Lock()
+	var evict string
+	if len(st.stmts) >= maxBackendStmts {
+		var oldest uint64 = ^uint64(0)
+		for n, e := range st.stmts {
+			if e.state == stmtPresent && e.used < oldest {
+				evict, oldest = n, e.used
+			}
+		}
+		if evict != "" {
+			delete(st.stmts, evict)
+		}
+	}
+	st.clock++
+	epoch := st.epoch
+	st.stmts[ps.beName] = &beStmt{state: stmtPending, epoch: epoch, used: st.clock}
+	st.mu.Unlock()
+	msgs := make([]injected, 0, 3)
+	if evict != "" {
+		msgs = append(msgs, injected{request{kind: reqClose, swallow: true}, &pgproto3.Close{ObjectType: 'S', Name: evict}})
+	}
+	msgs = append(msgs,
+		injected{request{kind: reqClose, swallow: true}, &pgproto3.Close{ObjectType: 'S', Name: ps.beName}},
+		injected{request{kind: reqParse, swallow: swallow, st: st, prep: ps.beName, epoch: epoch, ps: owner},
+			&pgproto3.Parse{Name: ps.beName, Query: ps.plan.SQL, ParameterOIDs: ps.paramOIDs}},
+	)
+	return sess.inject(be, msgs...)
+}
+
+// ensureStmt makes sure the client statement ps is prepared on be before a
+// Bind or Describe uses it.
+func (sess *session) ensureStmt(be *pool.Conn, ps *prepared) error {
+	st := stateOf(be, sess.tx)
+	if ps.beName == "" {
+		key := backendStmtName(ps.plan.SQL, ps.paramOIDs)
+		st.mu.Lock()
+		ok := st.unnamed == key
+		st.mu.Unlock()
+		if ok {
+			return nil
+		}
+		st.setUnnamed(key)
+		return sess.inject(be, injected{request{kind: reqParse, swallow: true, st: st}, &pgproto3.Parse{Query: ps.plan.SQL, ParameterOIDs: ps.paramOIDs}})
+	}
+	if st.usable(ps.beName) {
+		return nil
+	}
+	return sess.prepareOn(be, st, ps, true)
+}
+
+// errResultTypeChanged is what PostgreSQL answers to a Bind of a statement
+// whose result type changed since it was prepared.
+var errResultTypeChanged = &Denial{Code: CodeFeatureNotSupported, Message: "cached plan must not change result type"}
+
+// outdated reports whether the client prepared ps before its result type was
+// found changed: PostgreSQL refuses every Bind of such a statement until the
+// client prepares it again, and so does the proxy, rather than run a copy
+// prepared since, whose rows the client would decode with the old
+// description.
+func (sess *session) outdated(ps *prepared) bool {
+	if ps.beName == "" {
+		return false
+	}
+	m := sess.tx.stale.markOf(ps.beName)
+	return m != 0 && ps.parsedSeq < m
+}
+
+// targetStmt returns the backend's name for the client's statement name,
+// preparing it on be first if needed.
+func (sess *session) targetStmt(be *pool.Conn, name string) (string, error) {
+	if ps := sess.stmts[name]; ps != nil && ps.failed.Load() {
+		delete(sess.stmts, name)
+	}
+	if ps := sess.stmts[name]; ps != nil {
+		if sess.decider != nil && ps.plan.Version != sess.decider.Version() {
+			ps.plan = sess.decide(ps.text)
+			if name != "" && ps.plan.Deny == nil {
+				ps.beName = backendStmtName(ps.plan.SQL, ps.paramOIDs)
+			}
+		}
+		if ps.plan.Deny != nil {
+			return "", nil
+		}
+		if err := sess.ensureStmt(be, ps); err != nil {
+			return "", err
+		}
+		return ps.beName, nil
+	}
+	if name == "" {
+		// The backend's unnamed statement may be another client's.
+		stateOf(be, sess.tx).setUnnamed("")
+		return "", sess.inject(be, injected{request{kind: reqClose, swallow: true}, &pgproto3.Close{ObjectType: 'S'}})
+	}
+	if sess.sqlPrepared[name] {
+		return name, nil
+	}
+	return safeStmtName(name), nil
+}
+
+// txBind forwards a Bind with the backend's statement name.
+func (sess *session) txBind(be *pool.Conn, n int) error {
+	body, err := sess.readWhole(n)
+	if err != nil {
+		return err
+	}
+	portalName, rest, ok1 := cstring(body)
+	stmt, tail, ok2 := cstring(rest)
+	if !ok1 || !ok2 {
+		return fatalf(CodeProtocolViolation, "invalid Bind message")
+	}
+	if ps := sess.stmts[stmt]; ps != nil && !ps.failed.Load() && sess.outdated(ps) {
+		if portalName == "" {
+			sess.unnamedPortal = nil
+		}
+		return sess.sendDenial(be, reqExecute, &Plan{Statements: []PlannedStatement{{Command: "EXECUTE", Decision: audit.DecisionAllow, Reason: errResultTypeChanged.Message}}}, errResultTypeChanged)
+	}
+	// tail stays valid: nothing below reads from the client.
+	target, err := sess.targetStmt(be, stmt)
+	if err != nil {
+		return err
+	}
+	var plan *Plan
+	if ps := sess.stmts[stmt]; ps != nil {
+		plan = ps.plan
+	}
+	var pt *portal
+	if plan != nil {
+		pt = &portal{plan: plan}
+	}
+	if portalName == "" {
+		sess.unnamedPortal = pt
+	} else if len(sess.portals) < maxTrackedStatements || sess.portals[portalName] != nil {
+		sess.portals[portalName] = pt
+	}
+	if plan != nil && plan.Deny != nil {
+		return sess.sendDenial(be, reqExecute, plan, plan.Deny)
+	}
+	if err := sess.push(be, request{kind: reqBind, st: stateOf(be, sess.tx), bind: target}); err != nil {
+		return err
+	}
+	buf := sess.scratch[:0]
+	buf = append(buf, 'B', 0, 0, 0, 0)
+	buf = append(buf, portalName...)
+	buf = append(buf, 0)
+	buf = append(buf, target...)
+	buf = append(buf, 0)
+	buf = append(buf, tail...)
+	return sess.writeFramed(be, buf)
+}
+
+// writeFramed fills in the length of a message built in buf (type byte and
+// four length bytes first) and writes it.
+func (sess *session) writeFramed(be *pool.Conn, buf []byte) error {
+	l := len(buf) - 1
+	buf[1], buf[2], buf[3], buf[4] = byte(l>>24), byte(l>>16), byte(l>>8), byte(l)
+	sess.scratch = buf
+	_, err := be.W.Write(buf)
+	return err
+}
+
+// writeMsg encodes and writes a message to the backend.
+func (sess *session) writeMsg(be *pool.Conn, m pgproto3.FrontendMessage) error {
+	buf, err := m.Encode(sess.scratch[:0])
+	if err != nil {
+		return err
+	}
+	sess.scratch = buf
+	_, err = be.W.Write(buf)
+	return err
+}
+
+// txDescribe forwards a Describe, renaming a statement.
+func (sess *session) txDescribe(be *pool.Conn, n int) error {
+	body, err := sess.readWhole(n)
+	if err != nil {
+		return err
+	}
+	if len(body) < 2 {
+		return fatalf(CodeProtocolViolation, "invalid Describe message")
+	}
+	kind := body[0]
+	name, _, ok := cstring(body[1:])
+	if !ok {
+		return fatalf(CodeProtocolViolation, "invalid Describe message")
+	}
+	if kind != 'S' {
+		if err := sess.push(be, request{kind: reqDescribePortal}); err != nil {
+			return err
+		}
+		return sess.writeMsg(be, &pgproto3.Describe{ObjectType: kind, Name: name})
+	}
+	target, err := sess.targetStmt(be, name)
+	if err != nil {
+		return err
+	}
+	if err := sess.push(be, request{kind: reqDescribeStmt, st: stateOf(be, sess.tx), bind: target}); err != nil {
+		return err
+	}
+	return sess.writeMsg(be, &pgproto3.Describe{ObjectType: 'S', Name: target})
+}
+
+// txClose forgets a client's statement. The backend's copy stays for the
+// next client that prepares the same text; the client gets its
+// CloseComplete from a Close of a name that does not exist.
+func (sess *session) txClose(be *pool.Conn, n int) error {
+	body, err := sess.readWhole(n)
+	if err != nil {
+		return err
+	}
+	if len(body) < 2 {
+		return fatalf(CodeProtocolViolation, "invalid Close message")
+	}
+	kind := body[0]
+	name, _, ok := cstring(body[1:])
+	if !ok {
+		return fatalf(CodeProtocolViolation, "invalid Close message")
+	}
+	target := name
+	if kind == 'S' {
+		delete(sess.stmts, name)
+		switch {
+		case name == "":
+			stateOf(be, sess.tx).setUnnamed("")
+		case sess.sqlPrepared[name]:
+			delete(sess.sqlPrepared, name)
+		default:
+			target = beStmtPrefix + "none"
+		}
+	} else {
+		if name == "" {
+			sess.unnamedPortal = nil
+		}
+		delete(sess.portals, name)
+	}
+	if err := sess.push(be, request{kind: reqClose}); err != nil {
+		return err
+	}
+	return sess.writeMsg(be, &pgproto3.Close{ObjectType: kind, Name: target})
+}
+
+// txOnError does the pump's bookkeeping for an ErrorResponse (body) that
+// answers r: the backend's unnamed statement is no longer known, and a
+// statement whose result type changed under it is prepared again before its
+// next use, on every backend.
+func (sess *session) txOnError(be *pool.Conn, r request, body []byte) {
+	st := stateOf(be, sess.tx)
+	st.setUnnamed("")
+	if r.bind == "" || !strings.HasPrefix(r.bind, beStmtPrefix) {
+		return
+	}
+	code, msg := errorFields(body)
+	if code == CodeFeatureNotSupported && strings.Contains(msg, "cached plan must not change result type") {
+		st.mu.Lock()
+		delete(st.stmts, r.bind)
+		st.mu.Unlock()
+		sess.tx.stale.mark(r.bind)
+	}
+}
+
+// isFatal reports whether an ErrorResponse body has severity FATAL or PANIC.
+func isFatal(body []byte) bool {
+	for len(body) > 1 {
+		t := body[0]
+		v, rest, ok := cstring(body[1:])
+		if !ok {
+			return false
+		}
+		if t == 'V' || t == 'S' {
+			return v == "FATAL" || v == "PANIC"
+		}
+		body = rest
+	}
+	return false
+}
