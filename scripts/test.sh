@@ -45,3 +45,6 @@ go run ./cmd/dbalproxy policy test policies
 
 echo "== go test -race"
 go test -race -count=1 -timeout 20m "$@" ./...
+
+echo "== go test -race ./wire/ in transaction pooling mode"
+DBALPROXY_TEST_POOL_MODE=transaction go test -race -count=1 -timeout 20m "$@" ./wire/

@@ -282,13 +282,22 @@ func endsTransaction(ps *PlannedStatement) bool {
 // (plan.switchTo set), with the token from the statement's literal or from
 // the Bind's parameter. It returns plan, or the denial to send instead.
 func (sess *session) identityBind(n int, plan *Plan) *Plan {
+	if plan.switchTo.param == 0 {
+		return sess.identityBindBody(nil, plan)
+	}
+	b, err := sess.cr.r.Peek(5 + n)
+	if err != nil {
+		return sess.identityDenial("SELECT", CodeInvalidPassword, "invalid end-user token: the Bind message is too long", "")
+	}
+	return sess.identityBindBody(b[5:], plan)
+}
+
+// identityBindBody is identityBind for a Bind whose body (without type and
+// length) was already read.
+func (sess *session) identityBindBody(body []byte, plan *Plan) *Plan {
 	token := plan.switchTo.literal
 	if p := plan.switchTo.param; p > 0 {
-		b, err := sess.cr.r.Peek(5 + n)
-		if err != nil {
-			return sess.identityDenial("SELECT", CodeInvalidPassword, "invalid end-user token: the Bind message is too long", "")
-		}
-		v, ok := bindParam(b[5:], p)
+		v, ok := bindParam(body, p)
 		if !ok {
 			return sess.identityDenial("SELECT", CodeInvalidPassword, "invalid end-user token: no token in the bind parameters", "")
 		}

@@ -495,7 +495,7 @@ func (sess *session) targetStmt(be *pool.Conn, name string) (string, error) {
 		delete(sess.stmts, name)
 	}
 	if ps := sess.stmts[name]; ps != nil {
-		if sess.decider != nil && ps.plan.Version != sess.decider.Version() {
+		if sess.decider != nil && (ps.plan.Version != sess.decider.Version() || sess.ident.switched) {
 			ps.plan = sess.decide(ps.text)
 			if name != "" && ps.plan.Deny == nil {
 				ps.beName = backendStmtName(ps.plan.SQL, ps.paramOIDs)
@@ -554,6 +554,9 @@ func (sess *session) txBind(be *pool.Conn, n int) error {
 		sess.unnamedPortal = pt
 	} else if len(sess.portals) < maxTrackedStatements || sess.portals[portalName] != nil {
 		sess.portals[portalName] = pt
+	}
+	if plan != nil && plan.switchTo != nil {
+		plan = sess.identityBindBody(body, plan)
 	}
 	if plan != nil && plan.Deny != nil {
 		return sess.sendDenial(be, reqExecute, plan, plan.Deny)
