@@ -140,6 +140,12 @@ func (sess *session) run() {
 		return
 	}
 	sess.principal = Principal{User: login.Name, Role: login.Role, Claims: login.Claims}
+	release, err := sess.srv.admitLogin(login.Name) // per-login limit: see wire/server.go
+	if err != nil {
+		sess.startupFailed(err)
+		return
+	}
+	defer release()
 	if !sess.srv.databaseAllowed(sess.database) {
 		sess.startupFailed(fatalf(CodeInvalidCatalogName, "database %q is not served by this proxy", sess.database))
 		return
@@ -295,6 +301,9 @@ func (sess *session) loop() (clean bool) {
 	for {
 		typ, n, err := sess.cr.header()
 		if err != nil {
+			if sess.drainWake(err) { // server drain: see wire/server.go
+				continue
+			}
 			var tooLarge *errMessageTooLarge
 			if errors.As(err, &tooLarge) {
 				sess.fatalFromLoop(fatalf(CodeProtocolViolation, "invalid message: %s", tooLarge.Error()))
