@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"reflect"
 	"regexp"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -31,6 +33,7 @@ type Config struct {
 	Log     LogConfig     `yaml:"log"`
 	Policy  PolicyConfig  `yaml:"policy"`
 	Audit   AuditConfig   `yaml:"audit"`
+	Admin   AdminConfig   `yaml:"admin"`
 	// Logins are the identities clients log in as.
 	Logins []LoginConfig `yaml:"logins"`
 }
@@ -74,6 +77,20 @@ type LimitsConfig struct {
 	StartupTimeout  Duration `yaml:"startup_timeout" doc:"time allowed from connect to ready"`
 	MaxMessageBytes int      `yaml:"max_message_bytes" doc:"largest client message (CopyData exempt)"`
 	MaxClientConns  int      `yaml:"max_client_conns" doc:"most open client connections"`
+	// MaxConnsPerLogin is the default session limit of each login (a
+	// login's max_conns overrides it); 0 means none.
+	MaxConnsPerLogin int `yaml:"max_conns_per_login" doc:"most open sessions per login (0: no limit; a login's max_conns overrides it)"`
+	// ShutdownTimeout is how long SIGTERM/SIGINT let open transactions run
+	// before their sessions are closed.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout" doc:"how long a shutdown lets open transactions finish"`
+}
+
+// AdminConfig configures the operations HTTP listener (/metrics, /healthz,
+// /readyz).
+type AdminConfig struct {
+	// Listen is the admin address; "off" (or empty) disables it. It has no
+	// authentication: keep it on loopback or a private network.
+	Listen string `yaml:"listen" doc:"admin HTTP address for /metrics, /healthz, /readyz (off to disable)"`
 }
 
 // LogConfig configures the proxy's own log (not the audit log).
@@ -116,6 +133,9 @@ type LoginConfig struct {
 	SCRAMVerifier string         `yaml:"scram_verifier"`
 	Role          string         `yaml:"role"`
 	Claims        map[string]any `yaml:"claims"`
+	// MaxConns is the most open sessions of this login: 0 takes
+	// limits.max_conns_per_login, -1 means no limit.
+	MaxConns int `yaml:"max_conns"`
 }
 
 // Duration is a time.Duration written as "5s", "250ms" or "2m" in the file.
@@ -142,13 +162,20 @@ func defaultConfig() Config {
 			AcquireTimeout: Duration(5 * time.Second), IdleTimeout: Duration(5 * time.Minute),
 			ResetQuery: "DISCARD ALL",
 		},
-		Auth:   AuthConfig{Method: "scram-sha-256"},
-		Limits: LimitsConfig{StartupTimeout: Duration(15 * time.Second), MaxMessageBytes: 64 << 20, MaxClientConns: 10000},
+		Auth: AuthConfig{Method: "scram-sha-256"},
+		Limits: LimitsConfig{StartupTimeout: Duration(15 * time.Second), MaxMessageBytes: 64 << 20, MaxClientConns: 10000,
+			ShutdownTimeout: Duration(30 * time.Second)},
 		Log:    LogConfig{Level: "info", Format: "json"},
 		Policy: PolicyConfig{Dir: "policies", Mode: "strict", Watch: true, RunTests: true, CacheSize: 10000},
 		Audit:  AuditConfig{Output: "stdout", Format: "json", QueueSize: 4096},
+		Admin:  AdminConfig{Listen: defaultAdminListen},
 	}
 }
+
+// defaultAdminListen is the admin listener's default: off, so that several
+// proxies (and test and benchmark runs) on one host never fight over a port.
+// Deployments set a loopback or private address, e.g. 127.0.0.1:9432.
+const defaultAdminListen = "off"
 
 // configError is a configuration problem at one key.
 type configError struct {
@@ -176,56 +203,65 @@ func parseConfigFile(data []byte, cfg *Config) error {
 		return nil
 	}
 	doc := root.Content[0]
-	if err := checkKeys(doc, reflect.TypeOf(*cfg), ""); err != nil {
-		return err
-	}
-	if err := expandEnv(doc, ""); err != nil {
-		return err
+	var problems, unset []error
+	checkKeys(doc, reflect.TypeOf(*cfg), "", &problems)
+	expandEnv(doc, "", &unset)
+	if len(unset) > 0 {
+		// Values are missing: validating them would only repeat the news.
+		return errors.Join(append(problems, unset...)...)
 	}
 	if err := doc.Decode(cfg); err != nil {
 		return &configError{msg: strings.TrimPrefix(err.Error(), "yaml: ")}
 	}
+	if len(problems) > 0 {
+		// The file decoded: validation may still find more problems.
+		return keyProblems{errors.Join(problems...)}
+	}
 	return nil
 }
 
-// checkKeys walks n against type t and reports the first unknown key or a
-// value of the wrong kind, naming the key path.
-func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
+// keyProblems are unknown keys in a file that decoded nonetheless: loadConfig goes on to validate it, so that one
+// run reports every problem.
+type keyProblems struct{ error }
+
+func (k keyProblems) Unwrap() []error { return splitErrors(k.error) }
+
+// checkKeys walks n against type t and adds every unknown key and every
+// value of the wrong kind to problems, naming the key path.
+func checkKeys(n *yaml.Node, t reflect.Type, path string, problems *[]error) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	switch t.Kind() {
 	case reflect.Struct:
 		if t == reflect.TypeOf(Duration(0)) {
-			return nil
+			return
 		}
 		if n.Kind != yaml.MappingNode {
-			return &configError{key: path, msg: fmt.Sprintf("want a mapping of keys (line %d)", n.Line)}
+			*problems = append(*problems, &configError{key: path, msg: fmt.Sprintf("want a mapping of keys (line %d)", n.Line)})
+			return
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			f, ok := fieldByTag(t, k.Value)
 			if !ok {
-				return &configError{key: join(path, k.Value), msg: fmt.Sprintf("unknown key (line %d)", k.Line)}
+				*problems = append(*problems, &configError{key: join(path, k.Value), msg: fmt.Sprintf("unknown key (line %d)", k.Line)})
+				continue
 			}
-			if err := checkKeys(v, f.Type, join(path, k.Value)); err != nil {
-				return err
-			}
+			checkKeys(v, f.Type, join(path, k.Value), problems)
 		}
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			if t.Elem().Kind() == reflect.String && n.Kind == yaml.ScalarNode {
-				return nil // a single value stands for a one-element list
+				return // a single value stands for a one-element list
 			}
-			return &configError{key: path, msg: fmt.Sprintf("want a list (line %d)", n.Line)}
+			*problems = append(*problems, &configError{key: path, msg: fmt.Sprintf("want a list (line %d)", n.Line)})
+			return
 		}
 		for i, c := range n.Content {
-			if err := checkKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
-				return err
-			}
+			checkKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), problems)
 		}
 	}
-	return nil
 }
 
 func fieldByTag(t reflect.Type, key string) (reflect.StructField, bool) {
@@ -245,8 +281,9 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-// expandEnv replaces ${NAME} in scalar values.
-func expandEnv(n *yaml.Node, path string) error {
+// expandEnv replaces ${NAME} in scalar values, adding a problem for each
+// variable that is not set.
+func expandEnv(n *yaml.Node, path string, problems *[]error) {
 	switch n.Kind {
 	case yaml.ScalarNode:
 		var missing string
@@ -259,22 +296,17 @@ func expandEnv(n *yaml.Node, path string) error {
 			return v
 		})
 		if missing != "" {
-			return &configError{key: path, msg: fmt.Sprintf("environment variable %s is not set", missing)}
+			*problems = append(*problems, &configError{key: path, msg: fmt.Sprintf("environment variable %s is not set", missing)})
 		}
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			if err := expandEnv(n.Content[i+1], join(path, n.Content[i].Value)); err != nil {
-				return err
-			}
+			expandEnv(n.Content[i+1], join(path, n.Content[i].Value), problems)
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
-			if err := expandEnv(c, fmt.Sprintf("%s[%d]", path, i)); err != nil {
-				return err
-			}
+			expandEnv(c, fmt.Sprintf("%s[%d]", path, i), problems)
 		}
 	}
-	return nil
 }
 
 // scalarField is one overridable key.
@@ -355,22 +387,31 @@ func setScalar(f scalarField, s string) error {
 // function applies, after fs.Parse, the environment and then the flags that
 // were set.
 func configFlags(fs *flag.FlagSet, cfg *Config) func() error {
+	ov := configOverrides(fs, cfg)
+	return func() error { return ov(cfg) }
+}
+
+// configOverrides registers a string flag per scalar key on fs (cfg's
+// fields give the documentation). The returned function applies, after
+// fs.Parse, the environment and then the flags that were set to any Config:
+// a reload applies them again to the freshly read file.
+func configOverrides(fs *flag.FlagSet, cfg *Config) func(*Config) error {
 	fields := scalarFields(cfg)
-	vals := make([]*string, len(fields))
-	for i, f := range fields {
-		vals[i] = fs.String(f.path, "", f.doc+" (env "+envName(f.path)+")")
+	vals := make(map[string]*string, len(fields))
+	for _, f := range fields {
+		vals[f.path] = fs.String(f.path, "", f.doc+" (env "+envName(f.path)+")")
 	}
-	return func() error {
+	return func(c *Config) error {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		for i, f := range fields {
+		for _, f := range scalarFields(c) {
 			if s, ok := os.LookupEnv(envName(f.path)); ok {
 				if err := setScalar(f, s); err != nil {
 					return err
 				}
 			}
 			if set[f.path] {
-				if err := setScalar(f, *vals[i]); err != nil {
+				if err := setScalar(f, *vals[f.path]); err != nil {
 					return err
 				}
 			}
@@ -382,75 +423,125 @@ func configFlags(fs *flag.FlagSet, cfg *Config) func() error {
 // loadConfig builds the configuration: defaults, then the file (if any), then
 // the environment and flags through apply.
 func loadConfig(path string, cfg *Config, apply func() error) error {
+	var soft error
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return &configError{msg: fmt.Sprintf("cannot read %s: %v", path, errors.Unwrap(err))}
 		}
 		if err := parseConfigFile(data, cfg); err != nil {
-			return err
+			var kp keyProblems
+			if !errors.As(err, &kp) {
+				return err
+			}
+			soft = kp.error
 		}
 	}
 	if apply != nil {
 		if err := apply(); err != nil {
-			return err
+			return errors.Join(soft, err)
 		}
 	}
-	return validateConfig(cfg)
+	return errors.Join(soft, validateConfig(cfg))
 }
 
-// validateConfig checks values the types cannot.
+// validateConfig checks values the types cannot. It reports every problem,
+// one configError per line (errors.Join).
 func validateConfig(cfg *Config) error {
-	switch {
-	case cfg.Listen == "":
-		return &configError{key: "listen", msg: "is empty"}
-	case cfg.Backend.URL == "":
-		return &configError{key: "backend.url", msg: "is required (the backend URL with the proxy's own credentials)"}
-	case cfg.Pool.Mode != "session":
-		return &configError{key: "pool.mode", msg: fmt.Sprintf("%q is not a pooling mode (want session)", cfg.Pool.Mode)}
-	case cfg.Pool.MaxConns < 1:
-		return &configError{key: "pool.max_conns", msg: "must be at least 1"}
-	case cfg.Pool.AcquireTimeout <= 0:
-		return &configError{key: "pool.acquire_timeout", msg: "must be positive"}
-	case cfg.Auth.Method != "scram-sha-256" && cfg.Auth.Method != "trust":
-		return &configError{key: "auth.method", msg: fmt.Sprintf("%q is not supported (want scram-sha-256 or trust)", cfg.Auth.Method)}
-	case (cfg.TLS.CertFile == "") != (cfg.TLS.KeyFile == ""):
-		return &configError{key: "tls", msg: "cert_file and key_file go together"}
-	case cfg.TLS.Required && cfg.TLS.CertFile == "":
-		return &configError{key: "tls.required", msg: "needs tls.cert_file and tls.key_file"}
-	case cfg.Limits.MaxMessageBytes < 1<<16:
-		return &configError{key: "limits.max_message_bytes", msg: "must be at least 65536"}
-	case cfg.Limits.MaxClientConns < 1:
-		return &configError{key: "limits.max_client_conns", msg: "must be at least 1"}
-	case cfg.Limits.StartupTimeout <= 0:
-		return &configError{key: "limits.startup_timeout", msg: "must be positive"}
-	case cfg.Log.Format != "json" && cfg.Log.Format != "console":
-		return &configError{key: "log.format", msg: fmt.Sprintf("%q is not json or console", cfg.Log.Format)}
-	case cfg.Policy.Mode != "strict" && cfg.Policy.Mode != "permissive" && cfg.Policy.Mode != "disabled":
-		return &configError{key: "policy.mode", msg: fmt.Sprintf("%q is not strict, permissive or disabled", cfg.Policy.Mode)}
-	case cfg.Policy.Dir == "" && cfg.Policy.Mode != "disabled":
-		return &configError{key: "policy.dir", msg: "is required unless policy.mode is disabled"}
-	case cfg.Audit.Format != "json" && cfg.Audit.Format != "console":
-		return &configError{key: "audit.format", msg: fmt.Sprintf("%q is not json or console", cfg.Audit.Format)}
-	case len(cfg.Logins) == 0:
-		return &configError{key: "logins", msg: "at least one login is required"}
+	var problems []error
+	bad := func(key, format string, args ...any) {
+		problems = append(problems, &configError{key: key, msg: fmt.Sprintf(format, args...)})
+	}
+	if cfg.Listen == "" {
+		bad("listen", "is empty")
+	}
+	if cfg.Backend.URL == "" {
+		bad("backend.url", "is required (the backend URL with the proxy's own credentials)")
+	}
+	if cfg.Pool.Mode != "session" {
+		bad("pool.mode", "%q is not a pooling mode (want session)", cfg.Pool.Mode)
+	}
+	if cfg.Pool.MaxConns < 1 {
+		bad("pool.max_conns", "must be at least 1")
+	}
+	if cfg.Pool.AcquireTimeout <= 0 {
+		bad("pool.acquire_timeout", "must be positive")
+	}
+	if cfg.Auth.Method != "scram-sha-256" && cfg.Auth.Method != "trust" {
+		bad("auth.method", "%q is not supported (want scram-sha-256 or trust)", cfg.Auth.Method)
+	}
+	if (cfg.TLS.CertFile == "") != (cfg.TLS.KeyFile == "") {
+		bad("tls", "cert_file and key_file go together")
+	}
+	if cfg.TLS.Required && cfg.TLS.CertFile == "" {
+		bad("tls.required", "needs tls.cert_file and tls.key_file")
+	}
+	if cfg.Limits.MaxMessageBytes < 1<<16 {
+		bad("limits.max_message_bytes", "must be at least 65536")
+	}
+	if cfg.Limits.MaxClientConns < 1 {
+		bad("limits.max_client_conns", "must be at least 1")
+	}
+	if cfg.Limits.MaxConnsPerLogin < 0 {
+		bad("limits.max_conns_per_login", "must be 0 (no limit) or more")
+	}
+	if cfg.Limits.StartupTimeout <= 0 {
+		bad("limits.startup_timeout", "must be positive")
+	}
+	if cfg.Limits.ShutdownTimeout < 0 {
+		bad("limits.shutdown_timeout", "must not be negative")
+	}
+	if cfg.Log.Format != "json" && cfg.Log.Format != "console" {
+		bad("log.format", "%q is not json or console", cfg.Log.Format)
+	}
+	if _, err := zerolog.ParseLevel(cfg.Log.Level); err != nil || cfg.Log.Level == "" {
+		bad("log.level", "%q is not debug, info, warn or error", cfg.Log.Level)
+	}
+	if cfg.Policy.Mode != "strict" && cfg.Policy.Mode != "permissive" && cfg.Policy.Mode != "disabled" {
+		bad("policy.mode", "%q is not strict, permissive or disabled", cfg.Policy.Mode)
+	}
+	if cfg.Policy.Dir == "" && cfg.Policy.Mode != "disabled" {
+		bad("policy.dir", "is required unless policy.mode is disabled")
+	}
+	if cfg.Audit.Format != "json" && cfg.Audit.Format != "console" {
+		bad("audit.format", "%q is not json or console", cfg.Audit.Format)
+	}
+	if cfg.Audit.QueueSize < 0 {
+		bad("audit.queue_size", "must not be negative")
+	}
+	if cfg.Audit.BlockTimeout < 0 {
+		bad("audit.block_timeout", "must not be negative")
+	}
+	if a := cfg.Admin.Listen; a != "" && a != "off" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("admin.listen", "%q is not host:port or off", a)
+		}
+	}
+	if len(cfg.Logins) == 0 {
+		bad("logins", "at least one login is required")
 	}
 	seen := map[string]bool{}
 	for i, l := range cfg.Logins {
 		key := fmt.Sprintf("logins[%d]", i)
 		switch {
 		case l.Name == "":
-			return &configError{key: key + ".name", msg: "is required"}
+			bad(key+".name", "is required")
 		case seen[l.Name]:
-			return &configError{key: key + ".name", msg: fmt.Sprintf("login %q appears twice", l.Name)}
-		case l.Role == "":
-			return &configError{key: key + ".role", msg: "is required"}
-		case cfg.Auth.Method == "scram-sha-256" && l.Password == "" && l.SCRAMVerifier == "":
-			return &configError{key: key, msg: "needs password or scram_verifier"}
-		case l.Password != "" && l.SCRAMVerifier != "":
-			return &configError{key: key, msg: "has both password and scram_verifier; keep one"}
+			bad(key+".name", "login %q appears twice", l.Name)
+		}
+		if l.Role == "" {
+			bad(key+".role", "is required")
+		}
+		if cfg.Auth.Method == "scram-sha-256" && l.Password == "" && l.SCRAMVerifier == "" {
+			bad(key, "needs password or scram_verifier")
+		}
+		if l.Password != "" && l.SCRAMVerifier != "" {
+			bad(key, "has both password and scram_verifier; keep one")
+		}
+		if l.MaxConns < -1 {
+			bad(key+".max_conns", "must be -1 (no limit), 0 (limits.max_conns_per_login) or more")
 		}
 		seen[l.Name] = true
 	}
-	return nil
+	return errors.Join(problems...)
 }
