@@ -99,10 +99,10 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	load := func() (*Config, error) {
 		c := defaultConfig()
-		if err := loadConfig(*configPath, &c, func() error { return overrides(&c) }); err != nil {
-			return nil, err
-		}
-		return &c, nil
+		// c is returned with an error too: serve --check goes on to check
+		// the policies of a file with wrong keys.
+		err := loadConfig(*configPath, &c, func() error { return overrides(&c) })
+		return &c, err
 	}
 	if *check {
 		if err := checkConfig(load); err != nil {

@@ -396,10 +396,11 @@ func splitErrors(err error) []error {
 // run). It reports every problem it finds, one per line.
 func checkConfig(load func() (*Config, error)) error {
 	cfg, err := load()
-	if err != nil {
+	if err != nil && (cfg == nil || !onlyKeyProblems(err)) {
 		return err
 	}
-	var problems []error
+	// The file decoded: check what it names too, even if some keys are wrong.
+	problems := []error{err}
 	if _, err := buildLogins(cfg); err != nil {
 		problems = append(problems, err)
 	}
@@ -420,11 +421,23 @@ func checkConfig(load func() (*Config, error)) error {
 	} else {
 		p.Close()
 	}
-	if cfg.Policy.Mode != "disabled" {
+	if cfg.Policy.Mode != "disabled" && cfg.Policy.Dir != "" {
 		mode, _ := policy.ParseMode(cfg.Policy.Mode)
 		if _, err := policy.New(policy.Options{Dir: cfg.Policy.Dir, Mode: mode, RunTests: true}); err != nil {
 			problems = append(problems, &configError{key: "policy.dir", msg: err.Error()})
 		}
 	}
 	return errors.Join(problems...)
+}
+
+// onlyKeyProblems reports whether err consists of problems at named keys
+// only (the file itself was read and decoded).
+func onlyKeyProblems(err error) bool {
+	for _, e := range splitErrors(err) {
+		var ce *configError
+		if !errors.As(e, &ce) || ce.key == "" {
+			return false
+		}
+	}
+	return true
 }
