@@ -3,13 +3,19 @@ package wire_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dbalproxy/dbalproxy/pool"
+	"github.com/dbalproxy/dbalproxy/testenv"
 	"github.com/dbalproxy/dbalproxy/wire"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/rs/zerolog"
 )
 
 func wantCode(t *testing.T, what string, err error, code, msg string) {
@@ -178,5 +184,90 @@ func TestDrainDeadlineRollsBack(t *testing.T) {
 	var n int
 	if err := direct.QueryRow(ctx, "SELECT count(*) FROM drained").Scan(&n); err != nil || n != 0 {
 		t.Fatalf("rows = %d, %v; want 0 (rolled back)", n, err)
+	}
+}
+
+// TestCancelForwardedToPeer: two proxies behind one "load balancer"; a
+// cancel that reaches the instance that did not hand out the key is
+// forwarded to the one that did, and cancels the statement there. A key of
+// no peer is ignored.
+func TestCancelForwardedToPeer(t *testing.T) {
+	c := testenv.Shared(t)
+	db := testenv.NewDatabase(t)
+	logins := wire.Logins{}
+	sc, err := wire.NewSCRAMCredentials("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logins["alice"] = &wire.Login{Name: "alice", Role: "user", SCRAM: sc}
+	var lns [2]net.Listener
+	peers := map[int]string{}
+	for i := range lns {
+		if lns[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		peers[i+1] = lns[i].Addr().String()
+	}
+	for i, ln := range lns {
+		p, err := pool.New(pool.Config{ConnString: c.AppURL(db), MaxConns: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := wire.NewServer(wire.Config{Logins: logins, Backends: p, DefaultDatabase: db, PeerID: i + 1, Peers: peers,
+			Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { _ = srv.Serve(ln); close(done) }()
+		t.Cleanup(func() { _ = srv.Close(); <-done; p.Close() })
+	}
+	ctx := ctxT(t, 30*time.Second)
+	conn, err := pgconn.Connect(ctx, fmt.Sprintf("postgres://alice:alice@%s/%s?sslmode=disable", peers[1], db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if got := conn.PID() >> 24; got != 1 {
+		t.Fatalf("cancel key pid %#x does not carry peer id 1", conn.PID())
+	}
+	sendCancel := func(addr string, pid uint32, secret []byte) {
+		t.Helper()
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		buf, _ := (&pgproto3.CancelRequest{ProcessID: pid, SecretKey: secret}).Encode(nil)
+		if _, err := nc.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = nc.Read(make([]byte, 1)) // closed without an answer
+	}
+	run := func(cancel func()) error {
+		res := make(chan error, 1)
+		go func() { _, err := conn.Exec(ctx, "SELECT pg_sleep(3)").ReadAll(); res <- err }()
+		time.Sleep(300 * time.Millisecond)
+		start := time.Now()
+		cancel()
+		err := <-res
+		if err == nil && time.Since(start) < time.Second {
+			t.Fatal("statement ended early without an error")
+		}
+		return err
+	}
+	// A key of a peer id nobody has (3) is ignored: the statement completes.
+	if err := run(func() { sendCancel(peers[2], 3<<24|conn.PID()&0xffffff, conn.SecretKey()) }); err != nil {
+		t.Fatalf("cancel with an unknown peer id: %v", err)
+	}
+	// A wrong secret, forwarded, is ignored by the peer that owns the pid.
+	if err := run(func() { sendCancel(peers[2], conn.PID(), []byte{1, 2, 3, 4}) }); err != nil {
+		t.Fatalf("forwarded cancel with a wrong secret: %v", err)
+	}
+	// The right key at the other instance cancels.
+	err = run(func() { sendCancel(peers[2], conn.PID(), conn.SecretKey()) })
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "57014" {
+		t.Fatalf("cancel through the other instance: %v, want 57014", err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/pool"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/rs/zerolog"
 )
 
@@ -71,6 +72,15 @@ type Config struct {
 	// limit); a login not named takes MaxLoginConns. A negative value means
 	// no limit for that login.
 	LoginMaxConns map[string]int
+	// PeerID identifies this proxy among several behind one load balancer
+	// (1 to 127; 0 means no peering). It is put in the top bits of every
+	// cancel key this server hands out, so that a CancelRequest that reaches
+	// another instance can be sent on to the one that knows the key.
+	PeerID int
+	// Peers maps peer ids to the client-facing addresses (host:port) of the
+	// other proxy instances. A CancelRequest whose key carries another
+	// peer's id is forwarded there, once.
+	Peers map[int]string
 	// Decider decides every statement. Nil relays statements unchecked: a
 	// transparent proxy.
 	Decider Decider
@@ -110,6 +120,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxClientConns <= 0 {
 		c.MaxClientConns = 10000
+	}
+	if c.PeerID < 0 || c.PeerID > maxPeerID {
+		return fmt.Errorf("wire: PeerID %d is out of range (0 to %d)", c.PeerID, maxPeerID)
 	}
 	return nil
 }
@@ -436,4 +449,59 @@ func (sess *session) drainWake(err error) (again bool) {
 	}
 	sess.fatalFromLoop(errAdminShutdown())
 	return false
+}
+
+// maxPeerID is the largest PeerID: the id takes the top 7 bits of the
+// 31-bit cancel key process id.
+const maxPeerID = 127
+
+// peerShift is where the peer id sits in a cancel key's process id.
+const peerShift = 24
+
+// withPeerID puts a peer id into the top bits of a random 31-bit process id
+// (unchanged when id is 0).
+func withPeerID(pid uint32, id int) uint32 {
+	if id <= 0 {
+		return pid
+	}
+	return uint32(id)<<peerShift | pid&(1<<peerShift-1)
+}
+
+// peerTimeout bounds forwarding one cancel request to a peer.
+const peerTimeout = 2 * time.Second
+
+// forwardCancel sends a CancelRequest whose key belongs to another proxy
+// instance on to that instance. It reports whether the key carried another
+// peer's id (whether or not the forward succeeded). The peer checks the
+// secret; it never forwards a key with its own id, so nothing loops.
+func (s *Server) forwardCancel(pid uint32, secret []byte) bool {
+	if s.cfg.PeerID == 0 {
+		return false
+	}
+	id := int(pid >> peerShift)
+	addr, ok := s.cfg.Peers[id]
+	if id == 0 || id == s.cfg.PeerID || !ok || len(secret) != 4 {
+		return false
+	}
+	buf, err := (&pgproto3.CancelRequest{ProcessID: pid, SecretKey: secret}).Encode(nil)
+	if err != nil {
+		return true
+	}
+	c, err := net.DialTimeout("tcp", addr, peerTimeout)
+	if err != nil {
+		s.log.Warn().Err(err).Int("peer_id", id).Msg("forwarding a cancel request to a peer failed")
+		return true
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(peerTimeout))
+	if _, err := c.Write(buf); err != nil {
+		s.log.Warn().Err(err).Int("peer_id", id).Msg("forwarding a cancel request to a peer failed")
+		return true
+	}
+	// PostgreSQL closes a cancel connection without answering; wait for
+	// that, so the cancel is delivered before the client's own connection
+	// ends.
+	_, _ = c.Read(make([]byte, 1))
+	s.log.Debug().Int("peer_id", id).Msg("cancel request forwarded to its peer")
+	return true
 }

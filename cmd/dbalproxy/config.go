@@ -4,10 +4,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +36,7 @@ type Config struct {
 	Policy  PolicyConfig  `yaml:"policy"`
 	Audit   AuditConfig   `yaml:"audit"`
 	Admin   AdminConfig   `yaml:"admin"`
+	Peering PeeringConfig `yaml:"peering"`
 	// Logins are the identities clients log in as.
 	Logins []LoginConfig `yaml:"logins"`
 }
@@ -121,6 +124,16 @@ type AuditConfig struct {
 	QueueSize    int      `yaml:"queue_size" doc:"records buffered before the sink"`
 	BlockTimeout Duration `yaml:"block_timeout" doc:"how long a statement may wait for a full audit queue before the record is dropped"`
 	LogLiterals  bool     `yaml:"log_literals" doc:"log statements with their literal values"`
+}
+
+// PeeringConfig lets several proxies behind one load balancer forward
+// cancel requests to the instance that handed out the key.
+type PeeringConfig struct {
+	// ID is this instance's id, 1 to 127; 0 disables peering.
+	ID int `yaml:"id" doc:"this proxy's peer id (1-127) for cancel forwarding; 0 disables"`
+	// Peers are every instance's client-facing address by id (this
+	// instance's own entry is allowed and ignored).
+	Peers map[int]string `yaml:"peers"`
 }
 
 // LoginConfig is one client identity.
@@ -515,6 +528,19 @@ func validateConfig(cfg *Config) error {
 	if a := cfg.Admin.Listen; a != "" && a != "off" {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			bad("admin.listen", "%q is not host:port or off", a)
+		}
+	}
+	if cfg.Peering.ID < 0 || cfg.Peering.ID > 127 {
+		bad("peering.id", "must be 0 (off) or 1 to 127")
+	}
+	if cfg.Peering.ID > 0 && len(cfg.Peering.Peers) == 0 {
+		bad("peering.peers", "is required with peering.id")
+	}
+	for _, id := range slices.Sorted(maps.Keys(cfg.Peering.Peers)) {
+		if id < 1 || id > 127 {
+			bad(fmt.Sprintf("peering.peers.%d", id), "a peer id is 1 to 127")
+		} else if _, _, err := net.SplitHostPort(cfg.Peering.Peers[id]); err != nil {
+			bad(fmt.Sprintf("peering.peers.%d", id), "%q is not host:port", cfg.Peering.Peers[id])
 		}
 	}
 	if len(cfg.Logins) == 0 {

@@ -155,6 +155,8 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		StartupTimeout:  cfg.Limits.StartupTimeout.D(),
 		MaxMessageSize:  cfg.Limits.MaxMessageBytes,
 		MaxClientConns:  cfg.Limits.MaxClientConns,
+		PeerID:          cfg.Peering.ID,
+		Peers:           cfg.Peering.Peers,
 		Decider:         planner,
 		Auditor:         px.audit,
 		Logger:          log,
@@ -295,6 +297,7 @@ var restartKeys = []struct {
 	{"log.format", func(c *Config) any { return c.Log.Format }},
 	{"policy", func(c *Config) any { return c.Policy }},
 	{"admin.listen", func(c *Config) any { return c.Admin.Listen }},
+	{"peering", func(c *Config) any { return c.Peering }},
 }
 
 // reload reads the configuration again and applies what can change while
@@ -380,6 +383,7 @@ func restoreRestartKeys(c, running *Config) {
 	c.Auth.Method, c.TLS = running.Auth.Method, running.TLS
 	c.Limits.StartupTimeout, c.Limits.MaxMessageBytes = running.Limits.StartupTimeout, running.Limits.MaxMessageBytes
 	c.Log.Format, c.Policy, c.Admin.Listen = running.Log.Format, running.Policy, running.Admin.Listen
+	c.Peering = running.Peering
 }
 
 // splitErrors undoes errors.Join.
