@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rs/zerolog"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -507,8 +506,13 @@ func validateConfig(cfg *Config) error {
 	if cfg.Log.Format != "json" && cfg.Log.Format != "console" {
 		bad("log.format", "%q is not json or console", cfg.Log.Format)
 	}
-	if _, err := zerolog.ParseLevel(cfg.Log.Level); err != nil || cfg.Log.Level == "" {
-		bad("log.level", "%q is not debug, info, warn or error", cfg.Log.Level)
+	switch cfg.Log.Level {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		// Not "disabled": the level is zerolog's global one (so that a reload
+		// can change it), and a disabled global level would silence the audit
+		// log too.
+		bad("log.level", "%q is not trace, debug, info, warn or error", cfg.Log.Level)
 	}
 	if cfg.Policy.Mode != "strict" && cfg.Policy.Mode != "permissive" && cfg.Policy.Mode != "disabled" {
 		bad("policy.mode", "%q is not strict, permissive or disabled", cfg.Policy.Mode)

@@ -82,7 +82,10 @@ func serverLimits(cfg *Config) wire.Limits {
 	return l
 }
 
-// logLevel is the configured level of the proxy's own log.
+// logLevel is the configured level of the proxy's own log. serve applies it
+// as zerolog's global level, so that a reload can change it for every
+// component's logger at once (the loggers themselves are built at trace).
+// Audit records are written without a level and are not affected.
 func logLevel(c LogConfig) zerolog.Level {
 	lvl, err := zerolog.ParseLevel(c.Level)
 	if err != nil || c.Level == "" {

@@ -80,6 +80,7 @@ func startServe(t *testing.T) *served {
 	if err != nil {
 		t.Fatal(err)
 	}
+	level := zerolog.GlobalLevel()
 	sctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	ready, adminReady := make(chan string, 1), make(chan string, 1)
@@ -104,7 +105,7 @@ func startServe(t *testing.T) *served {
 		case <-time.After(30 * time.Second):
 			t.Error("serve did not return")
 		}
-		zerolog.SetGlobalLevel(zerolog.TraceLevel)
+		zerolog.SetGlobalLevel(level)
 	})
 	return s
 }
