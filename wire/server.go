@@ -337,7 +337,13 @@ type loginCounts struct {
 // limit. Over the limit it returns 53300, as PostgreSQL does for a role's
 // CONNECTION LIMIT; otherwise the caller must call release when the session
 // ends.
+//
+// While the server drains, it refuses every login with 57P03, as PostgreSQL
+// refuses connections during a shutdown.
 func (s *Server) admitLogin(name string) (release func(), err error) {
+	if s.draining.Load() {
+		return nil, fatalf(CodeCannotConnectNow, "the database system is shutting down")
+	}
 	limit := s.limits.Load().loginLimit(name)
 	s.logins.mu.Lock()
 	if limit > 0 && s.logins.m[name] >= limit {

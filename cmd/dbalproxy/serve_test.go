@@ -55,7 +55,7 @@ logins:
   - {name: dave, password: dave, role: supergod, claims: {user_id: u_dave}}
 %s`
 
-func startServe(t *testing.T) *served {
+func startServe(t *testing.T, extra ...string) *served {
 	t.Helper()
 	c := testenv.Shared(t)
 	db := testenv.NewDatabase(t)
@@ -68,7 +68,7 @@ func startServe(t *testing.T) *served {
 	s := &served{t: t, cfgPath: filepath.Join(dir, "dbalproxy.yaml"), policies: filepath.Join(dir, "policies"),
 		backend: c.AppURL(db), db: db, reload: make(chan struct{}), done: make(chan error, 1)}
 	copyDir(t, "../../policies", s.policies)
-	s.writeConfig("")
+	s.writeConfig(strings.Join(extra, ""))
 	load := func() (*Config, error) {
 		cfg := defaultConfig()
 		if err := loadConfig(s.cfgPath, &cfg, nil); err != nil {
@@ -226,7 +226,7 @@ func sqlstate(err error) string {
 // TestMetricsMove: the admin listener answers, and the metrics are present
 // and move as traffic flows through the proxy.
 func TestMetricsMove(t *testing.T) {
-	s := startServe(t)
+	s := startServe(t, "pool: {max_conns: 1, acquire_timeout: 200ms}\n")
 	if code, body := s.get("/healthz"); code != 200 || body != "ok\n" {
 		t.Fatalf("/healthz = %d %q", code, body)
 	}
@@ -276,6 +276,7 @@ func TestMetricsMove(t *testing.T) {
 	s.waitMetric(`dbalproxy_logins_total{result="failed"}`, 1)
 	s.waitMetric("dbalproxy_client_connections ", 1)
 	s.waitMetric("dbalproxy_client_connections_total ", 2)
+	s.waitMetric(fmt.Sprintf(`dbalproxy_pool_waiting{database=%q}`, s.db), 0)
 	s.waitMetric(fmt.Sprintf(`dbalproxy_backend_connections{database=%q,state="in_use"}`, s.db), 1)
 	s.waitMetric("dbalproxy_pool_acquire_seconds_count ", 1)
 	if v := s.metric(`dbalproxy_decisions_total{decision="allow"}`); v < 2 {
@@ -289,6 +290,20 @@ func TestMetricsMove(t *testing.T) {
 	}
 	if v := s.metric(`dbalproxy_statement_duration_seconds_sum{decision="allow"}`); v <= 0 {
 		t.Errorf("latency sum (allow) = %v", v)
+	}
+
+	// alice holds the only backend connection: bob waits, then gets 53300.
+	if _, err := pgx.Connect(ctx, s.url("bob", "bob")); sqlstate(err) != "53300" {
+		t.Fatalf("second client with pool.max_conns 1: %v, want 53300", err)
+	}
+	s.waitMetric("dbalproxy_pool_timeouts_total ", 1)
+	s.waitMetric(`dbalproxy_pool_acquire_errors_total{sqlstate="53300"}`, 1)
+	s.waitMetric("dbalproxy_pool_acquire_seconds_count ", 2)
+	if v := s.metric(`dbalproxy_pool_acquire_seconds_bucket{le="0.1"}`); v > 1 {
+		t.Errorf("acquires within 100ms = %v: the 200ms wait is among them", v)
+	}
+	if v := s.metric(`dbalproxy_pool_acquire_seconds_bucket{le="+Inf"}`); v != 2 {
+		t.Errorf("acquires = %v, want 2", v)
 	}
 
 	alice.Close(ctx)
