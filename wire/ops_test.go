@@ -27,7 +27,8 @@ func wantCode(t *testing.T, what string, err error, code, msg string) {
 }
 
 func TestPerLoginConnectionLimit(t *testing.T) {
-	p := startProxy(t)
+	sink := &auditSink{}
+	p := startProxy(t, func(w *wire.Config, _ *pool.Config) { w.Auditor = sink })
 	p.Server.SetLimits(wire.Limits{MaxLoginConns: 1, LoginMaxConns: map[string]int{"bob": 2, "carol": -1}})
 	ctx := ctxT(t, 20*time.Second)
 	a1, err := pgx.Connect(ctx, p.URL("alice"))
@@ -38,6 +39,10 @@ func TestPerLoginConnectionLimit(t *testing.T) {
 	wantCode(t, "second alice", err, "53300", `too many connections for login "alice"`)
 	if got := p.Server.Stats().RejectedLogin; got != 1 {
 		t.Errorf("RejectedLogin = %d, want 1", got)
+	}
+	waitFor(t, "the login records", 2*time.Second, func() bool { return len(sink.Records()) == 2 })
+	if r := sink.Records()[1]; r.Success || r.SQLState != "53300" || r.User != "alice" {
+		t.Errorf("refused login's audit record: success %v, sqlstate %q, user %q", r.Success, r.SQLState, r.User)
 	}
 	// The first session is untouched by the refusal.
 	if _, err := a1.Exec(ctx, "SELECT 1"); err != nil {

@@ -333,17 +333,20 @@ type loginCounts struct {
 	m  map[string]int
 }
 
-// admitLogin counts a session of an authenticated login against the login's
-// limit. Over the limit it returns 53300, as PostgreSQL does for a role's
-// CONNECTION LIMIT; otherwise the caller must call release when the session
-// ends.
-//
-// While the server drains, it refuses every login with 57P03, as PostgreSQL
-// refuses connections during a shutdown.
-func (s *Server) admitLogin(name string) (release func(), err error) {
+// admitLogin counts a session of a login that authenticated (authErr nil)
+// against the login's limit. Over the limit it returns 53300, as PostgreSQL
+// does for a role's CONNECTION LIMIT; while the server drains, it returns
+// 57P03, as PostgreSQL refuses connections during a shutdown. An authErr is
+// returned as it is. Without an error, the caller must call release when the
+// session ends. The refusal is the login's outcome in the audit record.
+func (s *Server) admitLogin(login *Login, authErr error) (release func(), err error) {
+	if authErr != nil {
+		return nil, authErr
+	}
 	if s.draining.Load() {
 		return nil, fatalf(CodeCannotConnectNow, "the database system is shutting down")
 	}
+	name := login.Name
 	limit := s.limits.Load().loginLimit(name)
 	s.logins.mu.Lock()
 	if limit > 0 && s.logins.m[name] >= limit {

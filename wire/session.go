@@ -134,18 +134,14 @@ func (sess *session) run() {
 	}
 	sess.log = sess.log.With().Str("user", sess.user).Str("database", sess.database).Logger()
 	login, err := sess.authenticate()
+	release, err := sess.srv.admitLogin(login, err) // per-login limit, drain: see wire/server.go
 	sess.auditLogin(login, err)
 	if err != nil {
 		sess.startupFailed(err)
 		return
 	}
-	sess.principal = Principal{User: login.Name, Role: login.Role, Claims: login.Claims}
-	release, err := sess.srv.admitLogin(login.Name) // per-login limit: see wire/server.go
-	if err != nil {
-		sess.startupFailed(err)
-		return
-	}
 	defer release()
+	sess.principal = Principal{User: login.Name, Role: login.Role, Claims: login.Claims}
 	if !sess.srv.databaseAllowed(sess.database) {
 		sess.startupFailed(fatalf(CodeInvalidCatalogName, "database %q is not served by this proxy", sess.database))
 		return
