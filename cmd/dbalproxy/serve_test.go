@@ -330,11 +330,17 @@ limits: {max_conns_per_login: 1}
 	body = []byte(strings.Replace(string(body), "  - {name: bob, password: bob, role: admin, claims: {user_id: u_bob}}\n", "", 1))
 	body = []byte(strings.Replace(string(body), "{name: dave, password: dave,", "{name: dave, password: dave2,", 1))
 	body = []byte(strings.Replace(string(body), "limits: {shutdown_timeout: 20s}\n", "", 1))
+	body = []byte(strings.Replace(string(body), "log: {level: warn}", "log: {level: debug}", 1))
+	audit2 := filepath.Join(filepath.Dir(s.cfgPath), "audit2.jsonl")
+	body = []byte(strings.Replace(string(body), "audit.jsonl", "audit2.jsonl", 1))
 	if err := os.WriteFile(s.cfgPath, body, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s.reload <- struct{}{}
 	s.waitMetric(`dbalproxy_config_reloads_total{result="ok"}`, 1)
+	if l := zerolog.GlobalLevel(); l != zerolog.DebugLevel {
+		t.Errorf("log level after the reload = %s, want debug", l)
+	}
 
 	// Sessions opened before the reload go on, inside their transaction too.
 	if err := exec(t, before, "SELECT count(*) FROM page_views"); err != nil {
@@ -356,6 +362,14 @@ limits: {max_conns_per_login: 1}
 	if _, err := pgx.Connect(ctx, s.url("bob", "bob")); sqlstate(err) != "28P01" {
 		t.Fatalf("removed login: %v, want 28P01", err)
 	}
+	// The new audit output receives the records from now on.
+	if err := exec(t, erin, "SELECT 4242 AS audit_marker"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the statement in the new audit file", func() bool {
+		b, _ := os.ReadFile(audit2)
+		return strings.Contains(string(b), `"user":"erin"`) && strings.Contains(string(b), "audit_marker")
+	})
 	if _, err := pgx.Connect(ctx, s.url("dave", "dave")); sqlstate(err) != "28P01" {
 		t.Fatalf("old password: %v, want 28P01", err)
 	}
@@ -482,5 +496,16 @@ func TestShutdownDrains(t *testing.T) {
 	var email string
 	if err := direct.QueryRow(ctx, "SELECT email FROM users WHERE id = 'u_bob'").Scan(&email); err != nil || email != "bob@drained.example" {
 		t.Fatalf("email = %q, %v: the transaction did not commit", email, err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
