@@ -468,6 +468,8 @@ func TestShutdownDrains(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// The idle session is closed (only dave's remains), then told why.
+	s.waitMetric("dbalproxy_client_connections ", 1)
 	if err := exec(t, idle, "SELECT 1"); sqlstate(err) != "57P01" {
 		t.Fatalf("idle session while draining: %v, want 57P01", err)
 	}
