@@ -225,7 +225,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 	px.mu.Lock()
 	timeout := px.mu.cfg.Limits.ShutdownTimeout.D()
 	px.mu.Unlock()
-	log.Info().Dur("shutdown_timeout", timeout).Int("sessions", srv.ClientConns()).
+	log.Info().Str("shutdown_timeout", timeout.String()).Int("sessions", srv.ClientConns()).
 		Msg("draining: no new connections; idle sessions are closed, open transactions may finish")
 	dctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
