@@ -70,6 +70,10 @@ type Metrics struct {
 	reloads    *prometheus.CounterVec
 	policyLoad *prometheus.CounterVec
 
+	// byDecision caches the children of decisions and latency for the
+	// known decisions, so that a record costs no label lookup.
+	byDecision map[string]decisionMetrics
+
 	codesMu sync.Mutex
 	codes   map[string]bool
 
@@ -115,8 +119,10 @@ func New() *Metrics {
 		Name: "dbalproxy_policy_reloads_total",
 		Help: "Policy set reloads (SIGHUP or a file change) by result: ok or failed.",
 	}, []string{"result"})
+	m.byDecision = map[string]decisionMetrics{}
+	// would_deny (permissive mode only) is created on first use.
 	for _, d := range []string{audit.DecisionAllow, audit.DecisionRewrite, audit.DecisionDeny} {
-		m.decisions.WithLabelValues(d)
+		m.byDecision[d] = decisionMetrics{count: m.decisions.WithLabelValues(d), latency: m.latency.WithLabelValues(d)}
 	}
 	for _, r := range []string{"ok", "failed"} {
 		m.logins.WithLabelValues(r)
@@ -154,13 +160,22 @@ func result(err error) string {
 	return "ok"
 }
 
+// decisionMetrics are one decision's children of decisions and latency.
+type decisionMetrics struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
+}
+
 // observe updates the metrics from one audit record.
 func (m *Metrics) observe(r *audit.Record) {
 	switch r.Event {
 	case audit.EventLogin:
 		m.logins.WithLabelValues(result(boolErr(r.Success))).Inc()
 	default:
-		if r.Decision != "" {
+		if dm, ok := m.byDecision[r.Decision]; ok {
+			dm.count.Inc()
+			dm.latency.Observe(r.DurationMS / 1000)
+		} else if r.Decision != "" {
 			m.decisions.WithLabelValues(r.Decision).Inc()
 			m.latency.WithLabelValues(r.Decision).Observe(r.DurationMS / 1000)
 		}

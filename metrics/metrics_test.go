@@ -109,8 +109,14 @@ func TestAuditorCountsAndForwards(t *testing.T) {
 			t.Errorf("%s = %v, want %v", c.what, c.got, c.want)
 		}
 	}
-	if n := series(t, m, "dbalproxy_statement_duration_seconds"); n != 2 {
-		t.Errorf("latency series = %d, want 2 (allow, deny)", n)
+	for _, d := range []string{"allow", "deny"} {
+		if n := value(t, m, "dbalproxy_statement_duration_seconds", "decision="+d); n != 1 {
+			t.Errorf("latency observations (%s) = %v, want 1", d, n)
+		}
+	}
+	a.Log(&audit.Record{Decision: audit.DecisionWouldDeny, DurationMS: 1})
+	if n := value(t, m, "dbalproxy_statement_duration_seconds", "decision=would_deny"); n != 1 {
+		t.Errorf("latency observations (would_deny) = %v, want 1", n)
 	}
 	// Records only counted when the sink is nil.
 	a.Swap(nil)
@@ -165,5 +171,16 @@ func TestBackendsCountsFailures(t *testing.T) {
 	}
 	if got := value(t, m, "dbalproxy_backend_dials_total", "result=failed"); got != 1 {
 		t.Errorf("failed dials = %v", got)
+	}
+}
+
+// BenchmarkAuditorLog is what the metrics add to each statement's audit
+// record (the sink itself excluded).
+func BenchmarkAuditorLog(b *testing.B) {
+	a := New().Auditor(nil)
+	r := &audit.Record{Event: audit.EventStatement, Decision: audit.DecisionAllow, DurationMS: 0.3}
+	b.ReportAllocs()
+	for b.Loop() {
+		a.Log(r)
 	}
 }
