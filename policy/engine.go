@@ -31,6 +31,10 @@ type Options struct {
 	// RunTests, if true, runs the set's own *_test.rego tests at every
 	// load and refuses a set whose tests fail. The CLI sets it by default.
 	RunTests bool
+	// OnReload, if set, is called after every reload that changed something
+	// or failed (not at the first load, not for unchanged files), with the
+	// reload's error. Metrics count reloads with it.
+	OnReload func(err error)
 }
 
 // Engine decides statements with the policy set in a directory. It is safe
@@ -42,6 +46,7 @@ type Engine struct {
 	mode     Mode
 	runTests bool
 	log      zerolog.Logger
+	onReload func(error)
 
 	// set is the current policy set; nil only in ModeDisabled.
 	set atomic.Pointer[policySet]
@@ -60,7 +65,7 @@ func New(opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{dir: filepath.Clean(opts.Dir), mode: mode, runTests: opts.RunTests, log: opts.Logger}
+	e := &Engine{dir: filepath.Clean(opts.Dir), mode: mode, runTests: opts.RunTests, log: opts.Logger, onReload: opts.OnReload}
 	if mode == ModeDisabled {
 		e.log.Warn().Str("policy_mode", string(mode)).Msg("policy enforcement is disabled: every statement is allowed")
 		return e, nil
@@ -100,7 +105,12 @@ func (e *Engine) Reload() error {
 	}
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
-	return e.load(context.Background(), "reload")
+	old := e.set.Load()
+	err := e.load(context.Background(), "reload")
+	if e.onReload != nil && (err != nil || e.set.Load() != old) {
+		e.onReload(err)
+	}
+	return err
 }
 
 // load builds the set in e.dir and swaps it in; reloadMu must be held.

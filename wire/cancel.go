@@ -24,6 +24,7 @@ func (r *cancelRegistry) register(sess *session) {
 	for {
 		_, _ = rand.Read(b[:])
 		pid := binary.BigEndian.Uint32(b[:4]) & 0x7fffffff
+		pid = withPeerID(pid, sess.srv.cfg.PeerID) // the proxy instance's id: see wire/server.go
 		if pid == 0 || r.m[pid] != nil {
 			continue
 		}

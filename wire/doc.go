@@ -88,7 +88,9 @@
 // Clients get the proxy's own BackendKeyData. A CancelRequest carrying it is
 // looked up (secret compared in constant time) and turned into a cancel of
 // the backend connection the session holds, with the backend's own key, and
-// only while a statement is outstanding there.
+// only while a statement is outstanding there. With Config.PeerID set, keys
+// carry the proxy instance's id, and a cancel for another instance's key is
+// forwarded to it (Config.Peers).
 //
 // # Errors
 //
@@ -104,5 +106,16 @@
 // messages to Config.MaxMessageSize (CopyData is streamed and exempt). An
 // oversized, malformed or unknown message ends that session with a FATAL
 // 08P01; other sessions are not affected, and a panic in a session is
-// recovered and logged.
+// recovered and logged. Client connections are limited in total and per
+// login (Limits, changeable with Server.SetLimits); past a limit the client
+// gets FATAL 53300.
+//
+// # Drain
+//
+// Server.Drain stops accepting and closes each session with FATAL 57P01 as
+// soon as it is idle (outside a transaction, nothing in flight), letting
+// transactions finish until its context ends; logins still in startup get
+// 57P03. It wakes a session's loop with a past read deadline on the client
+// connection; the loop (drainWake) either closes the session or, if it is
+// busy after all, clears the deadline and reads on.
 package wire

@@ -154,11 +154,13 @@ func (sess *session) run() {
 	}
 	sess.log = sess.log.With().Str("user", sess.user).Str("database", sess.database).Logger()
 	login, err := sess.authenticate()
+	release, err := sess.srv.admitLogin(login, err) // per-login limit, drain: see wire/server.go
 	sess.auditLogin(login, err)
 	if err != nil {
 		sess.startupFailed(err)
 		return
 	}
+	defer release()
 	sess.principal = Principal{User: login.Name, Role: login.Role, Claims: login.Claims}
 	if !sess.srv.databaseAllowed(sess.database) {
 		sess.startupFailed(fatalf(CodeInvalidCatalogName, "database %q is not served by this proxy", sess.database))
@@ -327,6 +329,9 @@ func (sess *session) loop() (clean bool) {
 	for {
 		typ, n, err := sess.cr.header()
 		if err != nil {
+			if sess.drainWake(err) { // server drain: see wire/server.go
+				continue
+			}
 			var tooLarge *errMessageTooLarge
 			if errors.As(err, &tooLarge) {
 				sess.fatalFromLoop(fatalf(CodeProtocolViolation, "invalid message: %s", tooLarge.Error()))

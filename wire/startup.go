@@ -420,6 +420,9 @@ func (sess *session) clientParamValue(name, value string) string {
 // Unknown keys are ignored, as PostgreSQL does.
 func (srv *Server) handleCancel(pid uint32, secret []byte) {
 	sess := srv.cancels.lookup(pid, secret)
+	if sess == nil && srv.forwardCancel(pid, secret) { // another proxy's key: see wire/server.go
+		return
+	}
 	if sess == nil {
 		srv.log.Debug().Msg("cancel request with an unknown key ignored")
 		return

@@ -4,9 +4,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
+	"net"
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +34,8 @@ type Config struct {
 	Log     LogConfig     `yaml:"log"`
 	Policy  PolicyConfig  `yaml:"policy"`
 	Audit   AuditConfig   `yaml:"audit"`
+	Admin   AdminConfig   `yaml:"admin"`
+	Peering PeeringConfig `yaml:"peering"`
 	// JWT are the verifiers of signed identity tokens, by name; logins use
 	// them to log in with a token (logins[].jwt) or to switch the end user
 	// for a transaction (logins[].end_user_jwt).
@@ -112,6 +117,20 @@ type LimitsConfig struct {
 	StartupTimeout  Duration `yaml:"startup_timeout" doc:"time allowed from connect to ready"`
 	MaxMessageBytes int      `yaml:"max_message_bytes" doc:"largest client message (CopyData exempt)"`
 	MaxClientConns  int      `yaml:"max_client_conns" doc:"most open client connections"`
+	// MaxConnsPerLogin is the default session limit of each login (a
+	// login's max_conns overrides it); 0 means none.
+	MaxConnsPerLogin int `yaml:"max_conns_per_login" doc:"most open sessions per login (0: no limit; a login's max_conns overrides it)"`
+	// ShutdownTimeout is how long SIGTERM/SIGINT let open transactions run
+	// before their sessions are closed.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout" doc:"how long a shutdown lets open transactions finish"`
+}
+
+// AdminConfig configures the operations HTTP listener (/metrics, /healthz,
+// /readyz).
+type AdminConfig struct {
+	// Listen is the admin address; "off" (or empty) disables it. It has no
+	// authentication: keep it on loopback or a private network.
+	Listen string `yaml:"listen" doc:"admin HTTP address for /metrics, /healthz, /readyz (off to disable)"`
 }
 
 // LogConfig configures the proxy's own log (not the audit log).
@@ -144,6 +163,16 @@ type AuditConfig struct {
 	LogLiterals  bool     `yaml:"log_literals" doc:"log statements with their literal values"`
 }
 
+// PeeringConfig lets several proxies behind one load balancer forward
+// cancel requests to the instance that handed out the key.
+type PeeringConfig struct {
+	// ID is this instance's id, 1 to 127; 0 disables peering.
+	ID int `yaml:"id" doc:"this proxy's peer id (1-127) for cancel forwarding; 0 disables"`
+	// Peers are every instance's client-facing address by id (this
+	// instance's own entry is allowed and ignored).
+	Peers map[int]string `yaml:"peers"`
+}
+
 // LoginConfig is one client identity.
 type LoginConfig struct {
 	Name string `yaml:"name"`
@@ -161,6 +190,9 @@ type LoginConfig struct {
 	// EndUserJWT names a verifier whose tokens this login may use to switch
 	// the end user for one transaction (SET LOCAL dbal.token).
 	EndUserJWT string `yaml:"end_user_jwt"`
+	// MaxConns is the most open sessions of this login: 0 takes
+	// limits.max_conns_per_login, -1 means no limit.
+	MaxConns int `yaml:"max_conns"`
 }
 
 // Duration is a time.Duration written as "5s", "250ms" or "2m" in the file.
@@ -187,13 +219,20 @@ func defaultConfig() Config {
 			AcquireTimeout: Duration(5 * time.Second), IdleTimeout: Duration(5 * time.Minute),
 			ResetQuery: "DISCARD ALL",
 		},
-		Auth:   AuthConfig{Method: "scram-sha-256", TokenTransport: "tls"},
-		Limits: LimitsConfig{StartupTimeout: Duration(15 * time.Second), MaxMessageBytes: 64 << 20, MaxClientConns: 10000},
+		Auth: AuthConfig{Method: "scram-sha-256", TokenTransport: "tls"},
+		Limits: LimitsConfig{StartupTimeout: Duration(15 * time.Second), MaxMessageBytes: 64 << 20, MaxClientConns: 10000,
+			ShutdownTimeout: Duration(30 * time.Second)},
 		Log:    LogConfig{Level: "info", Format: "json"},
 		Policy: PolicyConfig{Dir: "policies", Mode: "strict", Watch: true, RunTests: true, CacheSize: 10000},
 		Audit:  AuditConfig{Output: "stdout", Format: "json", QueueSize: 4096},
+		Admin:  AdminConfig{Listen: defaultAdminListen},
 	}
 }
+
+// defaultAdminListen is the admin listener's default: off, so that several
+// proxies (and test and benchmark runs) on one host never fight over a port.
+// Deployments set a loopback or private address, e.g. 127.0.0.1:9432.
+const defaultAdminListen = "off"
 
 // configError is a configuration problem at one key.
 type configError struct {
@@ -221,56 +260,65 @@ func parseConfigFile(data []byte, cfg *Config) error {
 		return nil
 	}
 	doc := root.Content[0]
-	if err := checkKeys(doc, reflect.TypeOf(*cfg), ""); err != nil {
-		return err
-	}
-	if err := expandEnv(doc, ""); err != nil {
-		return err
+	var problems, unset []error
+	checkKeys(doc, reflect.TypeOf(*cfg), "", &problems)
+	expandEnv(doc, "", &unset)
+	if len(unset) > 0 {
+		// Values are missing: validating them would only repeat the news.
+		return errors.Join(append(problems, unset...)...)
 	}
 	if err := doc.Decode(cfg); err != nil {
 		return &configError{msg: strings.TrimPrefix(err.Error(), "yaml: ")}
 	}
+	if len(problems) > 0 {
+		// The file decoded: validation may still find more problems.
+		return keyProblems{errors.Join(problems...)}
+	}
 	return nil
 }
 
-// checkKeys walks n against type t and reports the first unknown key or a
-// value of the wrong kind, naming the key path.
-func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
+// keyProblems are unknown keys in a file that decoded nonetheless: loadConfig goes on to validate it, so that one
+// run reports every problem.
+type keyProblems struct{ error }
+
+func (k keyProblems) Unwrap() []error { return splitErrors(k.error) }
+
+// checkKeys walks n against type t and adds every unknown key and every
+// value of the wrong kind to problems, naming the key path.
+func checkKeys(n *yaml.Node, t reflect.Type, path string, problems *[]error) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	switch t.Kind() {
 	case reflect.Struct:
 		if t == reflect.TypeOf(Duration(0)) {
-			return nil
+			return
 		}
 		if n.Kind != yaml.MappingNode {
-			return &configError{key: path, msg: fmt.Sprintf("want a mapping of keys (line %d)", n.Line)}
+			*problems = append(*problems, &configError{key: path, msg: fmt.Sprintf("want a mapping of keys (line %d)", n.Line)})
+			return
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			f, ok := fieldByTag(t, k.Value)
 			if !ok {
-				return &configError{key: join(path, k.Value), msg: fmt.Sprintf("unknown key (line %d)", k.Line)}
+				*problems = append(*problems, &configError{key: join(path, k.Value), msg: fmt.Sprintf("unknown key (line %d)", k.Line)})
+				continue
 			}
-			if err := checkKeys(v, f.Type, join(path, k.Value)); err != nil {
-				return err
-			}
+			checkKeys(v, f.Type, join(path, k.Value), problems)
 		}
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			if t.Elem().Kind() == reflect.String && n.Kind == yaml.ScalarNode {
-				return nil // a single value stands for a one-element list
+				return // a single value stands for a one-element list
 			}
-			return &configError{key: path, msg: fmt.Sprintf("want a list (line %d)", n.Line)}
+			*problems = append(*problems, &configError{key: path, msg: fmt.Sprintf("want a list (line %d)", n.Line)})
+			return
 		}
 		for i, c := range n.Content {
-			if err := checkKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
-				return err
-			}
+			checkKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), problems)
 		}
 	}
-	return nil
 }
 
 func fieldByTag(t reflect.Type, key string) (reflect.StructField, bool) {
@@ -290,8 +338,9 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-// expandEnv replaces ${NAME} in scalar values.
-func expandEnv(n *yaml.Node, path string) error {
+// expandEnv replaces ${NAME} in scalar values, adding a problem for each
+// variable that is not set.
+func expandEnv(n *yaml.Node, path string, problems *[]error) {
 	switch n.Kind {
 	case yaml.ScalarNode:
 		var missing string
@@ -304,22 +353,17 @@ func expandEnv(n *yaml.Node, path string) error {
 			return v
 		})
 		if missing != "" {
-			return &configError{key: path, msg: fmt.Sprintf("environment variable %s is not set", missing)}
+			*problems = append(*problems, &configError{key: path, msg: fmt.Sprintf("environment variable %s is not set", missing)})
 		}
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			if err := expandEnv(n.Content[i+1], join(path, n.Content[i].Value)); err != nil {
-				return err
-			}
+			expandEnv(n.Content[i+1], join(path, n.Content[i].Value), problems)
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
-			if err := expandEnv(c, fmt.Sprintf("%s[%d]", path, i)); err != nil {
-				return err
-			}
+			expandEnv(c, fmt.Sprintf("%s[%d]", path, i), problems)
 		}
 	}
-	return nil
 }
 
 // scalarField is one overridable key.
@@ -400,22 +444,31 @@ func setScalar(f scalarField, s string) error {
 // function applies, after fs.Parse, the environment and then the flags that
 // were set.
 func configFlags(fs *flag.FlagSet, cfg *Config) func() error {
+	ov := configOverrides(fs, cfg)
+	return func() error { return ov(cfg) }
+}
+
+// configOverrides registers a string flag per scalar key on fs (cfg's
+// fields give the documentation). The returned function applies, after
+// fs.Parse, the environment and then the flags that were set to any Config:
+// a reload applies them again to the freshly read file.
+func configOverrides(fs *flag.FlagSet, cfg *Config) func(*Config) error {
 	fields := scalarFields(cfg)
-	vals := make([]*string, len(fields))
-	for i, f := range fields {
-		vals[i] = fs.String(f.path, "", f.doc+" (env "+envName(f.path)+")")
+	vals := make(map[string]*string, len(fields))
+	for _, f := range fields {
+		vals[f.path] = fs.String(f.path, "", f.doc+" (env "+envName(f.path)+")")
 	}
-	return func() error {
+	return func(c *Config) error {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		for i, f := range fields {
+		for _, f := range scalarFields(c) {
 			if s, ok := os.LookupEnv(envName(f.path)); ok {
 				if err := setScalar(f, s); err != nil {
 					return err
 				}
 			}
 			if set[f.path] {
-				if err := setScalar(f, *vals[i]); err != nil {
+				if err := setScalar(f, *vals[f.path]); err != nil {
 					return err
 				}
 			}
@@ -427,60 +480,123 @@ func configFlags(fs *flag.FlagSet, cfg *Config) func() error {
 // loadConfig builds the configuration: defaults, then the file (if any), then
 // the environment and flags through apply.
 func loadConfig(path string, cfg *Config, apply func() error) error {
+	var soft error
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return &configError{msg: fmt.Sprintf("cannot read %s: %v", path, errors.Unwrap(err))}
 		}
 		if err := parseConfigFile(data, cfg); err != nil {
-			return err
+			var kp keyProblems
+			if !errors.As(err, &kp) {
+				return err
+			}
+			soft = kp.error
 		}
 	}
 	if apply != nil {
 		if err := apply(); err != nil {
-			return err
+			return errors.Join(soft, err)
 		}
 	}
-	return validateConfig(cfg)
+	return errors.Join(soft, validateConfig(cfg))
 }
 
-// validateConfig checks values the types cannot.
+// validateConfig checks values the types cannot. It reports every problem,
+// one configError per line (errors.Join).
 func validateConfig(cfg *Config) error {
-	switch {
-	case cfg.Listen == "":
-		return &configError{key: "listen", msg: "is empty"}
-	case cfg.Backend.URL == "":
-		return &configError{key: "backend.url", msg: "is required (the backend URL with the proxy's own credentials)"}
-	case cfg.Pool.Mode != "session" && cfg.Pool.Mode != "transaction":
-		return &configError{key: "pool.mode", msg: fmt.Sprintf("%q is not a pooling mode (want session or transaction)", cfg.Pool.Mode)}
-	case cfg.Pool.MaxConns < 1:
-		return &configError{key: "pool.max_conns", msg: "must be at least 1"}
-	case cfg.Pool.AcquireTimeout <= 0:
-		return &configError{key: "pool.acquire_timeout", msg: "must be positive"}
-	case cfg.Auth.Method != "scram-sha-256" && cfg.Auth.Method != "trust":
-		return &configError{key: "auth.method", msg: fmt.Sprintf("%q is not supported (want scram-sha-256 or trust)", cfg.Auth.Method)}
-	case cfg.Auth.TokenTransport != "tls" && cfg.Auth.TokenTransport != "tls_or_loopback" && cfg.Auth.TokenTransport != "any":
-		return &configError{key: "auth.token_transport", msg: fmt.Sprintf("%q is not tls, tls_or_loopback or any", cfg.Auth.TokenTransport)}
-	case (cfg.TLS.CertFile == "") != (cfg.TLS.KeyFile == ""):
-		return &configError{key: "tls", msg: "cert_file and key_file go together"}
-	case cfg.TLS.Required && cfg.TLS.CertFile == "":
-		return &configError{key: "tls.required", msg: "needs tls.cert_file and tls.key_file"}
-	case cfg.Limits.MaxMessageBytes < 1<<16:
-		return &configError{key: "limits.max_message_bytes", msg: "must be at least 65536"}
-	case cfg.Limits.MaxClientConns < 1:
-		return &configError{key: "limits.max_client_conns", msg: "must be at least 1"}
-	case cfg.Limits.StartupTimeout <= 0:
-		return &configError{key: "limits.startup_timeout", msg: "must be positive"}
-	case cfg.Log.Format != "json" && cfg.Log.Format != "console":
-		return &configError{key: "log.format", msg: fmt.Sprintf("%q is not json or console", cfg.Log.Format)}
-	case cfg.Policy.Mode != "strict" && cfg.Policy.Mode != "permissive" && cfg.Policy.Mode != "disabled":
-		return &configError{key: "policy.mode", msg: fmt.Sprintf("%q is not strict, permissive or disabled", cfg.Policy.Mode)}
-	case cfg.Policy.Dir == "" && cfg.Policy.Mode != "disabled":
-		return &configError{key: "policy.dir", msg: "is required unless policy.mode is disabled"}
-	case cfg.Audit.Format != "json" && cfg.Audit.Format != "console":
-		return &configError{key: "audit.format", msg: fmt.Sprintf("%q is not json or console", cfg.Audit.Format)}
-	case len(cfg.Logins) == 0:
-		return &configError{key: "logins", msg: "at least one login is required"}
+	var problems []error
+	bad := func(key, format string, args ...any) {
+		problems = append(problems, &configError{key: key, msg: fmt.Sprintf(format, args...)})
+	}
+	if cfg.Listen == "" {
+		bad("listen", "is empty")
+	}
+	if cfg.Backend.URL == "" {
+		bad("backend.url", "is required (the backend URL with the proxy's own credentials)")
+	}
+	if cfg.Pool.Mode != "session" && cfg.Pool.Mode != "transaction" {
+		bad("pool.mode", "%q is not a pooling mode (want session or transaction)", cfg.Pool.Mode)
+	}
+	if cfg.Pool.MaxConns < 1 {
+		bad("pool.max_conns", "must be at least 1")
+	}
+	if cfg.Pool.AcquireTimeout <= 0 {
+		bad("pool.acquire_timeout", "must be positive")
+	}
+	if cfg.Auth.Method != "scram-sha-256" && cfg.Auth.Method != "trust" {
+		bad("auth.method", "%q is not supported (want scram-sha-256 or trust)", cfg.Auth.Method)
+	}
+	if t := cfg.Auth.TokenTransport; t != "tls" && t != "tls_or_loopback" && t != "any" {
+		bad("auth.token_transport", "%q is not tls, tls_or_loopback or any", t)
+	}
+	if (cfg.TLS.CertFile == "") != (cfg.TLS.KeyFile == "") {
+		bad("tls", "cert_file and key_file go together")
+	}
+	if cfg.TLS.Required && cfg.TLS.CertFile == "" {
+		bad("tls.required", "needs tls.cert_file and tls.key_file")
+	}
+	if cfg.Limits.MaxMessageBytes < 1<<16 {
+		bad("limits.max_message_bytes", "must be at least 65536")
+	}
+	if cfg.Limits.MaxClientConns < 1 {
+		bad("limits.max_client_conns", "must be at least 1")
+	}
+	if cfg.Limits.MaxConnsPerLogin < 0 {
+		bad("limits.max_conns_per_login", "must be 0 (no limit) or more")
+	}
+	if cfg.Limits.StartupTimeout <= 0 {
+		bad("limits.startup_timeout", "must be positive")
+	}
+	if cfg.Limits.ShutdownTimeout < 0 {
+		bad("limits.shutdown_timeout", "must not be negative")
+	}
+	if cfg.Log.Format != "json" && cfg.Log.Format != "console" {
+		bad("log.format", "%q is not json or console", cfg.Log.Format)
+	}
+	switch cfg.Log.Level {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		// Not "disabled": the level is zerolog's global one (so that a reload
+		// can change it), and a disabled global level would silence the audit
+		// log too.
+		bad("log.level", "%q is not trace, debug, info, warn or error", cfg.Log.Level)
+	}
+	if cfg.Policy.Mode != "strict" && cfg.Policy.Mode != "permissive" && cfg.Policy.Mode != "disabled" {
+		bad("policy.mode", "%q is not strict, permissive or disabled", cfg.Policy.Mode)
+	}
+	if cfg.Policy.Dir == "" && cfg.Policy.Mode != "disabled" {
+		bad("policy.dir", "is required unless policy.mode is disabled")
+	}
+	if cfg.Audit.Format != "json" && cfg.Audit.Format != "console" {
+		bad("audit.format", "%q is not json or console", cfg.Audit.Format)
+	}
+	if cfg.Audit.QueueSize < 0 {
+		bad("audit.queue_size", "must not be negative")
+	}
+	if cfg.Audit.BlockTimeout < 0 {
+		bad("audit.block_timeout", "must not be negative")
+	}
+	if a := cfg.Admin.Listen; a != "" && a != "off" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("admin.listen", "%q is not host:port or off", a)
+		}
+	}
+	if cfg.Peering.ID < 0 || cfg.Peering.ID > 127 {
+		bad("peering.id", "must be 0 (off) or 1 to 127")
+	}
+	if cfg.Peering.ID > 0 && len(cfg.Peering.Peers) == 0 {
+		bad("peering.peers", "is required with peering.id")
+	}
+	for _, id := range slices.Sorted(maps.Keys(cfg.Peering.Peers)) {
+		if id < 1 || id > 127 {
+			bad(fmt.Sprintf("peering.peers.%d", id), "a peer id is 1 to 127")
+		} else if _, _, err := net.SplitHostPort(cfg.Peering.Peers[id]); err != nil {
+			bad(fmt.Sprintf("peering.peers.%d", id), "%q is not host:port", cfg.Peering.Peers[id])
+		}
+	}
+	if len(cfg.Logins) == 0 {
+		bad("logins", "at least one login is required")
 	}
 	verifiers := map[string]bool{}
 	for i, j := range cfg.JWT {
@@ -493,13 +609,13 @@ func validateConfig(cfg *Config) error {
 		}
 		switch {
 		case j.Name == "":
-			return &configError{key: key + ".name", msg: "is required"}
+			bad(key+".name", "is required")
 		case verifiers[j.Name]:
-			return &configError{key: key + ".name", msg: fmt.Sprintf("verifier %q appears twice", j.Name)}
+			bad(key+".name", "verifier %q appears twice", j.Name)
 		case keys != 1:
-			return &configError{key: key, msg: "needs exactly one of hs256_secret, public_key_file and jwks_file"}
+			bad(key, "needs exactly one of hs256_secret, public_key_file and jwks_file")
 		case j.HS256Secret != "" && len(j.HS256Secret) < 32:
-			return &configError{key: key + ".hs256_secret", msg: "must be at least 32 bytes"}
+			bad(key+".hs256_secret", "must be at least 32 bytes")
 		}
 		verifiers[j.Name] = true
 	}
@@ -508,25 +624,28 @@ func validateConfig(cfg *Config) error {
 		key := fmt.Sprintf("logins[%d]", i)
 		switch {
 		case l.Name == "":
-			return &configError{key: key + ".name", msg: "is required"}
+			bad(key+".name", "is required")
 		case seen[l.Name]:
-			return &configError{key: key + ".name", msg: fmt.Sprintf("login %q appears twice", l.Name)}
+			bad(key+".name", "login %q appears twice", l.Name)
 		case l.JWT != "" && !verifiers[l.JWT]:
-			return &configError{key: key + ".jwt", msg: fmt.Sprintf("no jwt verifier named %q", l.JWT)}
+			bad(key+".jwt", "no jwt verifier named %q", l.JWT)
 		case l.EndUserJWT != "" && !verifiers[l.EndUserJWT]:
-			return &configError{key: key + ".end_user_jwt", msg: fmt.Sprintf("no jwt verifier named %q", l.EndUserJWT)}
+			bad(key+".end_user_jwt", "no jwt verifier named %q", l.EndUserJWT)
 		case l.JWT != "" && (l.Role != "" || len(l.Claims) > 0 || l.Password != "" || l.SCRAMVerifier != ""):
-			return &configError{key: key, msg: "a token login (jwt) takes its role and claims from the token: drop role, claims and password"}
+			bad(key, "a token login (jwt) takes its role and claims from the token: drop role, claims and password")
 		case l.JWT != "":
 			// A token login needs nothing else.
 		case l.Role == "":
-			return &configError{key: key + ".role", msg: "is required"}
+			bad(key+".role", "is required")
 		case cfg.Auth.Method == "scram-sha-256" && l.Password == "" && l.SCRAMVerifier == "":
-			return &configError{key: key, msg: "needs password or scram_verifier"}
+			bad(key, "needs password or scram_verifier")
 		case l.Password != "" && l.SCRAMVerifier != "":
-			return &configError{key: key, msg: "has both password and scram_verifier; keep one"}
+			bad(key, "has both password and scram_verifier; keep one")
+		}
+		if l.MaxConns < -1 {
+			bad(key+".max_conns", "must be -1 (no limit), 0 (limits.max_conns_per_login) or more")
 		}
 		seen[l.Name] = true
 	}
-	return nil
+	return errors.Join(problems...)
 }

@@ -216,3 +216,21 @@ func TestConfigPoolMode(t *testing.T) {
 		t.Fatalf("pool.mode statement: %v", err)
 	}
 }
+
+func TestPeeringConfig(t *testing.T) {
+	t.Setenv("TEST_BACKEND_PW", "x")
+	t.Setenv("TEST_ALICE_PW", "x")
+	cfg, err := load(t, writeConfig(t, goodConfig+"peering:\n  id: 2\n  peers: {1: '10.0.0.1:6432', 2: '10.0.0.2:6432'}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Peering.ID != 2 || cfg.Peering.Peers[1] != "10.0.0.1:6432" {
+		t.Fatalf("peering = %+v", cfg.Peering)
+	}
+	_, err = load(t, writeConfig(t, goodConfig+"peering:\n  id: 200\n  peers: {0: 'x', 3: 'nohost'}\n"))
+	for _, want := range []string{"peering.id: must be 0", "peering.peers.0: a peer id is 1 to 127", `peering.peers.3: "nohost" is not host:port`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want %q", err, want)
+		}
+	}
+}

@@ -62,7 +62,7 @@ func demoCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg.Log, stderr)
-	return serve(ctx, &cfg, log, func(addr net.Addr) {
+	return serve(ctx, &cfg, log, serveOptions{ready: func(addr net.Addr) {
 		host, port, _ := net.SplitHostPort(addr.String())
 		fmt.Fprintf(stdout, "\ndbalproxy demo is ready. Connect as one of the demo logins (password = login name):\n\n")
 		for _, l := range demoLogins {
@@ -72,5 +72,5 @@ func demoCmd(args []string, stdout, stderr io.Writer) error {
 		backend, _ := url.Parse(cluster.AppURL(db))
 		fmt.Fprintf(stdout, "\nThe backend itself, for comparison (the proxy's own credentials):\n\n  psql '%s'\n", backend)
 		fmt.Fprintf(stdout, "\nCtrl-C stops the proxy and removes the database.\n\n")
-	})
+	}})
 }

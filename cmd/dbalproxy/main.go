@@ -10,22 +10,18 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
-	"time"
 
-	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/identity"
 	"github.com/dbalproxy/dbalproxy/parser"
 	"github.com/dbalproxy/dbalproxy/policy"
-	"github.com/dbalproxy/dbalproxy/pool"
 	"github.com/dbalproxy/dbalproxy/rewrite"
 	"github.com/dbalproxy/dbalproxy/wire"
 	"github.com/rs/zerolog"
@@ -58,7 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch args[0] {
 	case "serve":
-		err = serveCmd(args[1:], stderr)
+		err = serveCmd(args[1:], stdout, stderr)
 	case "demo":
 		err = demoCmd(args[1:], stdout, stderr)
 	case "policy":
@@ -80,31 +76,63 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		fmt.Fprintln(stderr, "dbalproxy:", err)
+		// One line per problem (a configuration check reports them all).
+		for line := range strings.SplitSeq(err.Error(), "\n") {
+			fmt.Fprintln(stderr, "dbalproxy:", line)
+		}
 		return 1
 	}
 	return 0
 }
 
-func serveCmd(args []string, stderr io.Writer) error {
+func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", os.Getenv("DBALPROXY_CONFIG"), "configuration file (env DBALPROXY_CONFIG)")
+	check := fs.Bool("check", false, "validate the configuration and its policies (compile and Rego tests), print ok, and exit")
 	cfg := defaultConfig()
-	apply := configFlags(fs, &cfg)
+	overrides := configOverrides(fs, &cfg)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *configPath == "" && os.Getenv("DBALPROXY_BACKEND_URL") == "" {
 		return errors.New("serve needs --config FILE (or DBALPROXY_BACKEND_URL and logins in a file)")
 	}
-	if err := loadConfig(*configPath, &cfg, apply); err != nil {
+	load := func() (*Config, error) {
+		c := defaultConfig()
+		// c is returned with an error too: serve --check goes on to check
+		// the policies of a file with wrong keys.
+		err := loadConfig(*configPath, &c, func() error { return overrides(&c) })
+		return &c, err
+	}
+	if *check {
+		if err := checkConfig(load); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "ok")
+		return nil
+	}
+	c, err := load()
+	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, stderr)
+	log := newLogger(LogConfig{Level: "trace", Format: c.Log.Format}, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return serve(ctx, &cfg, log, nil)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{})
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return serve(ctx, c, log, serveOptions{load: load, reload: reload})
 }
 
 func newLogger(c LogConfig, w io.Writer) zerolog.Logger {
@@ -184,15 +212,17 @@ func buildLogins(cfg *Config) (wire.Logins, error) {
 	return out, nil
 }
 
-// newPlanner loads the policies and builds the statement planner.
-func newPlanner(cfg *Config, log zerolog.Logger) (*wire.Planner, *policy.Engine, error) {
+// newPlanner loads the policies and builds the statement planner. onReload,
+// if not nil, is told of every policy reload.
+func newPlanner(cfg *Config, log zerolog.Logger, onReload func(error)) (*wire.Planner, *policy.Engine, error) {
 	mode, err := policy.ParseMode(cfg.Policy.Mode)
 	if err != nil {
 		return nil, nil, &configError{key: "policy.mode", msg: err.Error()}
 	}
 	engine, err := policy.New(policy.Options{
 		Dir: cfg.Policy.Dir, Mode: mode, RunTests: cfg.Policy.RunTests,
-		Logger: log.With().Str("component", "policy").Logger(),
+		Logger:   log.With().Str("component", "policy").Logger(),
+		OnReload: onReload,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("policies in %s: %w", cfg.Policy.Dir, err)
@@ -209,116 +239,4 @@ func newPlanner(cfg *Config, log zerolog.Logger) (*wire.Planner, *policy.Engine,
 	}
 	log.Info().Str("dir", cfg.Policy.Dir).Str("mode", string(mode)).Str("policy_version", engine.Version()).Msg("policies loaded")
 	return planner, engine, nil
-}
-
-// serve runs the proxy until ctx ends. ready, if not nil, receives the bound
-// address once the listener is up.
-func serve(ctx context.Context, cfg *Config, log zerolog.Logger, ready func(addr net.Addr)) error {
-	logins, err := buildLogins(cfg)
-	if err != nil {
-		return err
-	}
-	var tlsCfg *tls.Config
-	if cfg.TLS.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
-		if err != nil {
-			return &configError{key: "tls", msg: "cannot load the certificate and key: " + err.Error()}
-		}
-		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
-	auditLog, err := audit.New(audit.Config{
-		Output: cfg.Audit.Output, Format: cfg.Audit.Format, QueueSize: cfg.Audit.QueueSize,
-		BlockTimeout: cfg.Audit.BlockTimeout.D(), LogLiterals: cfg.Audit.LogLiterals,
-	})
-	if err != nil {
-		return &configError{key: "audit", msg: err.Error()}
-	}
-	defer func() {
-		_ = auditLog.Close()
-		if n := auditLog.Dropped(); n > 0 {
-			log.Warn().Uint64("dropped", n).Msg("audit records were dropped because the audit sink was too slow")
-		}
-	}()
-	planner, engine, err := newPlanner(cfg, log)
-	if err != nil {
-		return err
-	}
-	if engine != nil && cfg.Policy.Watch {
-		wctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		go func() {
-			if err := engine.Watch(wctx); err != nil && wctx.Err() == nil {
-				log.Warn().Err(err).Msg("watching the policy directory stopped; SIGHUP still reloads")
-			}
-		}()
-	}
-	if engine != nil {
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-		go func() {
-			for range hup {
-				if err := engine.Reload(); err == nil {
-					log.Info().Str("policy_version", engine.Version()).Msg("policies reloaded on SIGHUP")
-				}
-			}
-		}()
-	}
-	p, err := pool.New(pool.Config{
-		ConnString:     cfg.Backend.URL,
-		MaxConns:       cfg.Pool.MaxConns,
-		AcquireTimeout: cfg.Pool.AcquireTimeout.D(),
-		IdleTimeout:    cfg.Pool.IdleTimeout.D(),
-		ResetQuery:     cfg.Pool.ResetQuery,
-		Logger:         log.With().Str("component", "pool").Logger(),
-	})
-	if err != nil {
-		return &configError{key: "backend.url", msg: err.Error()}
-	}
-	defer p.Close()
-	srv, err := wire.NewServer(wire.Config{
-		Logins:          logins,
-		AuthMethod:      cfg.Auth.Method,
-		TokenTransport:  cfg.Auth.TokenTransport,
-		TLS:             tlsCfg,
-		RequireTLS:      cfg.TLS.Required,
-		Backends:        p,
-		DefaultDatabase: p.DefaultDatabase(),
-		Databases:       cfg.Backend.Databases,
-		StartupTimeout:  cfg.Limits.StartupTimeout.D(),
-		MaxMessageSize:  cfg.Limits.MaxMessageBytes,
-		MaxClientConns:  cfg.Limits.MaxClientConns,
-		Decider:         planner,
-		// In transaction pooling a backend connection is shared between
-		// transactions of different clients (see the README).
-		TransactionPooling: cfg.Pool.Mode == "transaction",
-		Auditor:            auditLog,
-		Logger:             log,
-	})
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return &configError{key: "listen", msg: err.Error()}
-	}
-	log.Info().Str("listen", ln.Addr().String()).Str("database", p.DefaultDatabase()).
-		Str("pool_mode", cfg.Pool.Mode).Str("version", version).Msg("dbalproxy ready")
-	if ready != nil {
-		ready(ln.Addr())
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	log.Info().Msg("shutting down: no new connections; waiting up to 30s for sessions to end")
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(sctx)
-	<-errc
-	log.Info().Msg("stopped")
-	return nil
 }

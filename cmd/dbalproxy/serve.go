@@ -1,0 +1,454 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dbalproxy/dbalproxy/admin"
+	"github.com/dbalproxy/dbalproxy/audit"
+	"github.com/dbalproxy/dbalproxy/metrics"
+	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/pool"
+	"github.com/dbalproxy/dbalproxy/wire"
+	"github.com/rs/zerolog"
+)
+
+// serveOptions are serve's hooks; the zero value serves with no reload.
+type serveOptions struct {
+	// ready, if set, receives the client listener's address once it is up.
+	ready func(addr net.Addr)
+	// adminReady, if set, receives the admin listener's address (when one
+	// is configured) once it is up.
+	adminReady func(addr net.Addr)
+	// reload delivers reload requests (SIGHUP); load reads the configuration
+	// again for them.
+	reload <-chan struct{}
+	load   func() (*Config, error)
+}
+
+// loginSource is the server's LoginSource; a reload swaps its logins.
+type loginSource struct{ p atomic.Pointer[wire.Logins] }
+
+// Login implements wire.LoginSource.
+func (s *loginSource) Login(name string) (*wire.Login, bool) { return (*s.p.Load()).Login(name) }
+
+// proxy is a running proxy: what serve builds and what a reload may change.
+type proxy struct {
+	log     zerolog.Logger
+	metrics *metrics.Metrics
+	logins  loginSource
+	srv     *wire.Server
+	engine  *policy.Engine
+	audit   *metrics.Auditor
+
+	mu struct {
+		sync.Mutex
+		cfg      *Config       // the configuration in force
+		auditLog *audit.Logger // the current audit sink
+	}
+	auditDropped atomic.Uint64 // records dropped by audit sinks already replaced
+	listening    atomic.Bool
+}
+
+func openAudit(c AuditConfig) (*audit.Logger, error) {
+	l, err := audit.New(audit.Config{
+		Output: c.Output, Format: c.Format, QueueSize: c.QueueSize,
+		BlockTimeout: c.BlockTimeout.D(), LogLiterals: c.LogLiterals,
+	})
+	if err != nil {
+		return nil, &configError{key: "audit", msg: err.Error()}
+	}
+	return l, nil
+}
+
+// serverLimits are the wire limits a configuration asks for.
+func serverLimits(cfg *Config) wire.Limits {
+	l := wire.Limits{MaxClientConns: cfg.Limits.MaxClientConns, MaxLoginConns: cfg.Limits.MaxConnsPerLogin}
+	for _, lc := range cfg.Logins {
+		if lc.MaxConns != 0 {
+			if l.LoginMaxConns == nil {
+				l.LoginMaxConns = map[string]int{}
+			}
+			l.LoginMaxConns[lc.Name] = lc.MaxConns
+		}
+	}
+	return l
+}
+
+// logLevel is the configured level of the proxy's own log. serve applies it
+// as zerolog's global level, so that a reload can change it for every
+// component's logger at once (the loggers themselves are built at trace).
+// Audit records are written without a level and are not affected.
+func logLevel(c LogConfig) zerolog.Level {
+	lvl, err := zerolog.ParseLevel(c.Level)
+	if err != nil || c.Level == "" {
+		return zerolog.InfoLevel
+	}
+	return lvl
+}
+
+// serve runs the proxy until ctx ends, then drains: no new connections,
+// idle sessions closed with 57P01, open transactions given up to
+// limits.shutdown_timeout.
+func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptions) error {
+	zerolog.SetGlobalLevel(logLevel(cfg.Log))
+	px := &proxy{log: log, metrics: metrics.New()}
+	px.mu.cfg = cfg
+	logins, err := buildLogins(cfg)
+	if err != nil {
+		return err
+	}
+	px.logins.p.Store(&logins)
+	var tlsCfg *tls.Config
+	if cfg.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return &configError{key: "tls", msg: "cannot load the certificate and key: " + err.Error()}
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	auditLog, err := openAudit(cfg.Audit)
+	if err != nil {
+		return err
+	}
+	px.mu.auditLog = auditLog
+	px.audit = px.metrics.Auditor(auditLog)
+	defer px.closeAudit()
+	planner, engine, err := newPlanner(cfg, log, px.metrics.PolicyReloaded)
+	if err != nil {
+		return err
+	}
+	px.engine = engine
+	if engine != nil && cfg.Policy.Watch {
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			if err := engine.Watch(wctx); err != nil && wctx.Err() == nil {
+				log.Warn().Err(err).Msg("watching the policy directory stopped; SIGHUP still reloads")
+			}
+		}()
+	}
+	p, err := pool.New(pool.Config{
+		ConnString:     cfg.Backend.URL,
+		MaxConns:       cfg.Pool.MaxConns,
+		AcquireTimeout: cfg.Pool.AcquireTimeout.D(),
+		IdleTimeout:    cfg.Pool.IdleTimeout.D(),
+		ResetQuery:     cfg.Pool.ResetQuery,
+		Logger:         log.With().Str("component", "pool").Logger(),
+	})
+	if err != nil {
+		return &configError{key: "backend.url", msg: err.Error()}
+	}
+	defer p.Close()
+	srv, err := wire.NewServer(wire.Config{
+		Logins:          &px.logins,
+		AuthMethod:      cfg.Auth.Method,
+		TokenTransport:  cfg.Auth.TokenTransport,
+		TLS:             tlsCfg,
+		RequireTLS:      cfg.TLS.Required,
+		Backends:        px.metrics.Backends(p),
+		DefaultDatabase: p.DefaultDatabase(),
+		Databases:       cfg.Backend.Databases,
+		StartupTimeout:  cfg.Limits.StartupTimeout.D(),
+		MaxMessageSize:  cfg.Limits.MaxMessageBytes,
+		MaxClientConns:  cfg.Limits.MaxClientConns,
+		PeerID:          cfg.Peering.ID,
+		Peers:           cfg.Peering.Peers,
+		Decider:         planner,
+		// In transaction pooling a backend connection is shared between
+		// transactions of different clients (see the README).
+		TransactionPooling: cfg.Pool.Mode == "transaction",
+		Auditor:            px.audit,
+		Logger:             log,
+	})
+	if err != nil {
+		return err
+	}
+	srv.SetLimits(serverLimits(cfg))
+	px.srv = srv
+	px.metrics.SetSources(metrics.Sources{
+		Server: srv, Pool: p,
+		PolicyVersion: func() string {
+			if engine == nil {
+				return ""
+			}
+			return engine.Version()
+		},
+		AuditDropped: px.droppedAudit,
+	})
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return &configError{key: "listen", msg: err.Error()}
+	}
+	if a := cfg.Admin.Listen; a != "" && a != "off" {
+		as, err := admin.Start(admin.Config{
+			Addr:    a,
+			Metrics: px.metrics.Handler(),
+			Ready:   px.readyChecks(p),
+		})
+		if err != nil {
+			ln.Close()
+			return &configError{key: "admin.listen", msg: err.Error()}
+		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = as.Close(cctx)
+		}()
+		log.Info().Str("admin_listen", as.Addr().String()).Msg("admin listener ready: /metrics /healthz /readyz")
+		if opts.adminReady != nil {
+			opts.adminReady(as.Addr())
+		}
+	}
+	log.Info().Str("listen", ln.Addr().String()).Str("database", p.DefaultDatabase()).
+		Str("pool_mode", cfg.Pool.Mode).Str("version", version).Msg("dbalproxy ready")
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	px.listening.Store(true)
+	if opts.ready != nil {
+		opts.ready(ln.Addr())
+	}
+	for {
+		select {
+		case err := <-errc:
+			return err
+		case <-opts.reload:
+			px.reload(opts.load)
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
+	px.mu.Lock()
+	timeout := px.mu.cfg.Limits.ShutdownTimeout.D()
+	px.mu.Unlock()
+	log.Info().Str("shutdown_timeout", timeout.String()).Int("sessions", srv.ClientConns()).
+		Msg("draining: no new connections; idle sessions are closed, open transactions may finish")
+	dctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := srv.Drain(dctx); err != nil {
+		log.Warn().Msg("shutdown_timeout passed: the remaining sessions were closed and their transactions rolled back")
+	}
+	<-errc
+	log.Info().Msg("stopped")
+	return nil
+}
+
+// readyChecks are /readyz's conditions, in order.
+func (px *proxy) readyChecks(p *pool.Pool) []admin.Check {
+	return []admin.Check{
+		func(context.Context) error {
+			switch {
+			case px.srv.Draining():
+				return errors.New("draining for shutdown")
+			case !px.listening.Load():
+				return errors.New("not listening yet")
+			}
+			return nil
+		},
+		func(context.Context) error {
+			if px.engine != nil && px.engine.Mode() != policy.ModeDisabled && px.engine.Version() == "" {
+				return errors.New("no policy set loaded")
+			}
+			return nil
+		},
+		admin.Cached(func(ctx context.Context) error {
+			if err := p.Ping(ctx); err != nil {
+				return errors.New("backend unreachable")
+			}
+			return nil
+		}, 2*time.Second),
+	}
+}
+
+// droppedAudit is the number of audit records dropped by every audit sink
+// this process had.
+func (px *proxy) droppedAudit() uint64 {
+	px.mu.Lock()
+	l := px.mu.auditLog
+	px.mu.Unlock()
+	return px.auditDropped.Load() + l.Dropped()
+}
+
+// closeAudit flushes and closes the current audit sink at exit.
+func (px *proxy) closeAudit() {
+	px.mu.Lock()
+	l := px.mu.auditLog
+	px.mu.Unlock()
+	_ = l.Close()
+	if n := px.droppedAudit(); n > 0 {
+		px.log.Warn().Uint64("dropped", n).Msg("audit records were dropped because the audit sink was too slow")
+	}
+}
+
+// restartKeys are the keys a reload cannot change; a change is logged and
+// takes effect at the next start.
+var restartKeys = []struct {
+	key string
+	get func(*Config) any
+}{
+	{"listen", func(c *Config) any { return c.Listen }},
+	{"backend", func(c *Config) any { return c.Backend }},
+	{"pool", func(c *Config) any { return c.Pool }},
+	{"auth.method", func(c *Config) any { return c.Auth.Method }},
+	{"tls", func(c *Config) any { return c.TLS }},
+	{"limits.startup_timeout", func(c *Config) any { return c.Limits.StartupTimeout }},
+	{"limits.max_message_bytes", func(c *Config) any { return c.Limits.MaxMessageBytes }},
+	{"log.format", func(c *Config) any { return c.Log.Format }},
+	{"policy", func(c *Config) any { return c.Policy }},
+	{"admin.listen", func(c *Config) any { return c.Admin.Listen }},
+	{"peering", func(c *Config) any { return c.Peering }},
+}
+
+// reload reads the configuration again and applies what can change while
+// sessions run: logins, limits, log level, audit settings and the policy
+// files. A configuration with problems, or policies that do not compile or
+// fail their tests, are refused with one log line per problem, and the
+// running configuration stays. Open sessions are never closed by a reload.
+func (px *proxy) reload(load func() (*Config, error)) {
+	err := px.apply(load)
+	px.metrics.ConfigReloaded(err)
+	if err != nil {
+		for _, e := range splitErrors(err) {
+			px.log.Error().Str("problem", e.Error()).Msg("configuration reload refused; the running configuration stays")
+		}
+	}
+}
+
+func (px *proxy) apply(load func() (*Config, error)) error {
+	if load == nil {
+		return errors.New("no configuration file to reload")
+	}
+	cfg, err := load()
+	if err != nil {
+		return err
+	}
+	logins, err := buildLogins(cfg)
+	if err != nil {
+		return err
+	}
+	px.mu.Lock()
+	old := px.mu.cfg
+	px.mu.Unlock()
+	var newAudit *audit.Logger
+	if cfg.Audit != old.Audit {
+		if newAudit, err = openAudit(cfg.Audit); err != nil {
+			return err
+		}
+	}
+	if px.engine != nil {
+		if err := px.engine.Reload(); err != nil {
+			if newAudit != nil {
+				_ = newAudit.Close()
+			}
+			return fmt.Errorf("policies: %w", err)
+		}
+	}
+	// Everything checked: apply.
+	for _, k := range restartKeys {
+		if !reflect.DeepEqual(k.get(old), k.get(cfg)) {
+			px.log.Warn().Str("key", k.key).Msg("configuration key changed; it takes effect only after a restart")
+		}
+	}
+	px.logins.p.Store(&logins)
+	px.srv.SetLimits(serverLimits(cfg))
+	zerolog.SetGlobalLevel(logLevel(cfg.Log))
+	if newAudit != nil {
+		oldSink := px.audit.Swap(newAudit)
+		px.mu.Lock()
+		px.mu.auditLog = newAudit
+		px.mu.Unlock()
+		if l, ok := oldSink.(*audit.Logger); ok {
+			_ = l.Close()
+			px.auditDropped.Add(l.Dropped())
+		}
+	}
+	kept := *cfg
+	restoreRestartKeys(&kept, old)
+	px.mu.Lock()
+	px.mu.cfg = &kept
+	px.mu.Unlock()
+	ev := px.log.Info().Int("logins", len(logins)).Str("log_level", logLevel(cfg.Log).String())
+	if px.engine != nil {
+		ev = ev.Str("policy_version", px.engine.Version())
+	}
+	ev.Msg("configuration reloaded")
+	return nil
+}
+
+// restoreRestartKeys puts the running values of the restart-only keys back
+// into c, so that the configuration in force says what actually runs.
+func restoreRestartKeys(c, running *Config) {
+	c.Listen, c.Backend, c.Pool = running.Listen, running.Backend, running.Pool
+	c.Auth.Method, c.TLS = running.Auth.Method, running.TLS
+	c.Limits.StartupTimeout, c.Limits.MaxMessageBytes = running.Limits.StartupTimeout, running.Limits.MaxMessageBytes
+	c.Log.Format, c.Policy, c.Admin.Listen = running.Log.Format, running.Policy, running.Admin.Listen
+	c.Peering = running.Peering
+}
+
+// splitErrors undoes errors.Join.
+func splitErrors(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// checkConfig validates a configuration and everything it names without
+// serving: every key, the logins' secrets, the TLS files, the audit output,
+// the backend URL's syntax, and the policy set (compiled, and its Rego tests
+// run). It reports every problem it finds, one per line.
+func checkConfig(load func() (*Config, error)) error {
+	cfg, err := load()
+	if err != nil && (cfg == nil || !onlyKeyProblems(err)) {
+		return err
+	}
+	// The file decoded: check what it names too, even if some keys are wrong.
+	problems := []error{err}
+	if _, err := buildLogins(cfg); err != nil {
+		problems = append(problems, err)
+	}
+	if cfg.TLS.CertFile != "" {
+		if _, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
+			problems = append(problems, &configError{key: "tls", msg: "cannot load the certificate and key: " + err.Error()})
+		}
+	}
+	if cfg.Audit.Output != "stdout" && cfg.Audit.Output != "stderr" && cfg.Audit.Output != "off" && cfg.Audit.Output != "" {
+		if l, err := openAudit(cfg.Audit); err != nil {
+			problems = append(problems, err)
+		} else {
+			_ = l.Close()
+		}
+	}
+	if p, err := pool.New(pool.Config{ConnString: cfg.Backend.URL}); err != nil {
+		problems = append(problems, &configError{key: "backend.url", msg: err.Error()})
+	} else {
+		p.Close()
+	}
+	if cfg.Policy.Mode != "disabled" && cfg.Policy.Dir != "" {
+		mode, _ := policy.ParseMode(cfg.Policy.Mode)
+		if _, err := policy.New(policy.Options{Dir: cfg.Policy.Dir, Mode: mode, RunTests: true}); err != nil {
+			problems = append(problems, &configError{key: "policy.dir", msg: err.Error()})
+		}
+	}
+	return errors.Join(problems...)
+}
+
+// onlyKeyProblems reports whether err consists of problems at named keys
+// only (the file itself was read and decoded).
+func onlyKeyProblems(err error) bool {
+	for _, e := range splitErrors(err) {
+		var ce *configError
+		if !errors.As(e, &ce) || ce.key == "" {
+			return false
+		}
+	}
+	return true
+}

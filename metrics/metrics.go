@@ -1,0 +1,285 @@
+// Package metrics exposes dbalproxy's Prometheus metrics. It keeps its own
+// registry (never the global one) and takes its numbers from seams that exist
+// anyway, so the statement path carries no metrics code of its own:
+//
+//   - Auditor wraps the audit sink: every audit record (one per statement
+//     decision and per login attempt) updates decisions, latency and error
+//     counts on its way to the real sink.
+//   - Backends wraps the backend pool's Acquire to time how long clients wait
+//     for a backend connection.
+//   - Sources are read at scrape time: the server's connection counts, the
+//     pool's per-database connections, the policy version, dropped audit
+//     records.
+//
+// Every metric is named dbalproxy_*; README.md lists them.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dbalproxy/dbalproxy/audit"
+	"github.com/dbalproxy/dbalproxy/pool"
+	"github.com/dbalproxy/dbalproxy/wire"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// ServerSource reports client connection counts; *wire.Server implements it.
+type ServerSource interface {
+	Stats() wire.ServerStats
+}
+
+// PoolSource reports backend connection counts; *pool.Pool implements it.
+type PoolSource interface {
+	Stats() pool.Stats
+	DatabaseStats() []pool.DatabaseStats
+}
+
+// Sources are read at every scrape. Any may be nil (its metrics are then
+// absent); they may be set after New with SetSources.
+type Sources struct {
+	Server ServerSource
+	Pool   PoolSource
+	// PolicyVersion returns the version of the policy set in force.
+	PolicyVersion func() string
+	// AuditDropped returns how many audit records were dropped so far.
+	AuditDropped func() uint64
+}
+
+// maxSQLStates bounds the distinct values of the sqlstate label: codes past
+// it are counted as "other", so a backend that invents codes cannot grow the
+// metric without bound.
+const maxSQLStates = 200
+
+// Metrics holds dbalproxy's collectors and their registry.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	decisions  *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	errors     *prometheus.CounterVec
+	logins     *prometheus.CounterVec
+	acquire    prometheus.Histogram
+	acquireErr *prometheus.CounterVec
+	reloads    *prometheus.CounterVec
+	policyLoad *prometheus.CounterVec
+
+	// byDecision caches the children of decisions and latency for the
+	// known decisions, so that a record costs no label lookup.
+	byDecision map[string]decisionMetrics
+
+	codesMu sync.Mutex
+	codes   map[string]bool
+
+	sources atomic.Pointer[Sources]
+}
+
+// New returns Metrics with a fresh registry holding the dbalproxy collectors
+// and the Go runtime and process collectors.
+func New() *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry(), codes: map[string]bool{}}
+	m.sources.Store(&Sources{})
+	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dbalproxy_decisions_total",
+		Help: "Statement decisions by result: allow, rewrite, deny, would_deny (permissive mode).",
+	}, []string{"decision"})
+	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "dbalproxy_statement_duration_seconds",
+		Help:    "Time from receiving a statement to its completion (denials included), by decision.",
+		Buckets: []float64{.0002, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"decision"})
+	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dbalproxy_errors_total",
+		Help: "Failed statements and logins by SQLSTATE (the proxy's own and the backend's).",
+	}, []string{"sqlstate"})
+	m.logins = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dbalproxy_logins_total",
+		Help: "Login attempts by result: ok or failed.",
+	}, []string{"result"})
+	m.acquire = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "dbalproxy_pool_acquire_seconds",
+		Help:    "Time a client waited for a backend connection (including dialing a new one).",
+		Buckets: []float64{.0001, .0005, .001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	})
+	m.acquireErr = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dbalproxy_pool_acquire_errors_total",
+		Help: "Failed backend connection acquisitions by SQLSTATE (53300: pool timeout; 08006: backend unreachable).",
+	}, []string{"sqlstate"})
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dbalproxy_config_reloads_total",
+		Help: "Configuration reloads (SIGHUP) by result: ok or failed.",
+	}, []string{"result"})
+	m.policyLoad = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dbalproxy_policy_reloads_total",
+		Help: "Policy set reloads (SIGHUP or a file change) by result: ok or failed.",
+	}, []string{"result"})
+	m.byDecision = map[string]decisionMetrics{}
+	// would_deny (permissive mode only) is created on first use.
+	for _, d := range []string{audit.DecisionAllow, audit.DecisionRewrite, audit.DecisionDeny} {
+		m.byDecision[d] = decisionMetrics{count: m.decisions.WithLabelValues(d), latency: m.latency.WithLabelValues(d)}
+	}
+	for _, r := range []string{"ok", "failed"} {
+		m.logins.WithLabelValues(r)
+		m.reloads.WithLabelValues(r)
+		m.policyLoad.WithLabelValues(r)
+	}
+	m.reg.MustRegister(m.decisions, m.latency, m.errors, m.logins, m.acquire, m.acquireErr, m.reloads, m.policyLoad,
+		&sourceCollector{m: m},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// SetSources replaces what is read at scrape time.
+func (m *Metrics) SetSources(s Sources) { m.sources.Store(&s) }
+
+// Registry is the registry holding every dbalproxy metric.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the metrics in Prometheus' text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// ConfigReloaded counts a configuration reload.
+func (m *Metrics) ConfigReloaded(err error) { m.reloads.WithLabelValues(result(err)).Inc() }
+
+// PolicyReloaded counts a policy reload.
+func (m *Metrics) PolicyReloaded(err error) { m.policyLoad.WithLabelValues(result(err)).Inc() }
+
+func result(err error) string {
+	if err != nil {
+		return "failed"
+	}
+	return "ok"
+}
+
+// decisionMetrics are one decision's children of decisions and latency.
+type decisionMetrics struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
+}
+
+// observe updates the metrics from one audit record.
+func (m *Metrics) observe(r *audit.Record) {
+	switch r.Event {
+	case audit.EventLogin:
+		m.logins.WithLabelValues(result(boolErr(r.Success))).Inc()
+	default:
+		if dm, ok := m.byDecision[r.Decision]; ok {
+			dm.count.Inc()
+			dm.latency.Observe(r.DurationMS / 1000)
+		} else if r.Decision != "" {
+			m.decisions.WithLabelValues(r.Decision).Inc()
+			m.latency.WithLabelValues(r.Decision).Observe(r.DurationMS / 1000)
+		}
+	}
+	if r.SQLState != "" {
+		m.errors.WithLabelValues(m.codeLabel(r.SQLState)).Inc()
+	}
+}
+
+var errFailed = errors.New("failed")
+
+func boolErr(ok bool) error {
+	if ok {
+		return nil
+	}
+	return errFailed
+}
+
+// codeLabel returns code if it looks like a SQLSTATE and the label set has
+// room, else "other".
+func (m *Metrics) codeLabel(code string) string {
+	if len(code) != 5 {
+		return "other"
+	}
+	for i := 0; i < 5; i++ {
+		if c := code[i]; !(c >= '0' && c <= '9' || c >= 'A' && c <= 'Z') {
+			return "other"
+		}
+	}
+	m.codesMu.Lock()
+	defer m.codesMu.Unlock()
+	if !m.codes[code] {
+		if len(m.codes) >= maxSQLStates {
+			return "other"
+		}
+		m.codes[code] = true
+	}
+	return code
+}
+
+// Sink receives audit records; *audit.Logger implements it.
+type Sink interface {
+	Log(r *audit.Record)
+}
+
+// Auditor counts every record it is given and passes it on to its sink. The
+// sink can be swapped while sessions log (a reload of the audit settings).
+type Auditor struct {
+	m    *Metrics
+	sink atomic.Pointer[sinkBox]
+}
+
+type sinkBox struct{ s Sink }
+
+// Auditor returns an Auditor that feeds m and then sink (which may be nil:
+// records are only counted).
+func (m *Metrics) Auditor(sink Sink) *Auditor {
+	a := &Auditor{m: m}
+	a.Swap(sink)
+	return a
+}
+
+// Log implements wire.Auditor.
+func (a *Auditor) Log(r *audit.Record) {
+	if r == nil {
+		return
+	}
+	a.m.observe(r)
+	if b := a.sink.Load(); b.s != nil {
+		b.s.Log(r)
+	}
+}
+
+// Swap makes sink the destination of later records and returns the previous one.
+func (a *Auditor) Swap(sink Sink) Sink {
+	old := a.sink.Swap(&sinkBox{s: sink})
+	if old == nil {
+		return nil
+	}
+	return old.s
+}
+
+// Backends times Acquire on the wrapped backends; everything else passes
+// through.
+type Backends struct {
+	wire.Backends
+	m *Metrics
+}
+
+// Backends wraps b so that every Acquire is timed and its failures counted.
+func (m *Metrics) Backends(b wire.Backends) *Backends { return &Backends{Backends: b, m: m} }
+
+// Acquire implements wire.Backends.
+func (b *Backends) Acquire(ctx context.Context, database string) (*pool.Conn, error) {
+	start := time.Now()
+	c, err := b.Backends.Acquire(ctx, database)
+	b.m.acquire.Observe(time.Since(start).Seconds())
+	if err != nil {
+		code := "08006"
+		var ss interface{ SQLState() string }
+		if errors.As(err, &ss) {
+			code = ss.SQLState()
+		}
+		b.m.acquireErr.WithLabelValues(b.m.codeLabel(code)).Inc()
+	}
+	return c, err
+}
