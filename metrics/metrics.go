@@ -283,3 +283,14 @@ func (b *Backends) Acquire(ctx context.Context, database string) (*pool.Conn, er
 	}
 	return c, err
 }
+
+// Put gives a connection back without a reset when the wrapped backends can
+// (transaction pooling relies on it to keep prepared statements), else
+// releases it.
+func (b *Backends) Put(c *pool.Conn) {
+	if p, ok := b.Backends.(interface{ Put(*pool.Conn) }); ok {
+		p.Put(c)
+		return
+	}
+	b.Backends.Release(c)
+}
