@@ -228,6 +228,8 @@ test_statistics_catalogs_supergod_only if {
 		table("pg_catalog", "pg_stats", "select"),
 		table("", "pg_statistic", "select"),
 		table("pg_catalog", "pg_stats_ext", "select"),
+		table("", "pg_prepared_statements", "select"),
+		table("pg_catalog", "pg_stat_activity", "select"),
 	] {
 		every role in {"user", "admin", "god", "migrator"} {
 			not dec(stmt(role, "SELECT", "read", [t], [], [])).allow

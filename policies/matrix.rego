@@ -110,10 +110,15 @@ harmless_words := {"SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE"}
 # Schemas whose tables every known role may read.
 catalog_schemas := {"pg_catalog", "information_schema"}
 
-# Catalog relations that hold column statistics (most common values,
-# histograms): they show table contents past any row filter, so only
-# supergod may read them.
+# Catalog relations that show what row filters hide, so only supergod may
+# read them: column statistics (most common values, histograms), and the
+# views of the backend connections' statements, which every client of the
+# proxy shares (the backend role is the same for all): other clients' query
+# texts with their literals (pg_stat_activity) and, under transaction
+# pooling, the rewritten statements prepared on a backend, filter values
+# included (pg_prepared_statements, pg_cursors).
 statistics_catalogs := {
 	"pg_catalog.pg_statistic", "pg_catalog.pg_stats",
 	"pg_catalog.pg_statistic_ext_data", "pg_catalog.pg_stats_ext", "pg_catalog.pg_stats_ext_exprs",
+	"pg_catalog.pg_stat_activity", "pg_catalog.pg_prepared_statements", "pg_catalog.pg_cursors",
 }
