@@ -74,7 +74,9 @@ type Statement struct {
 	Setting *Setting `json:"setting,omitempty"`
 	// Fingerprint identifies the statement's normalized shape.
 	Fingerprint string `json:"fingerprint"`
-	// Text is the statement's text.
+	// Text is the statement's normalized text: its constants are replaced
+	// by $n, so a decision never depends on them (the proxy reuses it for
+	// every text of the same shape) and never sees a secret in a literal.
 	Text string `json:"text"`
 }
 

@@ -60,6 +60,19 @@ type PlannerConfig struct {
 type Planner struct {
 	cfg   PlannerConfig
 	cache *lru.Cache[planKey, *Plan]
+	// shapes holds, by normalized text, the plans of single statements
+	// whose texts differ only in their constants: a text seen for the
+	// first time whose shape is known skips OPA (and, when no rewrite is
+	// needed, the parser too).
+	shapes *lru.Cache[planKey, *shape]
+}
+
+// shape is a plan for every text of one normalized form.
+type shape struct {
+	plan *Plan // the plan of the text that made it: one statement
+	// decision is set when the statement is rewritten: each text is then
+	// parsed and rewritten under it (the rewrite carries its constants).
+	decision *policy.Decision
 }
 
 // planKey is what a plan depends on. The principal is in canonical form, so
@@ -86,7 +99,11 @@ func NewPlanner(cfg PlannerConfig) (*Planner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Planner{cfg: cfg, cache: c}, nil
+	shapes, err := lru.New[planKey, *shape](cfg.CacheSize)
+	if err != nil {
+		return nil, err
+	}
+	return &Planner{cfg: cfg, cache: c, shapes: shapes}, nil
 }
 
 // principalKey is a canonical string of what a principal's decisions may
@@ -109,6 +126,17 @@ func principalKey(p Principal) string {
 }
 
 // Decide implements Decider.
+//
+// A text seen before for the same principal, policy version and transaction
+// state is served from the plan cache. A new text of one statement without
+// parameters is normalized (its constants replaced by $n, a few
+// microseconds) and looked up by shape: the facts and the decision do not
+// depend on constants (policies see the normalized text), so a known shape
+// costs no OPA evaluation; a statement that needs no rewrite is sent as
+// written, one that does is parsed and rewritten under the cached decision.
+// Plans made from a shape are not added to the plan cache, so texts that
+// differ only in their constants (pgbench -S, an ORM with inline literals)
+// do not evict the texts that repeat.
 func (p *Planner) Decide(ctx context.Context, s *SessionInfo, sql string) (*Plan, error) {
 	if s.principalKey == "" {
 		s.principalKey = principalKey(s.Principal)
@@ -117,21 +145,89 @@ func (p *Planner) Decide(ctx context.Context, s *SessionInfo, sql string) (*Plan
 	if plan, ok := p.cache.Get(key); ok {
 		return plan, nil
 	}
-	plan := p.plan(ctx, s, sql, key.version)
+	skey, shaped := p.shapeKey(key)
+	if shaped {
+		if sh, ok := p.shapes.Get(skey); ok {
+			if plan := p.fromShape(sh, sql); plan != nil {
+				return plan, nil
+			}
+		}
+	}
+	plan, decisions := p.plan(ctx, s, sql, key.version)
 	p.cache.Add(key, plan)
+	if shaped && len(plan.Statements) == 1 && len(decisions) == 1 && shapeCommands[plan.Statements[0].Command] {
+		sh := &shape{plan: plan}
+		if plan.Deny == nil && plan.SQL != sql {
+			d := decisions[0]
+			sh.decision = &d
+		}
+		p.shapes.Add(skey, sh)
+	}
 	return plan, nil
+}
+
+// shapeKey returns key with the text replaced by its normalized form, and
+// whether the text has a shape other than itself: it has constants, and no
+// parameters or dollar quotes of its own (whose $ would make a normalized
+// text ambiguous).
+func (p *Planner) shapeKey(key planKey) (planKey, bool) {
+	if strings.IndexByte(key.sql, '$') >= 0 || len(key.sql) > maxShapeText {
+		return key, false
+	}
+	norm, err := pg_query.Normalize(key.sql)
+	if err != nil || norm == key.sql {
+		return key, false
+	}
+	key.sql = norm
+	return key, true
+}
+
+// shapeCommands are the commands planned by shape: their facts come from
+// the parse tree's relations, columns and functions, never from a constant.
+// (A SET's value, for one, is a constant; so it is planned per text.)
+var shapeCommands = map[string]bool{"SELECT": true, "INSERT": true, "UPDATE": true, "DELETE": true, "MERGE": true}
+
+// maxShapeText bounds the texts looked up by shape: a long text is rarely
+// repeated with other constants, and normalizing it costs more.
+const maxShapeText = 8 << 10
+
+// fromShape makes the plan of sql from the plan of another text of its
+// shape, or returns nil when it cannot (the caller then plans sql afresh).
+func (p *Planner) fromShape(sh *shape, sql string) *Plan {
+	plan := *sh.plan
+	plan.Statements = slices.Clone(sh.plan.Statements)
+	ps := &plan.Statements[0]
+	ps.QueryRaw = sql
+	if sh.decision == nil {
+		plan.SQL = sql
+		return &plan
+	}
+	res, err := p.cfg.Parser.Parse(sql)
+	if err != nil || len(res.Statements) != 1 || res.Statements[0].Fingerprint != ps.Fingerprint {
+		return nil
+	}
+	st := res.Statements[0]
+	out, changed, err := p.rewrite(st, sh.decision)
+	if err != nil || !changed {
+		return nil
+	}
+	plan.SQL = out
+	ps.QueryRaw = st.Text
+	return &plan
 }
 
 // Version implements Decider.
 func (p *Planner) Version() string { return p.cfg.Policy.Version() }
 
-// plan decides every statement of sql.
-func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string) *Plan {
+// plan decides every statement of sql, and returns the policy's decision
+// of each statement it reached.
+func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string) (*Plan, []policy.Decision) {
 	mode := p.cfg.Policy.Mode()
 	res, err := p.cfg.Parser.Parse(sql)
 	if err != nil {
-		return p.unparsable(sql, err, mode, version)
+		return p.unparsable(sql, err, mode, version), nil
 	}
+	decisions := make([]policy.Decision, 0, len(res.Statements))
 	plan := &Plan{SQL: sql, Version: version, Statements: make([]PlannedStatement, len(res.Statements))}
 	in := policy.Input{
 		Session: policy.Session{
@@ -159,6 +255,7 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 		ectx, cancel := context.WithTimeout(ctx, p.cfg.EvalTimeout)
 		d, err := p.cfg.Policy.Decide(ectx, &in)
 		cancel()
+		decisions = append(decisions, d)
 		if err != nil {
 			p.cfg.Logger.Error().Err(err).Str("command", st.Command).Str("fingerprint", st.Fingerprint).
 				Msg("policy evaluation failed; the statement is denied")
@@ -204,13 +301,13 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 				Detail:  denialDetail(st.Command, ps.Tables),
 			}
 			plan.Statements = plan.Statements[:i+1]
-			return plan
+			return plan, decisions
 		}
 	}
 	if rewritten {
 		plan.SQL = strings.Join(texts, ";\n")
 	}
-	return plan
+	return plan, decisions
 }
 
 // rewrite applies a decision's filters and column rules, or, with no
@@ -286,7 +383,7 @@ func qualified(schema, name string) string {
 func statementInput(st *parser.Statement) policy.Statement {
 	out := policy.Statement{
 		Command: st.Command, Class: string(st.Class), Flags: st.Flags,
-		Fingerprint: st.Fingerprint, Text: st.Text,
+		Fingerprint: st.Fingerprint, Text: st.Normalized,
 		Tables:    make([]policy.Table, len(st.Tables)),
 		Functions: make([]policy.Function, len(st.Functions)),
 	}

@@ -2,6 +2,7 @@ package wire_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
 
@@ -31,10 +32,26 @@ func BenchmarkPlanner(b *testing.B) {
 	info := &wire.SessionInfo{Principal: wire.Principal{User: "alice", Role: "user", Claims: map[string]any{"user_id": "u_alice"}},
 		Database: "app", BackendParams: map[string]string{"server_version": "15.18"}}
 	ctx := context.Background()
-	for _, q := range []struct{ name, sql string }{
-		{"filtered", "SELECT username, email FROM users WHERE id = $1"},
-		{"unfiltered", "SELECT slug, title FROM page_views WHERE level >= $1"},
+	for _, q := range []struct{ name, sql, literal string }{
+		{"filtered", "SELECT username, email FROM users WHERE id = $1", "SELECT username, email FROM users WHERE id = 'u_%d'"},
+		{"unfiltered", "SELECT slug, title FROM page_views WHERE level >= $1", "SELECT slug, title FROM page_views WHERE level >= %d"},
 	} {
+		// A new text of a known shape each time: pgbench -S, or an ORM
+		// that inlines its constants.
+		b.Run(q.name+"/shape", func(b *testing.B) {
+			pl := newPlanner()
+			if _, err := pl.Decide(ctx, info, fmt.Sprintf(q.literal, 0)); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				i++
+				if plan, _ := pl.Decide(ctx, info, fmt.Sprintf(q.literal, i)); plan.Deny != nil {
+					b.Fatal(plan.Deny.Message)
+				}
+			}
+		})
 		b.Run(q.name+"/cached", func(b *testing.B) {
 			pl := newPlanner()
 			if _, err := pl.Decide(ctx, info, q.sql); err != nil {

@@ -612,8 +612,8 @@ func TestTxCancelStress(t *testing.T) {
 	dir := t.TempDir()
 	rego := `package dbal
 
-decision := {"allow": true, "reason": "slow", "timeout_ms": 60} if contains(input.statement.text, "0.2")
-decision := {"allow": true, "reason": "fast", "timeout_ms": 5000} if not contains(input.statement.text, "0.2")
+decision := {"allow": true, "reason": "slow", "timeout_ms": 60} if contains(input.statement.text, "slow")
+decision := {"allow": true, "reason": "fast", "timeout_ms": 5000} if not contains(input.statement.text, "slow")
 `
 	if err := os.WriteFile(filepath.Join(dir, "t.rego"), []byte(rego), 0o644); err != nil {
 		t.Fatal(err)
@@ -637,7 +637,7 @@ decision := {"allow": true, "reason": "fast", "timeout_ms": 5000} if not contain
 				switch {
 				case i%3 == 0:
 					// Times out by policy (60 ms) as its transaction ends.
-					_, err := c.Exec(ctx, "SELECT pg_sleep(0.2)").ReadAll()
+					_, err := c.Exec(ctx, "SELECT pg_sleep(0.2) AS slow").ReadAll()
 					if err != nil {
 						slowCancelled.Add(1)
 					}
