@@ -199,6 +199,8 @@ func TestChecksKeepParameterTypes(t *testing.T) {
 		{adminChecks, "UPDATE users SET role = $1, email = $2 WHERE id = $3 RETURNING *"},
 		{adminChecks, "INSERT INTO users (id, username, email, role, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING created_at"},
 		{userChecks, "INSERT INTO users (id, username, email, role) SELECT $1, $2, $3, $4 RETURNING id"},
+		{userChecks, "SELECT u, to_jsonb(u) AS j, u.id FROM users u WHERE u.id <> $1"},
+		{userChecks, "SELECT users FROM public.users"},
 	} {
 		out, changed, err := Apply(stmt(t, tc.sql), mustCompile(t, tc.rules))
 		if err != nil || !changed {

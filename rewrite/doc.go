@@ -43,8 +43,12 @@
 // references keep working; a column reference qualified with the table's
 // schema (public.users.email) loses the schema, since the fence's alias is a
 // plain name. A table reference keeps ONLY and TABLESAMPLE (which move into
-// the fence). A whole-row reference (SELECT u FROM users u) now has the
-// anonymous record type of the sub-select rather than the table's row type.
+// the fence). A whole-row reference (SELECT u FROM users u) is cast back to
+// the table's row type (u::public.users), since the sub-select's whole row
+// is an anonymous record: the row description the client sees is unchanged.
+// (A bare name is taken for a whole row when the nearest relation in scope
+// has that name; a column named like its own table's alias would be cast
+// too, and fail.)
 //
 // Unqualified names mean schema public; schema-qualified, quoted and
 // differently cased spellings (public.users, "users", USERS) are the same

@@ -102,7 +102,10 @@ var applyCases = []applyCase{
 	{name: "declare cursor", rules: filterOnly, sql: "DECLARE c CURSOR FOR SELECT email FROM users", want: `DECLARE c CURSOR FOR SELECT email FROM $FENCE users`},
 	{name: "for update", rules: filterOnly, sql: "SELECT * FROM users FOR UPDATE", want: `SELECT * FROM $FENCE users FOR UPDATE`},
 	{name: "create table as", rules: filterOnly, sql: "CREATE TABLE copy AS SELECT * FROM users", want: `CREATE TABLE copy AS SELECT * FROM $FENCE users`},
-	{name: "function in from sees the fence", rules: filterOnly, sql: "SELECT j.* FROM users u, jsonb_each(to_jsonb(u)) j", want: `SELECT j.* FROM $FENCE u, jsonb_each(to_jsonb(u)) j`},
+	{name: "function in from sees the fence", rules: filterOnly, sql: "SELECT j.* FROM users u, jsonb_each(to_jsonb(u)) j", want: `SELECT j.* FROM $FENCE u, jsonb_each(to_jsonb(u::public.users)) j`},
+	{name: "whole row keeps the table's row type", rules: filterOnly, sql: "SELECT u, users.id FROM users u, page_views users", want: `SELECT u::public.users, users.id FROM $FENCE u, page_views users`},
+	{name: "whole row of an unaliased table", rules: filterOnly, sql: "SELECT users FROM users ORDER BY users", want: `SELECT users::public.users FROM $FENCE users ORDER BY users::public.users`},
+	{name: "output name is not a whole row", rules: filterOnly, sql: "SELECT id AS u FROM users u ORDER BY u", want: `SELECT id AS u FROM $FENCE u ORDER BY u`},
 	{name: "untouched table", rules: filterOnly, sql: "SELECT * FROM page_views", want: "="},
 
 	// 2. UPDATE and DELETE targets

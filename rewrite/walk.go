@@ -19,8 +19,10 @@ type rel struct {
 	// subquery, function or CTE reference.
 	rules []*columnRule
 	// fenced is set for a filtered table replaced by a fenced sub-select:
-	// column references qualified with its schema lose the schema.
+	// column references qualified with its schema lose the schema, and a
+	// whole-row reference is cast back to the table's row type.
 	fenced bool
+	key    tableKey // the fenced table
 	// qualifiedOnly rels (ON CONFLICT's EXCLUDED) never own an unqualified
 	// column.
 	qualifiedOnly bool
@@ -155,6 +157,19 @@ func (w *walker) node(n *pg_query.Node) {
 		w.dropStmt(x.DropStmt)
 	case *pg_query.Node_ColumnRef:
 		w.columnRef(x.ColumnRef)
+		if k, ok := w.fencedWholeRow(x.ColumnRef); ok {
+			// The fence's whole row is an anonymous record; the client
+			// asked for the table's row type.
+			w.mutate()
+			n.Node = &pg_query.Node_TypeCast{TypeCast: &pg_query.TypeCast{
+				Arg: &pg_query.Node{Node: &pg_query.Node_ColumnRef{ColumnRef: x.ColumnRef}},
+				TypeName: &pg_query.TypeName{
+					Names:   []*pg_query.Node{pg_query.MakeStrNode(k.schema), pg_query.MakeStrNode(k.name)},
+					Typemod: -1, Location: -1,
+				},
+				Location: -1,
+			}}
+		}
 	case *pg_query.Node_AExpr:
 		w.node(x.AExpr.Lexpr)
 		w.node(x.AExpr.Rexpr)
@@ -431,7 +446,7 @@ func (w *walker) fromRangeVar(n *pg_query.Node, rv *pg_query.RangeVar, sample *p
 			Subquery: fenceSelect(f, from),
 			Alias:    alias,
 		}}
-		r.fenced = true
+		r.fenced, r.key = true, k
 	}
 	w.sc.rels = append(w.sc.rels, r)
 }
@@ -749,6 +764,30 @@ func (w *walker) copyStmt(s *pg_query.CopyStmt) {
 	}}}
 	s.Relation = nil
 	s.Attlist = nil
+}
+
+// fencedWholeRow reports whether c is a whole-row reference (a bare name)
+// to a fenced table, and which: the nearest relation of that name, as
+// PostgreSQL resolves it when no column has the name.
+func (w *walker) fencedWholeRow(c *pg_query.ColumnRef) (tableKey, bool) {
+	if len(c.Fields) != 1 || !w.mutable {
+		return tableKey{}, false
+	}
+	name := c.Fields[0].GetString_().GetSval()
+	if name == "" || (w.sc.useOutputs && w.sc.outputs[name]) {
+		return tableKey{}, false
+	}
+	for s := w.sc; s != nil; s = s.parent {
+		for i := range s.rels {
+			if r := &s.rels[i]; !r.qualifiedOnly && r.name == name {
+				return r.key, r.fenced
+			}
+		}
+		if s.opaque && len(s.rels) == 0 {
+			break
+		}
+	}
+	return tableKey{}, false
 }
 
 // columnRef checks a column reference against the column rules and, for a
