@@ -344,16 +344,7 @@ func (sess *session) applyStartupParams(ctx context.Context) error {
 		if cur, ok := sess.be.Params[k]; ok && cur == v {
 			continue
 		}
-		if q.Len() == 0 {
-			q.WriteString("SELECT ")
-		} else {
-			q.WriteString(", ")
-		}
-		q.WriteString("pg_catalog.set_config(")
-		writePLLiteral(&q, k)
-		q.WriteString(", ")
-		writePLLiteral(&q, v)
-		q.WriteString(", false)")
+		appendSetConfig(&q, k, v)
 	}
 	if q.Len() == 0 {
 		return nil
@@ -437,4 +428,19 @@ func setDeadline(c net.Conn, d time.Duration) {
 		return
 	}
 	_ = c.SetDeadline(time.Now().Add(d))
+}
+
+// appendSetConfig adds `pg_catalog.set_config(<name>, <value>, false)` to a
+// query that sets several parameters in one SELECT.
+func appendSetConfig(q *strings.Builder, name, value string) {
+	if q.Len() == 0 {
+		q.WriteString("SELECT ")
+	} else {
+		q.WriteString(", ")
+	}
+	q.WriteString("pg_catalog.set_config(")
+	writePLLiteral(q, name)
+	q.WriteString(", ")
+	writePLLiteral(q, value)
+	q.WriteString(", false)")
 }

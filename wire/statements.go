@@ -367,15 +367,7 @@ func (sess *session) handleBind(be *pool.Conn, n int) error {
 			}
 			plan = ps.plan
 		}
-		var pt *portal
-		if plan != nil {
-			pt = &portal{plan: plan}
-		}
-		if portalName == "" {
-			sess.unnamedPortal = pt
-		} else if len(sess.portals) < maxTrackedStatements || sess.portals[portalName] != nil {
-			sess.portals[portalName] = pt
-		}
+		sess.setPortal(portalName, plan)
 	}
 	if plan != nil && plan.switchTo != nil {
 		plan = sess.identityBind(n, plan)
@@ -390,6 +382,20 @@ func (sess *session) handleBind(be *pool.Conn, n int) error {
 		return err
 	}
 	return sess.forward(be, n)
+}
+
+// setPortal records which plan the portal a Bind creates runs (nil: the
+// statement is not the client's own, or unknown).
+func (sess *session) setPortal(name string, plan *Plan) {
+	var pt *portal
+	if plan != nil {
+		pt = &portal{plan: plan}
+	}
+	if name == "" {
+		sess.unnamedPortal = pt
+	} else if len(sess.portals) < maxTrackedStatements || sess.portals[name] != nil {
+		sess.portals[name] = pt
+	}
 }
 
 // reprepare replaces the backend's statement name with ps's current text,

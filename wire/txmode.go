@@ -108,16 +108,7 @@ func (sess *session) syncParams(ctx context.Context, be *pool.Conn) error {
 		} else {
 			set[k] = v
 		}
-		if q.Len() == 0 {
-			q.WriteString("SELECT ")
-		} else {
-			q.WriteString(", ")
-		}
-		q.WriteString("pg_catalog.set_config(")
-		writePLLiteral(&q, k)
-		q.WriteString(", ")
-		writePLLiteral(&q, v)
-		q.WriteString(", false)")
+		appendSetConfig(&q, k, v)
 	}
 	var reset []string
 	for k := range st.settings {
@@ -546,15 +537,7 @@ func (sess *session) txBind(be *pool.Conn, n int) error {
 	if ps := sess.stmts[stmt]; ps != nil {
 		plan = ps.plan
 	}
-	var pt *portal
-	if plan != nil {
-		pt = &portal{plan: plan}
-	}
-	if portalName == "" {
-		sess.unnamedPortal = pt
-	} else if len(sess.portals) < maxTrackedStatements || sess.portals[portalName] != nil {
-		sess.portals[portalName] = pt
-	}
+	sess.setPortal(portalName, plan)
 	if plan != nil && plan.switchTo != nil {
 		plan = sess.identityBindBody(body, plan)
 	}
