@@ -498,19 +498,13 @@ const { Client } = require('pg');
 })().catch((e) => { console.error(e); process.exit(1); });
 `
 
-// TestEndUserSwitchNodePostgres runs the switch from node-postgres. It
-// needs node and the pg module (resolvable from NODE_PATH, e.g. after
-// npm install pg); without them it is skipped.
+// TestEndUserSwitchNodePostgres runs the switch from node-postgres. It is
+// skipped when node, npm or the npm registry is not there.
 func TestEndUserSwitchNodePostgres(t *testing.T) {
-	if _, err := exec.LookPath("node"); err != nil {
-		t.Skip("node is not installed")
-	}
-	if err := exec.Command("node", "-e", "require('pg')").Run(); err != nil {
-		t.Skip("the node module pg is not installed (npm install pg, and set NODE_PATH to its node_modules)")
-	}
+	nodeModules := nodePG(t)
 	p, sink, logs := identityProxy(t, wire.TokenOverTLSOrLoopback)
 	tok := userToken(t, "u_alice", "user")
-	script := filepath.Join(t.TempDir(), "identity.js")
+	script := filepath.Join(nodeModules, "identity.js")
 	if err := os.WriteFile(script, []byte(nodeIdentityScript), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -2,10 +2,12 @@ package wire_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -30,26 +32,59 @@ async function one(i) {
 Promise.all([...Array(8).keys()].map(one)).then(() => console.log('ok'), e => { console.error(e.message); process.exit(1); });
 `
 
-// TestTxNodePostgres runs node-postgres named queries through transaction
-// pooling. It is skipped when node, npm or the npm registry is not there.
-func TestTxNodePostgres(t *testing.T) {
+// nodePG returns a directory in which node can require('pg'): node-postgres
+// 8 installed with npm once per test binary. It skips the test when node,
+// npm or the npm registry is not there.
+func nodePG(t *testing.T) string {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("short")
 	}
-	if _, err := exec.LookPath("node"); err != nil {
-		t.Skip("node is not installed")
+	nodeOnce.Do(func() {
+		if _, err := exec.LookPath("node"); err != nil {
+			nodeSkip = "node is not installed"
+			return
+		}
+		if _, err := exec.LookPath("npm"); err != nil {
+			nodeSkip = "npm is not installed"
+			return
+		}
+		dir, err := os.MkdirTemp("", "dbalproxy-node-")
+		if err != nil {
+			nodeSkip = err.Error()
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		install := exec.CommandContext(ctx, "npm", "install", "--no-audit", "--no-fund", "--silent", "pg@8")
+		install.Dir = dir
+		if out, err := install.CombinedOutput(); err != nil {
+			os.RemoveAll(dir)
+			nodeSkip = fmt.Sprintf("npm install pg failed (no registry?): %v\n%s", err, out)
+			return
+		}
+		nodeDir = dir
+	})
+	if nodeSkip != "" {
+		t.Skip(nodeSkip)
 	}
-	if _, err := exec.LookPath("npm"); err != nil {
-		t.Skip("npm is not installed")
+	return nodeDir
+}
+
+var (
+	nodeOnce          sync.Once
+	nodeDir, nodeSkip string
+)
+
+// TestTxNodePostgres runs node-postgres named queries through transaction
+// pooling. It is skipped when node, npm or the npm registry is not there.
+func TestTxNodePostgres(t *testing.T) {
+	dir := filepath.Join(nodePG(t), t.Name())
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
 	}
-	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	install := exec.CommandContext(ctx, "npm", "install", "--no-audit", "--no-fund", "--silent", "pg@8")
-	install.Dir = dir
-	if out, err := install.CombinedOutput(); err != nil {
-		t.Skipf("npm install pg failed (no registry?): %v\n%s", err, out)
-	}
 	if err := os.WriteFile(filepath.Join(dir, "run.js"), []byte(nodePGScript), 0o644); err != nil {
 		t.Fatal(err)
 	}
