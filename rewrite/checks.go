@@ -371,6 +371,40 @@ func (w *walker) checkInsert(f *filter, s *pg_query.InsertStmt) {
 	s.SelectStmt = &pg_query.Node{Node: &pg_query.Node_SelectStmt{SelectStmt: outer}}
 }
 
+// checkMergeAction holds a MERGE action that writes rows to the target's
+// check, in the action's condition: UPDATE as an UPDATE, INSERT with the
+// new row made of its VALUES (every column the check reads must be listed).
+func (w *walker) checkMergeAction(f *filter, qual string, rv *pg_query.RangeVar, mw *pg_query.MergeWhenClause) {
+	var subst map[string]*pg_query.Node
+	switch mw.CommandType {
+	case pg_query.CmdType_CMD_UPDATE:
+		subst = w.setSubstitutions(f, rv, mw.TargetList)
+	case pg_query.CmdType_CMD_INSERT:
+		if len(mw.TargetList) == 0 || len(mw.TargetList) != len(mw.Values) {
+			w.fail(denied(f.key.String(), "MERGE ... INSERT into %s must list its columns and give a value for each: the table has a check (at least %s)", f.key, joinNames(f.columns)))
+		}
+		targets := make([]*pg_query.Node, len(mw.TargetList))
+		for i, t := range mw.TargetList {
+			rt := t.GetResTarget()
+			if rt == nil {
+				w.fail(denied(f.key.String(), "MERGE ... INSERT into %s: this column list cannot be checked", f.key))
+			}
+			targets[i] = pg_query.MakeResTargetNodeWithNameAndVal(rt.Name, mw.Values[i], -1)
+			targets[i].GetResTarget().Indirection = rt.Indirection
+		}
+		subst = w.setSubstitutions(f, rv, targets)
+		for _, c := range f.columns {
+			if subst[c] == nil {
+				w.fail(denied(f.key.String(), "MERGE ... INSERT into %s must give column %s: the table's check reads it and the proxy cannot see its default", f.key, c))
+			}
+		}
+	default:
+		return
+	}
+	w.mutate()
+	mw.Condition = guardedCheck(mw.Condition, checkCase(f, f.checkInstance(qual, subst)))
+}
+
 func joinNames(names []string) string {
 	switch len(names) {
 	case 0:

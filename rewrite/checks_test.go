@@ -89,7 +89,13 @@ var checkCases = []checkCaseT{
 		want: rows("admin")},
 	{name: "admin upsert onto a god row", rules: adminChecks, sql: "INSERT INTO users (id, username, email, role) SELECT id, username, email, 'user' FROM users WHERE role = 'god' ON CONFLICT (id) DO UPDATE SET email = excluded.email", violates: checkViolation},
 	// refused
-	{name: "merge refused", rules: adminChecks, sql: "MERGE INTO users u USING page_views p ON p.owner_id = u.id WHEN MATCHED THEN UPDATE SET role = 'god'", denied: "MERGE into public.users"},
+	{name: "merge update raises a role", rules: adminChecks, sql: "MERGE INTO users u USING page_views p ON p.owner_id = u.id WHEN MATCHED THEN UPDATE SET role = 'god'", violates: checkViolation},
+	{name: "merge update of a god row", rules: adminChecks, sql: "MERGE INTO users u USING (VALUES ('u_carol')) s(id) ON u.id = s.id WHEN MATCHED THEN UPDATE SET email = 'c2@example.com'", violates: checkViolation},
+	{name: "merge insert of a god", rules: adminChecks, sql: "MERGE INTO users u USING (VALUES ('u_x')) s(id) ON u.id = s.id WHEN NOT MATCHED THEN INSERT (id, username, email, role) VALUES (s.id, 'x', 'x@example.com', 'god')", violates: checkViolation},
+	{name: "merge permitted", rules: adminChecks, sql: "MERGE INTO users u USING (VALUES ('u_alice', 'admin'), ('u_x', 'user')) s(id, r) ON u.id = s.id WHEN MATCHED AND u.role = 'user' THEN UPDATE SET role = s.r WHEN NOT MATCHED THEN INSERT (id, username, email, role) VALUES (s.id, 'x', 'x@example.com', s.r)",
+		after: "SELECT id, role FROM users WHERE id IN ('u_alice', 'u_x') ORDER BY id", afterWant: rows("u_alice admin", "u_x user")},
+	{name: "merge insert without the checked column", rules: adminChecks, sql: "MERGE INTO users u USING (VALUES ('u_x')) s(id) ON u.id = s.id WHEN NOT MATCHED THEN INSERT (id, username, email) VALUES (s.id, 'x', 'x@example.com')", denied: "must give column role"},
+	{name: "user merge moves its row", rules: userChecks, sql: "MERGE INTO users u USING (VALUES (1)) s(n) ON true WHEN MATCHED THEN UPDATE SET id = 'u_mallory'", violates: checkViolation},
 	{name: "copy from refused", rules: adminChecks, sql: "COPY users (id, username, email, role) FROM STDIN", denied: "COPY ... FROM"},
 	{name: "delete is not checked", rules: adminChecks, sql: "DELETE FROM packages WHERE name = 'seo-tools' RETURNING name", want: rows("seo-tools")},
 	// numeric check: parameters and literals keep their types

@@ -104,13 +104,24 @@
 //     DEFAULT VALUES and DEFAULT items are refused.
 //   - ON CONFLICT DO UPDATE: as UPDATE, in its WHERE clause (EXCLUDED is
 //     visible there).
-//   - MERGE and COPY ... FROM into a checked table are refused.
+//   - MERGE: each WHEN action that updates (as UPDATE) or inserts (the new
+//     row is its VALUES; the check's columns must be listed) gets the check
+//     in its AND condition.
+//   - COPY ... FROM into a checked table is refused.
+//
+// # MERGE
+//
+// A filtered MERGE source is fenced like any FROM item. A filtered MERGE
+// target gets the UPDATE guard in its ON condition, so only visible rows
+// match, and in the condition of every WHEN NOT MATCHED BY SOURCE action, so
+// a hidden row is never acted on as unmatched. A hidden row whose key a
+// source row has is "not matched by target": an INSERT of it then fails on
+// the key, as under row-level security.
 //
 // # What is refused (*DeniedError)
 //
 //   - COPY <filtered table> FROM (COPY ... TO becomes COPY (SELECT * FROM
 //     <fence> AS t) TO, keeping its column list and options);
-//   - MERGE into a filtered table (a filtered MERGE source is fenced);
 //   - UPDATE/DELETE ... WHERE CURRENT OF on a filtered table;
 //   - any other statement naming a filtered table outside FROM: TRUNCATE,
 //     LOCK, VACUUM/ANALYZE, CLUSTER, GRANT, DDL;

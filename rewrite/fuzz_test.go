@@ -242,6 +242,19 @@ func (o *oracle) walk(m proto.Message, ctes []string) {
 			!o.isConflictGuard(oc.WhereClause, relName(x.Relation)) {
 			o.problems = append(o.problems, "ON CONFLICT DO UPDATE of users without the guard")
 		}
+	case *pg_query.MergeStmt:
+		skip["relation"] = true
+		if isUsers(x.Relation) {
+			qual := relName(x.Relation)
+			if !o.isGuard(x.JoinCondition, qual) {
+				o.problems = append(o.problems, "MERGE into users without the guard in its join condition")
+			}
+			for _, n := range x.MergeWhenClauses {
+				if mw := n.GetMergeWhenClause(); mw != nil && mw.MatchKind == pg_query.MergeMatchKind_MERGE_WHEN_NOT_MATCHED_BY_SOURCE && !o.isGuard(mw.Condition, qual) {
+					o.problems = append(o.problems, "MERGE WHEN NOT MATCHED BY SOURCE on users without the guard")
+				}
+			}
+		}
 	case *pg_query.LockingClause:
 		return // FOR UPDATE OF names aliases
 	case *pg_query.RangeVar:

@@ -127,7 +127,10 @@ var applyCases = []applyCase{
 	{name: "copy from", rules: filterOnly, sql: "COPY users FROM STDIN", err: "COPY ... FROM into public.users is not allowed"},
 
 	// 4. MERGE target
-	{name: "merge into filtered", rules: filterOnly, sql: "MERGE INTO users u USING page_views p ON u.id = p.owner_id WHEN MATCHED THEN DELETE", err: "MERGE into public.users is not allowed"},
+	{name: "merge into filtered", rules: filterOnly, sql: "MERGE INTO users u USING page_views p ON u.id = p.owner_id WHEN MATCHED THEN DELETE",
+		want: `MERGE INTO users u USING page_views p ON u.id = 'u_alice' AND CASE WHEN u.id = 'u_alice' THEN u.id = p.owner_id ELSE false END WHEN MATCHED THEN DELETE`},
+	{name: "merge not matched by source", rules: filterOnly, sql: "MERGE INTO users USING page_views p ON users.id = p.owner_id WHEN NOT MATCHED BY SOURCE AND users.role = 'user' THEN DELETE WHEN NOT MATCHED BY SOURCE THEN UPDATE SET email = 'x'",
+		want: `MERGE INTO users USING page_views p ON users.id = 'u_alice' AND CASE WHEN users.id = 'u_alice' THEN users.id = p.owner_id ELSE false END WHEN NOT MATCHED BY SOURCE AND users.id = 'u_alice' AND CASE WHEN users.id = 'u_alice' THEN users.role = 'user' ELSE false END THEN DELETE WHEN NOT MATCHED BY SOURCE AND users.id = 'u_alice' THEN UPDATE SET email = 'x'`},
 
 	// other refusals
 	{name: "truncate", rules: filterOnly, sql: "TRUNCATE users", err: "may not name public.users"},

@@ -115,7 +115,12 @@ var attacks = []attack{
 	{name: "upsert onto a hidden row", sql: "INSERT INTO users (id, username, email, role) VALUES ('u_bob', 'bob2', 'b2@example.com', 'user') ON CONFLICT (id) DO UPDATE SET email = excluded.email RETURNING id", dbErr: CheckViolationMarker},
 	{name: "upsert onto the own row", sql: "INSERT INTO users AS u (id, username, email, role) VALUES ('u_alice', 'x', 'new@example.com', 'user') ON CONFLICT (id) DO UPDATE SET email = excluded.email WHERE u.role = 'user' RETURNING u.email", want: rows("new@example.com")},
 	// refused outright
-	{name: "merge into", sql: "MERGE INTO users u USING page_views p ON u.id = p.owner_id WHEN MATCHED THEN DELETE", denied: "MERGE into public.users"},
+	{name: "merge into: only the visible row matches", setup: "DELETE FROM page_views WHERE owner_id = 'u_alice'",
+		sql: "MERGE INTO users u USING (SELECT id FROM (VALUES ('u_alice'), ('u_bob'), ('u_carol')) v(id)) s ON u.id = s.id WHEN MATCHED THEN UPDATE SET email = s.id || '@merged'",
+		after: "SELECT id, email FROM users WHERE email LIKE '%@merged' ORDER BY id", afterWant: rows("u_alice u_alice@merged")},
+	{name: "merge delete", setup: "DELETE FROM page_views WHERE owner_id = 'u_alice'",
+		sql: "MERGE INTO users u USING users s ON u.id <> s.id WHEN MATCHED THEN DELETE", after: "SELECT count(*) FROM users", afterWant: rows("6")},
+	{name: "merge with cast probe", sql: "MERGE INTO users u USING page_views p ON u.email::int = p.level WHEN MATCHED THEN DO NOTHING", dbErr: `"alice@example.com"`},
 	{name: "truncate", sql: "TRUNCATE users CASCADE", denied: "may not name public.users"},
 	{name: "copy from", sql: "COPY users FROM STDIN", denied: "COPY ... FROM"},
 	{name: "table_to_xml", sql: "SELECT table_to_xml('users', true, false, '')", denied: "table_to_xml"},

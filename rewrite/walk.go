@@ -685,12 +685,7 @@ func (w *walker) mergeStmt(s *pg_query.MergeStmt) {
 		return
 	}
 	r, f := w.targetRel(s.Relation)
-	if f != nil {
-		w.fail(denied(f.key.String(), "MERGE into %s is not allowed: the table has a row filter, which MERGE cannot be limited to yet (use INSERT, UPDATE or DELETE)", f.key))
-	}
-	if chk := w.c.checks[keyOf(s.Relation)]; chk != nil {
-		w.fail(denied(chk.key.String(), "MERGE into %s is not allowed: the table has a check, which MERGE cannot be held to yet (use INSERT, UPDATE or DELETE)", chk.key))
-	}
+	chk := w.c.checks[keyOf(s.Relation)]
 	w.sc.rels = append(w.sc.rels, r)
 	w.fromItem(s.SourceRelation)
 	w.node(s.JoinCondition)
@@ -705,6 +700,24 @@ func (w *walker) mergeStmt(s *pg_query.MergeStmt) {
 		w.nodes(mw.Values)
 	}
 	w.nodes(s.ReturningList)
+	if f != nil {
+		// Only visible target rows match; a hidden one is "not matched by
+		// target" (an INSERT of its key then fails on the key, as under
+		// row-level security) and never "not matched by source".
+		s.JoinCondition = w.guard(f, r.name, s.JoinCondition)
+		for _, n := range s.MergeWhenClauses {
+			if mw := n.GetMergeWhenClause(); mw != nil && mw.MatchKind == pg_query.MergeMatchKind_MERGE_WHEN_NOT_MATCHED_BY_SOURCE {
+				mw.Condition = w.guard(f, r.name, mw.Condition)
+			}
+		}
+	}
+	if chk != nil {
+		for _, n := range s.MergeWhenClauses {
+			if mw := n.GetMergeWhenClause(); mw != nil {
+				w.checkMergeAction(chk, r.name, s.Relation, mw)
+			}
+		}
+	}
 }
 
 func (w *walker) copyStmt(s *pg_query.CopyStmt) {
