@@ -116,7 +116,7 @@ var attacks = []attack{
 	{name: "upsert onto the own row", sql: "INSERT INTO users AS u (id, username, email, role) VALUES ('u_alice', 'x', 'new@example.com', 'user') ON CONFLICT (id) DO UPDATE SET email = excluded.email WHERE u.role = 'user' RETURNING u.email", want: rows("new@example.com")},
 	// refused outright
 	{name: "merge into: only the visible row matches", setup: "DELETE FROM page_views WHERE owner_id = 'u_alice'",
-		sql: "MERGE INTO users u USING (SELECT id FROM (VALUES ('u_alice'), ('u_bob'), ('u_carol')) v(id)) s ON u.id = s.id WHEN MATCHED THEN UPDATE SET email = s.id || '@merged'",
+		sql:   "MERGE INTO users u USING (SELECT id FROM (VALUES ('u_alice'), ('u_bob'), ('u_carol')) v(id)) s ON u.id = s.id WHEN MATCHED THEN UPDATE SET email = s.id || '@merged'",
 		after: "SELECT id, email FROM users WHERE email LIKE '%@merged' ORDER BY id", afterWant: rows("u_alice u_alice@merged")},
 	{name: "merge delete", setup: "DELETE FROM page_views WHERE owner_id = 'u_alice'",
 		sql: "MERGE INTO users u USING users s ON u.id <> s.id WHEN MATCHED THEN DELETE", after: "SELECT count(*) FROM users", afterWant: rows("6")},
