@@ -39,7 +39,14 @@
 // client's conditions into it, so a condition that fails or sleeps on
 // certain values (a cast error that prints the value, a division by zero,
 // pg_sleep) is only ever evaluated on visible rows, as with security_barrier
-// views. SELECT * keeps the table's column set, so *, u.* and column
+// views. As PostgreSQL lets leakproof conditions through a barrier, the
+// rewrite copies into the fence the client's simple comparisons: top-level
+// AND terms that compare one of the table's columns with a literal or a
+// parameter (=, <>, <, <=, >, >=, IN (...)), so that WHERE aid = $1 still
+// uses the primary key; such a comparison shows nothing of a hidden row,
+// and the original stays outside, so the result is unchanged. For the same
+// reason the guard of an UPDATE or DELETE repeats them outside its CASE.
+// SELECT * keeps the table's column set, so *, u.* and column
 // references keep working; a column reference qualified with the table's
 // schema (public.users.email) loses the schema, since the fence's alias is a
 // plain name. A table reference keeps ONLY and TABLESAMPLE (which move into

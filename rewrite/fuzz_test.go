@@ -135,10 +135,15 @@ func (o *oracle) isGuard(where *pg_query.Node, qual string) bool {
 		return true
 	}
 	b := where.GetBoolExpr()
-	if b == nil || b.Boolop != pg_query.BoolExprType_AND_EXPR || len(b.Args) != 2 || !o.isFilter(b.Args[0], qual) {
+	if b == nil || b.Boolop != pg_query.BoolExprType_AND_EXPR || len(b.Args) < 2 {
 		return false
 	}
-	c := b.Args[1].GetCaseExpr()
+	// filter's conjuncts, simple comparisons copied out of the client's
+	// condition, then the CASE.
+	if !o.isFilter(withoutPushed(andOf(b.Args[:len(b.Args)-1])), qual) {
+		return false
+	}
+	c := b.Args[len(b.Args)-1].GetCaseExpr()
 	if c == nil || c.Arg != nil || len(c.Args) != 1 || !o.isFilter(c.Args[0].GetCaseWhen().GetExpr(), qual) {
 		return false
 	}
@@ -169,7 +174,29 @@ func (o *oracle) isFence(s *pg_query.SelectStmt) bool {
 	}
 	off := s.LimitOffset.GetAConst()
 	return isUsers(rv) && rv.Schemaname == "public" && rv.Alias == nil &&
-		o.isFilter(s.WhereClause, "users") && off != nil && off.GetIval() != nil && off.GetIval().Ival == 0
+		o.isFilter(withoutPushed(s.WhereClause), "users") && off != nil && off.GetIval() != nil && off.GetIval().Ival == 0
+}
+
+// andOf is the AND of args, or the one arg.
+func andOf(args []*pg_query.Node) *pg_query.Node {
+	if len(args) == 1 {
+		return args[0]
+	}
+	return pg_query.MakeBoolExprNode(pg_query.BoolExprType_AND_EXPR, args, -1)
+}
+
+// withoutPushed drops the trailing simple comparisons (column against a
+// constant) that the rewrite copies next to a filter.
+func withoutPushed(where *pg_query.Node) *pg_query.Node {
+	b := where.GetBoolExpr()
+	if b == nil || b.Boolop != pg_query.BoolExprType_AND_EXPR {
+		return where
+	}
+	args := b.Args
+	for len(args) > 1 && simpleComparison(args[len(args)-1]) != nil {
+		args = args[:len(args)-1]
+	}
+	return andOf(args)
 }
 
 func relName(rv *pg_query.RangeVar) string {

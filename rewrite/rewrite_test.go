@@ -65,7 +65,7 @@ type applyCase struct {
 var applyCases = []applyCase{
 	// 1. fenced references
 	{name: "plain select", rules: filterOnly, sql: "SELECT * FROM users", want: `SELECT * FROM $FENCE users`},
-	{name: "client params keep their numbers", rules: filterOnly, sql: "SELECT id, email FROM users WHERE id = $2 AND username = $1", want: `SELECT id, email FROM $FENCE users WHERE id = $2 AND username = $1`},
+	{name: "client params keep their numbers", rules: filterOnly, sql: "SELECT id, email FROM users WHERE id = $2 AND username = $1", want: `SELECT id, email FROM (SELECT * FROM public.users WHERE users.id = 'u_alice' AND id = $2 AND username = $1 OFFSET 0) users WHERE id = $2 AND username = $1`},
 	{name: "alias kept, cast not pushed", rules: filterOnly, sql: "SELECT u.email FROM users AS u WHERE u.email::int = 1", want: `SELECT u.email FROM $FENCE u WHERE u.email::int = 1`},
 	{name: "schema qualified", rules: filterOnly, sql: "SELECT * FROM public.users", want: `SELECT * FROM $FENCE users`},
 	{name: "quoted", rules: filterOnly, sql: `SELECT * FROM "users"`, want: `SELECT * FROM $FENCE users`},
@@ -77,10 +77,10 @@ var applyCases = []applyCase{
 	{name: "left join unaliased", rules: filterOnly, sql: "SELECT * FROM page_views p LEFT JOIN users ON users.id = p.owner_id", want: `SELECT * FROM page_views p LEFT JOIN $FENCE users ON users.id = p.owner_id`},
 	{name: "in sublink", rules: filterOnly, sql: "SELECT title FROM page_views WHERE owner_id IN (SELECT id FROM users)", want: `SELECT title FROM page_views WHERE owner_id IN (SELECT id FROM $FENCE users)`},
 	{name: "exists sublink", rules: filterOnly, sql: "SELECT title FROM page_views p WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = p.owner_id)", want: `SELECT title FROM page_views p WHERE EXISTS (SELECT 1 FROM $FENCE u WHERE u.id = p.owner_id)`},
-	{name: "scalar sublink", rules: filterOnly, sql: "SELECT (SELECT email FROM users WHERE id = 'u_bob')", want: `SELECT (SELECT email FROM $FENCE users WHERE id = 'u_bob')`},
+	{name: "scalar sublink", rules: filterOnly, sql: "SELECT (SELECT email FROM users WHERE id = 'u_bob')", want: `SELECT (SELECT email FROM (SELECT * FROM public.users WHERE users.id = 'u_alice' AND id = 'u_bob' OFFSET 0) users WHERE id = 'u_bob')`},
 	{name: "lateral", rules: filterOnly, sql: "SELECT p.title, x.email FROM page_views p, LATERAL (SELECT email FROM users WHERE id = p.owner_id) x", want: `SELECT p.title, x.email FROM page_views p, LATERAL (SELECT email FROM $FENCE users WHERE id = p.owner_id) x`},
 	{name: "cte body", rules: filterOnly, sql: "WITH x AS (SELECT * FROM users) SELECT * FROM x", want: `WITH x AS (SELECT * FROM $FENCE users) SELECT * FROM x`},
-	{name: "cte shadowing wraps the table", rules: filterOnly, sql: "WITH users AS (SELECT * FROM users WHERE role = 'admin') SELECT * FROM users", want: `WITH users AS (SELECT * FROM $FENCE users WHERE role = 'admin') SELECT * FROM users`},
+	{name: "cte shadowing wraps the table", rules: filterOnly, sql: "WITH users AS (SELECT * FROM users WHERE role = 'admin') SELECT * FROM users", want: `WITH users AS (SELECT * FROM (SELECT * FROM public.users WHERE users.id = 'u_alice' AND role = 'admin' OFFSET 0) users WHERE role = 'admin') SELECT * FROM users`},
 	{name: "cte shadowing only", rules: filterOnly, sql: "WITH users AS (SELECT 1 AS id) SELECT * FROM users", want: "="},
 	{name: "cte shadowing, qualified is the table", rules: filterOnly, sql: "WITH users AS (SELECT 1 AS id) SELECT * FROM users, public.users p", want: `WITH users AS (SELECT 1 AS id) SELECT * FROM users, $FENCE p`},
 	{name: "recursive cte", rules: filterOnly, sql: "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t, users WHERE n < 3) SELECT * FROM t", want: `WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t, $FENCE users WHERE n < 3) SELECT * FROM t`},
@@ -91,14 +91,14 @@ var applyCases = []applyCase{
 	{name: "insert select", rules: filterOnly, sql: "INSERT INTO page_views (slug, title) SELECT username, email FROM users", want: `INSERT INTO page_views (slug, title) SELECT username, email FROM $FENCE users`},
 	{name: "merge source", rules: filterOnly, sql: "MERGE INTO page_views p USING users u ON p.owner_id = u.id WHEN MATCHED THEN UPDATE SET title = u.email", want: `MERGE INTO page_views p USING $FENCE u ON p.owner_id = u.id WHEN MATCHED THEN UPDATE SET title = u.email`},
 	{name: "copy query", rules: filterOnly, sql: "COPY (SELECT * FROM users) TO STDOUT", want: `COPY (SELECT * FROM $FENCE users) TO STDOUT`},
-	{name: "data-modifying cte", rules: filterOnly, sql: "WITH d AS (DELETE FROM users WHERE role = 'user' RETURNING id) SELECT * FROM d", want: `WITH d AS (DELETE FROM users WHERE users.id = 'u_alice' AND CASE WHEN users.id = 'u_alice' THEN role = 'user' ELSE false END RETURNING id) SELECT * FROM d`},
-	{name: "schema-qualified column refs lose the schema", rules: filterOnly, sql: "SELECT public.users.email, users.id FROM public.users WHERE public.users.id <> ''", want: `SELECT users.email, users.id FROM $FENCE users WHERE users.id <> ''`},
+	{name: "data-modifying cte", rules: filterOnly, sql: "WITH d AS (DELETE FROM users WHERE role = 'user' RETURNING id) SELECT * FROM d", want: `WITH d AS (DELETE FROM users WHERE users.id = 'u_alice' AND role = 'user' AND CASE WHEN users.id = 'u_alice' THEN role = 'user' ELSE false END RETURNING id) SELECT * FROM d`},
+	{name: "schema-qualified column refs lose the schema", rules: filterOnly, sql: "SELECT public.users.email, users.id FROM public.users WHERE public.users.id <> ''", want: `SELECT users.email, users.id FROM (SELECT * FROM public.users WHERE users.id = 'u_alice' AND users.id <> '' OFFSET 0) users WHERE users.id <> ''`},
 	{name: "schema-qualified star", rules: filterOnly, sql: "SELECT public.users.* FROM users", want: `SELECT users.* FROM $FENCE users`},
 	{name: "only", rules: filterOnly, sql: "SELECT * FROM ONLY users", want: `SELECT * FROM (SELECT * FROM ONLY public.users WHERE users.id = 'u_alice' OFFSET 0) users`},
 	{name: "column aliases", rules: filterOnly, sql: "SELECT a, b FROM users AS u(a, b)", want: `SELECT a, b FROM $FENCE u(a, b)`},
 	{name: "tablesample", rules: filterOnly, sql: "SELECT * FROM users TABLESAMPLE SYSTEM (50) REPEATABLE (1)", want: `SELECT * FROM (SELECT * FROM public.users TABLESAMPLE system(50) REPEATABLE (1) WHERE users.id = 'u_alice' OFFSET 0) users`},
 	{name: "explain", rules: filterOnly, sql: "EXPLAIN SELECT * FROM users", want: `EXPLAIN SELECT * FROM $FENCE users`},
-	{name: "prepare", rules: filterOnly, sql: "PREPARE q AS SELECT * FROM users WHERE id = $1", want: `PREPARE q AS SELECT * FROM $FENCE users WHERE id = $1`},
+	{name: "prepare", rules: filterOnly, sql: "PREPARE q AS SELECT * FROM users WHERE id = $1", want: `PREPARE q AS SELECT * FROM (SELECT * FROM public.users WHERE users.id = 'u_alice' AND id = $1 OFFSET 0) users WHERE id = $1`},
 	{name: "declare cursor", rules: filterOnly, sql: "DECLARE c CURSOR FOR SELECT email FROM users", want: `DECLARE c CURSOR FOR SELECT email FROM $FENCE users`},
 	{name: "for update", rules: filterOnly, sql: "SELECT * FROM users FOR UPDATE", want: `SELECT * FROM $FENCE users FOR UPDATE`},
 	{name: "create table as", rules: filterOnly, sql: "CREATE TABLE copy AS SELECT * FROM users", want: `CREATE TABLE copy AS SELECT * FROM $FENCE users`},
@@ -109,12 +109,12 @@ var applyCases = []applyCase{
 	{name: "untouched table", rules: filterOnly, sql: "SELECT * FROM page_views", want: "="},
 
 	// 2. UPDATE and DELETE targets
-	{name: "update with params", rules: filterOnly, sql: "UPDATE users SET email = $1 WHERE id = $2", want: `UPDATE users SET email = $1 WHERE users.id = 'u_alice' AND CASE WHEN users.id = 'u_alice' THEN id = $2 ELSE false END`},
+	{name: "update with params", rules: filterOnly, sql: "UPDATE users SET email = $1 WHERE id = $2", want: `UPDATE users SET email = $1 WHERE users.id = 'u_alice' AND id = $2 AND CASE WHEN users.id = 'u_alice' THEN id = $2 ELSE false END`},
 	{name: "update without where, alias", rules: filterOnly, sql: "UPDATE users AS u SET email = 'x' RETURNING u.*", want: `UPDATE users u SET email = 'x' WHERE u.id = 'u_alice' RETURNING u.*`},
 	{name: "delete where true returning", rules: filterOnly, sql: "DELETE FROM users WHERE true RETURNING *", want: `DELETE FROM users WHERE users.id = 'u_alice' AND CASE WHEN users.id = 'u_alice' THEN true ELSE false END RETURNING *`},
 	{name: "or in client where", rules: filterOnly, sql: "UPDATE users SET email = 'x' WHERE id = 'a' OR role = 'b'", want: `UPDATE users SET email = 'x' WHERE users.id = 'u_alice' AND CASE WHEN users.id = 'u_alice' THEN id = 'a' OR role = 'b' ELSE false END`},
 	{name: "or in filter", rules: orFilter, sql: "DELETE FROM public.users WHERE id IN (SELECT owner_id FROM page_views)", want: `DELETE FROM public.users WHERE (users.id = 'u_alice' OR users.role = 'admin') AND CASE WHEN users.id = 'u_alice' OR users.role = 'admin' THEN id IN (SELECT owner_id FROM page_views) ELSE false END`},
-	{name: "subquery on the target table", rules: filterOnly, sql: "UPDATE page_views SET title = (SELECT email FROM users WHERE id = 'u_bob')", want: `UPDATE page_views SET title = (SELECT email FROM $FENCE users WHERE id = 'u_bob')`},
+	{name: "subquery on the target table", rules: filterOnly, sql: "UPDATE page_views SET title = (SELECT email FROM users WHERE id = 'u_bob')", want: `UPDATE page_views SET title = (SELECT email FROM (SELECT * FROM public.users WHERE users.id = 'u_alice' AND id = 'u_bob' OFFSET 0) users WHERE id = 'u_bob')`},
 	{name: "on conflict do update", rules: filterOnly, sql: "INSERT INTO users (id, username, email, role) VALUES ('u_bob', 'x', 'x', 'user') ON CONFLICT (id) DO UPDATE SET email = excluded.email", want: `INSERT INTO users (id, username, email, role) VALUES ('u_bob', 'x', 'x', 'user') ON CONFLICT (id) DO UPDATE SET email = excluded.email WHERE CASE WHEN users.id = 'u_alice' THEN true ELSE ('dbalproxy: check violation on public.users: ' || pg_catalog.random()::pg_catalog.text)::int > 0 END`},
 	{name: "on conflict do update with where and alias", rules: filterOnly, sql: "INSERT INTO users AS u (id) VALUES ('x') ON CONFLICT (id) DO UPDATE SET email = excluded.email WHERE u.role = 'user' RETURNING *", want: `INSERT INTO users AS u (id) VALUES ('x') ON CONFLICT (id) DO UPDATE SET email = excluded.email WHERE CASE WHEN u.id = 'u_alice' THEN u.role = 'user' ELSE ('dbalproxy: check violation on public.users: ' || pg_catalog.random()::pg_catalog.text)::int > 0 END RETURNING *`},
 	{name: "on conflict do nothing", rules: filterOnly, sql: "INSERT INTO users (id) VALUES ('x') ON CONFLICT DO NOTHING", want: "="},
@@ -130,7 +130,7 @@ var applyCases = []applyCase{
 	{name: "merge into filtered", rules: filterOnly, sql: "MERGE INTO users u USING page_views p ON u.id = p.owner_id WHEN MATCHED THEN DELETE",
 		want: `MERGE INTO users u USING page_views p ON u.id = 'u_alice' AND CASE WHEN u.id = 'u_alice' THEN u.id = p.owner_id ELSE false END WHEN MATCHED THEN DELETE`},
 	{name: "merge not matched by source", rules: filterOnly, sql: "MERGE INTO users USING page_views p ON users.id = p.owner_id WHEN NOT MATCHED BY SOURCE AND users.role = 'user' THEN DELETE WHEN NOT MATCHED BY SOURCE THEN UPDATE SET email = 'x'",
-		want: `MERGE INTO users USING page_views p ON users.id = 'u_alice' AND CASE WHEN users.id = 'u_alice' THEN users.id = p.owner_id ELSE false END WHEN NOT MATCHED BY SOURCE AND users.id = 'u_alice' AND CASE WHEN users.id = 'u_alice' THEN users.role = 'user' ELSE false END THEN DELETE WHEN NOT MATCHED BY SOURCE AND users.id = 'u_alice' THEN UPDATE SET email = 'x'`},
+		want: `MERGE INTO users USING page_views p ON users.id = 'u_alice' AND CASE WHEN users.id = 'u_alice' THEN users.id = p.owner_id ELSE false END WHEN NOT MATCHED BY SOURCE AND users.id = 'u_alice' AND users.role = 'user' AND CASE WHEN users.id = 'u_alice' THEN users.role = 'user' ELSE false END THEN DELETE WHEN NOT MATCHED BY SOURCE AND users.id = 'u_alice' THEN UPDATE SET email = 'x'`},
 
 	// other refusals
 	{name: "truncate", rules: filterOnly, sql: "TRUNCATE users", err: "may not name public.users"},
@@ -184,7 +184,7 @@ var applyCases = []applyCase{
 	// filters and column rules together
 	{name: "both, allowed", rules: both, sql: "SELECT id, username FROM users WHERE username LIKE 'a%'", want: `SELECT id, username FROM $FENCE users WHERE username LIKE 'a%'`},
 	{name: "both, forbidden", rules: both, sql: "SELECT id FROM users WHERE email LIKE 'b%'", err: `column "email"`},
-	{name: "both, update allowed column", rules: both, sql: "UPDATE users SET username = 'al' WHERE username = 'alice'", want: `UPDATE users SET username = 'al' WHERE users.id = 'u_alice' AND CASE WHEN users.id = 'u_alice' THEN username = 'alice' ELSE false END`},
+	{name: "both, update allowed column", rules: both, sql: "UPDATE users SET username = 'al' WHERE username = 'alice'", want: `UPDATE users SET username = 'al' WHERE users.id = 'u_alice' AND username = 'alice' AND CASE WHEN users.id = 'u_alice' THEN username = 'alice' ELSE false END`},
 }
 
 func TestApply(t *testing.T) {

@@ -23,6 +23,9 @@ type rel struct {
 	// whole-row reference is cast back to the table's row type.
 	fenced bool
 	key    tableKey // the fenced table
+	// fence is the fence's SELECT, into which simple comparisons of the
+	// query level's WHERE clause are copied (see pushDown).
+	fence *pg_query.SelectStmt
 	// qualifiedOnly rels (ON CONFLICT's EXCLUDED) never own an unqualified
 	// column.
 	qualifiedOnly bool
@@ -442,11 +445,12 @@ func (w *walker) fromRangeVar(n *pg_query.Node, rv *pg_query.RangeVar, sample *p
 		} else {
 			from = inner
 		}
+		sub := fenceSelect(f, from)
 		n.Node = &pg_query.Node_RangeSubselect{RangeSubselect: &pg_query.RangeSubselect{
-			Subquery: fenceSelect(f, from),
+			Subquery: sub,
 			Alias:    alias,
 		}}
-		r.fenced, r.key = true, k
+		r.fenced, r.key, r.fence = true, k, sub.GetSelectStmt()
 	}
 	w.sc.rels = append(w.sc.rels, r)
 }
@@ -491,12 +495,159 @@ func (w *walker) guard(f *filter, qual string, client *pg_query.Node) *pg_query.
 	if client == nil {
 		return f.instance(qual)
 	}
+	// Simple comparisons of the target's columns with constants also stand
+	// outside the CASE, where the planner can use them for an index scan.
+	args := conjuncts(f.instance(qual))
+	single := len(w.sc.rels) == 1
+	for _, c := range conjuncts(client) {
+		if col := simpleComparison(c); col != nil && ownColumn(col, qual, single) {
+			args = append(args, proto.Clone(c).(*pg_query.Node))
+		}
+	}
 	caseExpr := &pg_query.Node{Node: &pg_query.Node_CaseExpr{CaseExpr: &pg_query.CaseExpr{
 		Args:      []*pg_query.Node{pg_query.MakeCaseWhenNode(f.instance(qual), client, -1)},
 		Defresult: &pg_query.Node{Node: &pg_query.Node_AConst{AConst: &pg_query.A_Const{Val: &pg_query.A_Const_Boolval{Boolval: &pg_query.Boolean{}}, Location: -1}}},
 		Location:  -1,
 	}}}
-	return pg_query.MakeBoolExprNode(pg_query.BoolExprType_AND_EXPR, []*pg_query.Node{f.instance(qual), caseExpr}, -1)
+	return pg_query.MakeBoolExprNode(pg_query.BoolExprType_AND_EXPR, append(args, caseExpr), -1)
+}
+
+// pushDown copies the simple comparisons of a query level's WHERE clause
+// (a column of a fenced table against a constant or parameter, e.g.
+// pgbench's aid = $1) into that table's fence, where the planner can use
+// them for an index scan: the fence keeps every other client condition out,
+// as a security_barrier view does, but lets these in, as PostgreSQL lets
+// leakproof conditions through a barrier. Such a comparison reveals nothing
+// when it is evaluated on a hidden row (it raises no error that shows the
+// row's value and calls no function of the client's), and the WHERE clause
+// still holds the original, so the result is the same.
+func (w *walker) pushDown(where *pg_query.Node) {
+	if where == nil {
+		return
+	}
+	single := len(w.sc.rels) == 1
+	for i := range w.sc.rels {
+		r := &w.sc.rels[i]
+		if r.fence == nil {
+			continue
+		}
+		for _, c := range conjuncts(where) {
+			col := simpleComparison(c)
+			if col == nil || !ownColumn(col, r.name, single) {
+				continue
+			}
+			cp := proto.Clone(c).(*pg_query.Node)
+			requalify(cp, r.key.name)
+			// One flat AND, as PostgreSQL's parser would build it.
+			if b := r.fence.WhereClause.GetBoolExpr(); b != nil && b.Boolop == pg_query.BoolExprType_AND_EXPR {
+				b.Args = append(b.Args, cp)
+			} else {
+				r.fence.WhereClause = pg_query.MakeBoolExprNode(pg_query.BoolExprType_AND_EXPR, []*pg_query.Node{r.fence.WhereClause, cp}, -1)
+			}
+		}
+	}
+}
+
+// conjuncts returns the top-level AND terms of e.
+func conjuncts(e *pg_query.Node) []*pg_query.Node {
+	if b := e.GetBoolExpr(); b != nil && b.Boolop == pg_query.BoolExprType_AND_EXPR {
+		var out []*pg_query.Node
+		for _, a := range b.Args {
+			out = append(out, conjuncts(a)...)
+		}
+		return out
+	}
+	if e == nil {
+		return nil
+	}
+	return []*pg_query.Node{e}
+}
+
+// simpleOperators are the comparisons simpleComparison accepts: strict
+// (NULL in, NULL out) and, for built-in types, leakproof.
+var simpleOperators = map[string]bool{"=": true, "<>": true, "<": true, "<=": true, ">": true, ">=": true}
+
+// simpleComparison returns the column of `column op constant` (either way
+// round, op one of simpleOperators unqualified, the constant a literal or a
+// parameter, possibly cast), or `column IN (constants)`; nil for anything
+// else.
+func simpleComparison(e *pg_query.Node) *pg_query.ColumnRef {
+	a := e.GetAExpr()
+	if a == nil || len(a.Name) != 1 {
+		return nil
+	}
+	op := a.Name[0].GetString_().GetSval()
+	switch a.Kind {
+	case pg_query.A_Expr_Kind_AEXPR_OP:
+		if !simpleOperators[op] {
+			return nil
+		}
+		if c := a.Lexpr.GetColumnRef(); c != nil && constantish(a.Rexpr) {
+			return c
+		}
+		if c := a.Rexpr.GetColumnRef(); c != nil && constantish(a.Lexpr) {
+			return c
+		}
+	case pg_query.A_Expr_Kind_AEXPR_IN:
+		c := a.Lexpr.GetColumnRef()
+		items := a.Rexpr.GetList().GetItems()
+		if c == nil || op != "=" || len(items) == 0 {
+			return nil
+		}
+		for _, it := range items {
+			if !constantish(it) {
+				return nil
+			}
+		}
+		return c
+	}
+	return nil
+}
+
+// constantish reports whether e is a literal or a parameter, possibly cast
+// to a type without modifiers.
+func constantish(e *pg_query.Node) bool {
+	if tc := e.GetTypeCast(); tc != nil {
+		if tc.TypeName == nil || len(tc.TypeName.Typmods) > 0 || len(tc.TypeName.ArrayBounds) > 0 {
+			return false
+		}
+		e = tc.Arg
+	}
+	if c := e.GetAConst(); c != nil {
+		return !c.Isnull
+	}
+	return e.GetParamRef() != nil
+}
+
+// ownColumn reports whether c names a column of the relation known as qual
+// at this level: qualified with it, or unqualified when it is the level's
+// only relation.
+func ownColumn(c *pg_query.ColumnRef, qual string, single bool) bool {
+	for _, f := range c.Fields {
+		if f.GetString_() == nil {
+			return false
+		}
+	}
+	switch len(c.Fields) {
+	case 1:
+		return single
+	case 2:
+		return c.Fields[0].GetString_().GetSval() == qual
+	}
+	return false
+}
+
+// requalify makes a qualified column reference of a simple comparison name
+// the table inside its fence. An unqualified one stays so: inside the fence
+// it resolves as it did outside (the table's column, else the same outer
+// query's).
+func requalify(e *pg_query.Node, table string) {
+	a := e.GetAExpr()
+	for _, side := range []*pg_query.Node{a.Lexpr, a.Rexpr} {
+		if c := side.GetColumnRef(); c != nil && len(c.Fields) > 1 {
+			c.Fields = []*pg_query.Node{pg_query.MakeStrNode(table), c.Fields[len(c.Fields)-1]}
+		}
+	}
 }
 
 // selectStmt walks a SELECT, VALUES or set operation as a new query level.
@@ -525,6 +676,7 @@ func (w *walker) selectStmt(s *pg_query.SelectStmt) {
 	}
 	w.nodes(s.TargetList)
 	w.node(s.WhereClause)
+	w.pushDown(s.WhereClause)
 	// GROUP BY prefers input columns to output names: no outputs here.
 	w.nodes(s.GroupClause)
 	w.node(s.HavingClause)

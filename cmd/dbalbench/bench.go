@@ -68,9 +68,9 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) (err error
 	if err != nil {
 		return err
 	}
-	policyDir := filepath.Join(root, "policies")
-	if st, err := os.Stat(policyDir); err != nil || !st.IsDir() {
-		return fmt.Errorf("no policy directory %s: the dbalproxy targets run with the shipped policies", policyDir)
+	shipped := filepath.Join(root, "policies")
+	if st, err := os.Stat(shipped); err != nil || !st.IsDir() {
+		return fmt.Errorf("no policy directory %s: the dbalproxy targets run with the shipped policies", shipped)
 	}
 	tmp, err := os.MkdirTemp("", "dbalbench-")
 	if err != nil {
@@ -99,7 +99,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) (err error
 	}
 
 	// The proxy is built first: a compile error should not wait for initdb.
-	var proxyBin string
+	var proxyBin, policyDir string
 	if hasProxyTarget(o.targets) {
 		proxyBin = filepath.Join(tmp, "dbalproxy")
 		logf("building dbalproxy (go build ./cmd/dbalproxy in %s)...", root)
@@ -107,6 +107,15 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) (err error
 			return err
 		}
 		e.proxy = proxyVersion(ctx, proxyBin, root)
+		if policyDir, err = benchPolicies(shipped, tmp); err != nil {
+			return err
+		}
+		plan, err := explainBench(ctx, proxyBin, policyDir)
+		if err != nil {
+			return err
+		}
+		e.notes = append(e.notes, fmt.Sprintf("dbalproxy targets: pool.mode %s; the shipped policies plus a row filter on pgbench_accounts for the bench login, so every pgbench statement is rewritten: %s", o.poolMode, plan))
+		logf("the bench login's pgbench SELECT is sent as: %s", plan)
 	}
 
 	logf("starting a throwaway PostgreSQL...")
@@ -178,7 +187,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) (err error
 			}
 			t = bt
 		case tProxy, tProxyNoAud, tProxyNoPol:
-			p, pt, err := startProxy(ctx, proxyBin, tmp, name, policyDir, cluster.AppURL(benchDB))
+			p, pt, err := startProxy(ctx, proxyBin, tmp, name, policyDir, cluster.AppURL(benchDB), o.poolMode)
 			if p != nil {
 				procs = append(procs, p)
 			}
@@ -250,6 +259,67 @@ func hasProxyTarget(names []string) bool {
 		}
 	}
 	return false
+}
+
+// benchRego adds a row filter on pgbench_accounts for the bench login to
+// the shipped policies: the figures are those of a statement that is
+// decided, rewritten (fenced with its filter) and audited. The filter lets
+// every row through, so the work pgbench measures is the same.
+const benchRego = `package dbal
+
+# Added by dbalbench: a row filter on pgbench_accounts for the bench login (role supergod).
+row_columns["public.pgbench_accounts"] := {"bid"}
+
+rows["public.pgbench_accounts"].select if {
+	input.session.role == "supergod"
+	input.row.bid >= 1
+}
+`
+
+// benchPolicies copies the shipped policy files (not their tests) into
+// tmp/policies and adds benchRego.
+func benchPolicies(shipped, tmp string) (string, error) {
+	dir := filepath.Join(tmp, "policies")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	ents, err := os.ReadDir(shipped)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if e.IsDir() || strings.HasSuffix(name, "_test.rego") || !(strings.HasSuffix(name, ".rego") || strings.HasSuffix(name, ".json") || strings.HasSuffix(name, ".yaml")) {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(shipped, name))
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			return "", err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bench.rego"), []byte(benchRego), 0o644); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
+// explainBench asks the proxy what it sends for pgbench -S's SELECT as the
+// bench login, and fails unless the row filter is in it.
+func explainBench(ctx context.Context, bin, policyDir string) (string, error) {
+	out, err := exec.CommandContext(ctx, bin, "explain", "--role", "supergod", "--claims", "{}", "--policies", policyDir,
+		"SELECT abalance FROM pgbench_accounts WHERE aid = 1").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("dbalproxy explain: %w\n%s", err, out)
+	}
+	text := string(out)
+	i := strings.Index(text, "the backend receives:")
+	if i < 0 || !strings.Contains(text[i:], "bid") {
+		return "", fmt.Errorf("the bench policies do not filter pgbench_accounts:\n%s", out)
+	}
+	return strings.Join(strings.Fields(text[i+len("the backend receives:"):]), " "), nil
 }
 
 // moduleRoot is the directory of the main module's go.mod.

@@ -60,6 +60,8 @@ type options struct {
 	markdown bool
 	keep     bool
 	verbose  bool
+	// poolMode is the dbalproxy targets' pool.mode.
+	poolMode string
 }
 
 func main() {
@@ -101,6 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	markdown := fs.Bool("markdown", false, "also print the results as markdown tables")
 	keep := fs.Bool("keep", false, "keep the temporary directory (configs, logs) for inspection")
 	verbose := fs.Bool("v", false, "print each pgbench command and its full output")
+	poolMode := fs.String("pool-mode", "transaction", "the dbalproxy targets' pool.mode: transaction (like PgBouncer's) or session")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "dbalbench: pgbench -S against PostgreSQL directly, through a bare TCP relay, PgBouncer and dbalproxy.\n\nUsage: go run ./cmd/dbalbench [flags]\n\n")
 		fs.PrintDefaults()
@@ -121,7 +124,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			*clients = "8"
 		}
 	}
-	o := &options{duration: *duration, runs: *runs, scale: *scale, markdown: *markdown, keep: *keep, verbose: *verbose}
+	o := &options{duration: *duration, runs: *runs, scale: *scale, markdown: *markdown, keep: *keep, verbose: *verbose, poolMode: *poolMode}
+	if o.poolMode != "transaction" && o.poolMode != "session" {
+		return nil, fmt.Errorf("-pool-mode %q: want transaction or session", o.poolMode)
+	}
 	var err error
 	if o.targets, err = pickList("-targets", *targets, allTargets); err != nil {
 		return nil, err

@@ -105,7 +105,7 @@ func yamlString(s string) string { return strconv.Quote(s) }
 // watched nor tested at load: a file saved during a run must not reload
 // them, and their Rego tests are not what is measured (checkTarget still
 // proves that they let pgbench's statements through).
-func startProxy(ctx context.Context, bin, tmp, name, policyDir, backendURL string) (*proc, *target, error) {
+func startProxy(ctx context.Context, bin, tmp, name, policyDir, backendURL, poolMode string) (*proc, *target, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, nil, err
@@ -122,6 +122,7 @@ listen: %s
 backend:
   url: %s
 pool:
+  mode: %s
   max_conns: %d
 auth:
   method: scram-sha-256
@@ -140,7 +141,7 @@ audit:
   log_literals: false
 log:
   level: warn
-`, name, yamlString(fmt.Sprintf("127.0.0.1:%d", port)), yamlString(backendURL), poolSize,
+`, name, yamlString(fmt.Sprintf("127.0.0.1:%d", port)), yamlString(backendURL), poolMode, poolSize,
 		yamlString(benchLogin), yamlString(benchPassword), yamlString(policyDir), policyMode, yamlString(auditOut))
 	cfgPath := filepath.Join(tmp, name+".yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
