@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/parser"
@@ -71,8 +72,10 @@ type Planner struct {
 type shape struct {
 	plan *Plan // the plan of the text that made it: one statement
 	// decision is set when the statement is rewritten: each text is then
-	// parsed and rewritten under it (the rewrite carries its constants).
+	// parsed and rewritten under it (the rewrite carries its constants),
+	// unless splice can put its constants into the shape's rewrite.
 	decision *policy.Decision
+	splice   *splice
 }
 
 // planKey is what a plan depends on. The principal is in canonical form, so
@@ -160,6 +163,7 @@ func (p *Planner) Decide(ctx context.Context, s *SessionInfo, sql string) (*Plan
 		if plan.Deny == nil && plan.SQL != sql {
 			d := decisions[0]
 			sh.decision = &d
+			sh.splice = p.newSplice(skey.sql, &d, sql, plan.SQL)
 		}
 		p.shapes.Add(skey, sh)
 	}
@@ -171,7 +175,9 @@ func (p *Planner) Decide(ctx context.Context, s *SessionInfo, sql string) (*Plan
 // parameters or dollar quotes of its own (whose $ would make a normalized
 // text ambiguous).
 func (p *Planner) shapeKey(key planKey) (planKey, bool) {
-	if strings.IndexByte(key.sql, '$') >= 0 || len(key.sql) > maxShapeText {
+	// The parser refuses what its protobuf cannot carry (invalid UTF-8);
+	// such a text must meet that refusal, not a shape.
+	if strings.IndexByte(key.sql, '$') >= 0 || len(key.sql) > maxShapeText || !utf8.ValidString(key.sql) {
 		return key, false
 	}
 	norm, err := pg_query.Normalize(key.sql)
@@ -201,6 +207,12 @@ func (p *Planner) fromShape(sh *shape, sql string) *Plan {
 	if sh.decision == nil {
 		plan.SQL = sql
 		return &plan
+	}
+	if sh.splice != nil {
+		if out, ok := sh.splice.apply(sql); ok {
+			plan.SQL = out
+			return &plan
+		}
 	}
 	res, err := p.cfg.Parser.Parse(sql)
 	if err != nil || len(res.Statements) != 1 || res.Statements[0].Fingerprint != ps.Fingerprint {
