@@ -51,6 +51,7 @@ type session struct {
 	txMode      bool
 	tx          *txShared
 	wantParams  map[string]string // parameters every leased backend must show this client
+	wantID      uint64            // identifies wantParams (see beState.syncedFor)
 	sqlPrepared map[string]bool   // names of SQL-level PREPAREd statements (the client is pinned)
 	sawFatal    bool              // the pump relayed a FATAL from the backend
 
@@ -654,6 +655,9 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 		var ps pgproto3.ParameterStatus
 		if ps.Decode(b[5:]) == nil {
 			be.Params[ps.Name] = ps.Value
+			if st, ok := be.State.(*beState); ok {
+				st.paramGen.Add(1)
+			}
 			if ps.Name == "session_authorization" || ps.Name == "is_superuser" {
 				return sess.rewriteParam(ps.Name, ps.Value)
 			}

@@ -83,6 +83,7 @@ func (sess *session) computeWantParams(be *pool.Conn) {
 		}
 	}
 	sess.wantParams = want
+	sess.wantID = wantIDs.Add(1)
 }
 
 // syncParams makes be show the client's parameters, sending only what
@@ -90,6 +91,11 @@ func (sess *session) computeWantParams(be *pool.Conn) {
 // packet left that this client did not ask for are reset.
 func (sess *session) syncParams(ctx context.Context, be *pool.Conn) error {
 	st := stateOf(be, sess.tx)
+	gen := st.paramGen.Load()
+	if st.syncedFor == sess.wantID && st.syncedGen == gen {
+		return nil // this client's parameters, and nothing changed since
+	}
+
 	var q strings.Builder
 	set := map[string]string{}
 	keys := make([]string, 0, len(sess.wantParams))
@@ -125,6 +131,7 @@ func (sess *session) syncParams(ctx context.Context, be *pool.Conn) error {
 		q.WriteString(quoteIdent(k))
 	}
 	if q.Len() == 0 {
+		st.syncedFor, st.syncedGen = sess.wantID, gen
 		return nil
 	}
 	// A simple query drops the backend's unnamed statement.
@@ -138,6 +145,7 @@ func (sess *session) syncParams(ctx context.Context, be *pool.Conn) error {
 	for k, v := range set {
 		st.settings[k] = v
 	}
+	st.syncedFor, st.syncedGen = sess.wantID, st.paramGen.Load()
 	return nil
 }
 

@@ -82,7 +82,17 @@ type beState struct {
 	// set on it for a client (search_path from a startup packet, say).
 	settings map[string]string
 	stale    *staleness
+	// paramGen counts the changes of the backend's reported parameters
+	// seen in its messages; syncedFor and syncedGen say whose parameters
+	// the backend was last made to show, and at which paramGen, so a lease
+	// by the same client of an unchanged backend needs no comparison.
+	paramGen  atomic.Uint64
+	syncedFor uint64
+	syncedGen uint64
 }
+
+// wantIDs numbers the parameter sets of sessions (computeWantParams).
+var wantIDs atomic.Uint64
 
 // stateOf returns the bookkeeping of be, creating it for a connection that
 // has none (new, or reset by the pool).

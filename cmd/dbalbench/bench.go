@@ -187,7 +187,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) (err error
 			}
 			t = bt
 		case tProxy, tProxyNoAud, tProxyNoPol:
-			p, pt, err := startProxy(ctx, proxyBin, tmp, name, policyDir, cluster.AppURL(benchDB), o.poolMode)
+			p, pt, err := startProxy(ctx, proxyBin, tmp, name, policyDir, cluster.AppURL(benchDB), o.poolMode, o.cpuprofile)
 			if p != nil {
 				procs = append(procs, p)
 			}

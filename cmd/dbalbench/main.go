@@ -62,6 +62,9 @@ type options struct {
 	verbose  bool
 	// poolMode is the dbalproxy targets' pool.mode.
 	poolMode string
+	// cpuprofile, if set, is a directory where each dbalproxy target writes
+	// a CPU profile of its whole run.
+	cpuprofile string
 }
 
 func main() {
@@ -103,6 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	markdown := fs.Bool("markdown", false, "also print the results as markdown tables")
 	keep := fs.Bool("keep", false, "keep the temporary directory (configs, logs) for inspection")
 	verbose := fs.Bool("v", false, "print each pgbench command and its full output")
+	cpuprofile := fs.String("cpuprofile", "", "directory for a CPU profile of each dbalproxy target (<target>.pprof; go tool pprof)")
 	poolMode := fs.String("pool-mode", "transaction", "the dbalproxy targets' pool.mode: transaction (like PgBouncer's) or session")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "dbalbench: pgbench -S against PostgreSQL directly, through a bare TCP relay, PgBouncer and dbalproxy.\n\nUsage: go run ./cmd/dbalbench [flags]\n\n")
@@ -124,7 +128,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			*clients = "8"
 		}
 	}
-	o := &options{duration: *duration, runs: *runs, scale: *scale, markdown: *markdown, keep: *keep, verbose: *verbose, poolMode: *poolMode}
+	o := &options{duration: *duration, runs: *runs, scale: *scale, markdown: *markdown, keep: *keep, verbose: *verbose, poolMode: *poolMode, cpuprofile: *cpuprofile}
 	if o.poolMode != "transaction" && o.poolMode != "session" {
 		return nil, fmt.Errorf("-pool-mode %q: want transaction or session", o.poolMode)
 	}

@@ -105,7 +105,7 @@ func yamlString(s string) string { return strconv.Quote(s) }
 // watched nor tested at load: a file saved during a run must not reload
 // them, and their Rego tests are not what is measured (checkTarget still
 // proves that they let pgbench's statements through).
-func startProxy(ctx context.Context, bin, tmp, name, policyDir, backendURL, poolMode string) (*proc, *target, error) {
+func startProxy(ctx context.Context, bin, tmp, name, policyDir, backendURL, poolMode, profileDir string) (*proc, *target, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, nil, err
@@ -150,6 +150,13 @@ log:
 	cmd := exec.Command(bin, "serve", "--config", cfgPath)
 	cmd.Dir = tmp
 	cmd.Env = childEnv()
+	if profileDir != "" {
+		abs, err := filepath.Abs(filepath.Join(profileDir, name+".pprof"))
+		if err != nil {
+			return nil, nil, err
+		}
+		cmd.Env = append(cmd.Env, "DBALPROXY_CPUPROFILE="+abs)
+	}
 	p, err := startProc(name, cmd, filepath.Join(tmp, name+".log"), nil)
 	if err != nil {
 		return nil, nil, err

@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -115,6 +116,22 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	c, err := load()
 	if err != nil {
 		return err
+	}
+	if path := os.Getenv("DBALPROXY_CPUPROFILE"); path != "" {
+		// A CPU profile of the whole run, written when serve returns (for
+		// dbalbench -cpuprofile and go tool pprof).
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("DBALPROXY_CPUPROFILE: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return fmt.Errorf("DBALPROXY_CPUPROFILE: %w", err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
 	log := newLogger(LogConfig{Level: "trace", Format: c.Log.Format}, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
