@@ -1,0 +1,14 @@
+# Convenience targets; each is one command you can also run by hand.
+.PHONY: test bench bench-quick
+
+# The whole test suite, as CI runs it (installs PostgreSQL if missing).
+test:
+	./scripts/test.sh
+
+# The side-by-side benchmark of docs/benchmarks.md (about 5 minutes).
+bench:
+	go run ./cmd/dbalbench -clients 8 -duration 5s -runs 3 -markdown
+
+# A quick look (about 1 minute).
+bench-quick:
+	go run ./cmd/dbalbench -quick
