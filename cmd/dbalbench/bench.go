@@ -98,6 +98,10 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) (err error
 		e.notes = append(e.notes, msg)
 	}
 
+	// Every process started below inherits the raised open-file limit (for
+	// -idle).
+	fileLimit := raiseFileLimit()
+
 	// The proxy is built first: a compile error should not wait for initdb.
 	var proxyBin, policyDir string
 	if hasProxyTarget(o.targets) {
@@ -238,6 +242,21 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) (err error
 				}
 			}
 		}
+	}
+	for _, t := range targets {
+		if t.name != tProxy || o.idle <= 0 {
+			continue
+		}
+		logf("opening %d idle connections to %s (open-file limit %d)...", o.idle, t.name, fileLimit)
+		ir := measureIdle(ctx, t, o.idle)
+		line := fmt.Sprintf("%s idle connections: %d opened in %s; proxy RSS %.1f MiB before, %.1f MiB after: %.1f KiB per idle connection (transaction pooling: no backend held)",
+			t.name, ir.conns, ir.took.Round(time.Millisecond), float64(ir.rssBefore)/1024, float64(ir.rssAfter)/1024,
+			float64(ir.rssAfter-ir.rssBefore)/float64(max(ir.conns, 1)))
+		if ir.err != nil {
+			line += "; stopped at " + ir.err.Error()
+		}
+		logf("%s", line)
+		e.notes = append(e.notes, line)
 	}
 	logf("measured in %s", time.Since(begin).Round(time.Second))
 	report(stdout, o, e, names, res, false)

@@ -62,6 +62,9 @@ type options struct {
 	verbose  bool
 	// poolMode is the dbalproxy targets' pool.mode.
 	poolMode string
+	// idle, if above 0, is how many idle client connections are opened to
+	// the dbalproxy target after the pgbench runs, to measure their memory.
+	idle int
 	// cpuprofile, if set, is a directory where each dbalproxy target writes
 	// a CPU profile of its whole run.
 	cpuprofile string
@@ -106,6 +109,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	markdown := fs.Bool("markdown", false, "also print the results as markdown tables")
 	keep := fs.Bool("keep", false, "keep the temporary directory (configs, logs) for inspection")
 	verbose := fs.Bool("v", false, "print each pgbench command and its full output")
+	idle := fs.Int("idle", 1000, "after the pgbench runs, open this many idle connections to the dbalproxy target and report its memory per connection (0: skip)")
 	cpuprofile := fs.String("cpuprofile", "", "directory for a CPU profile of each dbalproxy target (<target>.pprof; go tool pprof)")
 	poolMode := fs.String("pool-mode", "transaction", "the dbalproxy targets' pool.mode: transaction (like PgBouncer's) or session")
 	fs.Usage = func() {
@@ -128,7 +132,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			*clients = "8"
 		}
 	}
-	o := &options{duration: *duration, runs: *runs, scale: *scale, markdown: *markdown, keep: *keep, verbose: *verbose, poolMode: *poolMode, cpuprofile: *cpuprofile}
+	o := &options{duration: *duration, runs: *runs, scale: *scale, markdown: *markdown, keep: *keep, verbose: *verbose, poolMode: *poolMode, cpuprofile: *cpuprofile, idle: *idle}
 	if o.poolMode != "transaction" && o.poolMode != "session" {
 		return nil, fmt.Errorf("-pool-mode %q: want transaction or session", o.poolMode)
 	}
