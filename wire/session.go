@@ -607,6 +607,10 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 			return nil // over the policy's max_rows
 		}
 	case 'C', 's':
+		if r.run != nil && typ == 'C' && r.run.skipTags > 0 {
+			r.run.skipTags--
+			return nil // the proxy's own SET LOCAL
+		}
 		if r.run != nil {
 			max, cut := r.run.capOf()
 			sess.complete(r.run, typ, b[5:])

@@ -40,7 +40,11 @@ type stmtRun struct {
 	cut  bool // rows were withheld from the current statement
 	// timer is the policy timeout of the run, if it has one.
 	timer *stmtTimer
-	who   *endUser // the end user the run was decided for; nil for the login itself (identity.go)
+	// skipTags is the number of CommandCompletes of statements the proxy
+	// put in front of the client's (SET LOCAL statement_timeout), which
+	// the client must not see.
+	skipTags int
+	who      *endUser // the end user the run was decided for; nil for the login itself (identity.go)
 }
 
 // stmtTimer is a run's policy timeout. When it fires while the
@@ -203,6 +207,15 @@ func (sess *session) handleQuery(be *pool.Conn, n int) error {
 		}
 	}
 	run := newRun(plan, nil)
+	if ms := perStatementTimeout(plan, byte(sess.txStatus.Load())); ms > 0 {
+		// PostgreSQL applies statement_timeout to each statement of a
+		// query string, and does not flush between them, so the proxy's own
+		// timer can only bound the whole string: let the backend time each
+		// statement, for this string only (SET LOCAL ends with the implicit
+		// transaction of a multi-statement query). Its "SET" is swallowed.
+		send = "SET LOCAL statement_timeout = " + strconv.Itoa(ms) + ";\n" + send
+		run.skipTags = 1
+	}
 	sess.armTimeout(run)
 	if err := sess.push(be, request{kind: reqQuery, run: run}); err != nil {
 		return err
@@ -211,6 +224,35 @@ func (sess *session) handleQuery(be *pool.Conn, n int) error {
 		return writeMessage(be.W, 'Q', body)
 	}
 	return sess.writeQuery(be, send)
+}
+
+// perStatementTimeout is the policy timeout to give each statement of a
+// multi-statement Query, or 0: only when every statement has the same one,
+// no transaction is open (SET LOCAL would outlive the string) and none of
+// the statements is transaction control (which would end or extend the
+// implicit transaction).
+func perStatementTimeout(plan *Plan, txStatus byte) int {
+	if len(plan.Statements) < 2 || txStatus != 'I' {
+		return 0
+	}
+	ms := plan.Statements[0].TimeoutMS
+	for _, ps := range plan.Statements {
+		if ps.TimeoutMS != ms || ms <= 0 || transactionControl(ps.Command) {
+			return 0
+		}
+	}
+	return ms
+}
+
+// transactionControl reports whether a command tag is one of transaction
+// control.
+func transactionControl(command string) bool {
+	for _, p := range []string{"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "PREPARE TRANSACTION"} {
+		if strings.HasPrefix(command, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // writeQuery writes a Query message with text sql.
