@@ -49,6 +49,10 @@ var allTargets = []string{tDirect, tRelay, tPgBouncer, tProxy, tProxyNoAud, tPro
 
 var allModes = []string{"simple", "extended", "prepared"}
 
+// extraModes may be asked for with -modes: "connect" is -M simple with -C
+// (a new connection, with its SCRAM login, per transaction).
+var extraModes = []string{"connect"}
+
 // options are the parsed flags.
 type options struct {
 	targets  []string
@@ -100,7 +104,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("dbalbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	targets := fs.String("targets", strings.Join(allTargets, ","), "comma list of targets: "+strings.Join(allTargets, ", "))
-	modes := fs.String("modes", strings.Join(allModes, ","), "comma list of pgbench protocol modes (-M): simple, extended, prepared")
+	modes := fs.String("modes", strings.Join(allModes, ","), "comma list of pgbench protocol modes (-M): simple, extended, prepared; or connect (-M simple -C: connection setup)")
 	clients := fs.String("clients", "1,8,32", "comma list of client counts (pgbench -c)")
 	duration := fs.Duration("duration", 10*time.Second, "length of each pgbench run (pgbench -T, whole seconds)")
 	runs := fs.Int("runs", 1, "repetitions of each measurement; the median is reported")
@@ -140,7 +144,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.targets, err = pickList("-targets", *targets, allTargets); err != nil {
 		return nil, err
 	}
-	if o.modes, err = pickList("-modes", *modes, allModes); err != nil {
+	if o.modes, err = pickList("-modes", *modes, append(slices.Clone(allModes), extraModes...)); err != nil {
 		return nil, err
 	}
 	for s := range strings.SplitSeq(*clients, ",") {

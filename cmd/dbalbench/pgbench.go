@@ -60,8 +60,14 @@ func measure(ctx context.Context, bin, tmp string, t *target, mode string, clien
 		}
 	}()
 	secs := int(dur.Round(time.Second) / time.Second)
-	args := []string{"-n", "-S", "-M", mode, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(clients, 2)),
-		"-T", strconv.Itoa(secs), "--log", "--log-prefix=" + prefix}
+	pgMode := mode
+	var extra []string
+	if mode == "connect" {
+		// Connection setup: a new connection (SCRAM login) per transaction.
+		pgMode, extra = "simple", []string{"-C"}
+	}
+	args := append([]string{"-n", "-S", "-M", pgMode, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(clients, 2)),
+		"-T", strconv.Itoa(secs), "--log", "--log-prefix=" + prefix}, extra...)
 	if verbose {
 		fmt.Fprintf(stderr, "$ pgbench %s -h 127.0.0.1 -p %d -U %s %s\n", strings.Join(args, " "), t.port, t.user, t.dbFor(mode))
 	}
