@@ -93,44 +93,31 @@ func translate(pq *rego.PartialQueries, t *rowTable) (*rowExpr, error) {
 	return orOf(alts), nil
 }
 
-func andOf(xs []*rowExpr) *rowExpr {
-	var kids []*rowExpr
-	for _, x := range xs {
-		switch x.kind {
-		case exprFalse:
-			return rowFalse
-		case exprTrue:
-			continue
-		}
-		kids = append(kids, x)
-	}
-	switch len(kids) {
-	case 0:
-		return rowTrue
-	case 1:
-		return kids[0]
-	}
-	return &rowExpr{kind: exprAnd, kids: kids}
-}
+func andOf(xs []*rowExpr) *rowExpr { return junction(exprAnd, rowTrue, rowFalse, xs) }
 
-func orOf(xs []*rowExpr) *rowExpr {
+func orOf(xs []*rowExpr) *rowExpr { return junction(exprOr, rowFalse, rowTrue, xs) }
+
+// junction is the AND or OR (kind) of xs, simplified: unit terms (true for
+// AND, false for OR) drop out, an absorbing term (the other one) is the
+// result, and one term left stands alone.
+func junction(kind exprKind, unit, absorbing *rowExpr, xs []*rowExpr) *rowExpr {
 	var kids []*rowExpr
 	for _, x := range xs {
 		switch x.kind {
-		case exprTrue:
-			return rowTrue
-		case exprFalse:
+		case absorbing.kind:
+			return absorbing
+		case unit.kind:
 			continue
 		}
 		kids = append(kids, x)
 	}
 	switch len(kids) {
 	case 0:
-		return rowFalse
+		return unit
 	case 1:
 		return kids[0]
 	}
-	return &rowExpr{kind: exprOr, kids: kids}
+	return &rowExpr{kind: kind, kids: kids}
 }
 
 func translateExpr(e *ast.Expr, t *rowTable) (*rowExpr, error) {
