@@ -284,6 +284,21 @@ func (b *Backends) Acquire(ctx context.Context, database string) (*pool.Conn, er
 	return c, err
 }
 
+// TryAcquire returns an idle connection without waiting when the wrapped
+// backends can (see pool.Pool.TryAcquire), counted like an Acquire that
+// took no time; nil otherwise.
+func (b *Backends) TryAcquire(database string) *pool.Conn {
+	p, ok := b.Backends.(interface{ TryAcquire(string) *pool.Conn })
+	if !ok {
+		return nil
+	}
+	c := p.TryAcquire(database)
+	if c != nil {
+		b.m.acquire.Observe(0)
+	}
+	return c
+}
+
 // Put gives a connection back without a reset when the wrapped backends can
 // (transaction pooling relies on it to keep prepared statements), else
 // releases it.

@@ -51,6 +51,13 @@ type Conn struct {
 	sub      *subPool
 	lastUsed time.Time
 	broken   bool
+
+	// The liveness probe, made once per connection (see peekAlive).
+	raw      syscall.RawConn
+	peekFn   func(fd uintptr) bool
+	peekN    int
+	peekErr  error
+	peekOnce bool
 }
 
 func newConn(hc *pgconn.HijackedConn, s *subPool) *Conn {
@@ -154,24 +161,28 @@ func (c *Conn) alive() bool {
 // the server sent before closing) or at EOF is not. known is false where the
 // socket cannot be probed this way (TLS, or no raw socket).
 func (c *Conn) peekAlive() (ok, known bool) {
-	sc, isSys := c.netConn.(syscall.Conn)
-	if !isSys {
+	if !c.peekOnce {
+		// The raw connection and the probe are made once: a connection is
+		// probed every time it is leased.
+		c.peekOnce = true
+		if sc, isSys := c.netConn.(syscall.Conn); isSys {
+			if raw, err := sc.SyscallConn(); err == nil {
+				c.raw = raw
+				c.peekFn = func(fd uintptr) bool {
+					var b [1]byte
+					c.peekN, _, c.peekErr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+					return true
+				}
+			}
+		}
+	}
+	if c.raw == nil {
 		return false, false
 	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false, false
-	}
-	var n int
-	var rerr error
-	cerr := raw.Read(func(fd uintptr) bool {
-		var b [1]byte
-		n, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return true
-	})
-	if cerr != nil {
+	if cerr := c.raw.Read(c.peekFn); cerr != nil {
 		return false, true
 	}
+	n, rerr := c.peekN, c.peekErr
 	if rerr != nil {
 		if errors.Is(rerr, syscall.EAGAIN) || errors.Is(rerr, syscall.EWOULDBLOCK) {
 			return true, true

@@ -210,6 +210,46 @@ func (p *Pool) Acquire(ctx context.Context, database string) (*Conn, error) {
 	}
 }
 
+// TryAcquire returns an idle connection to database that is still alive,
+// or nil when there is none (it neither dials nor waits). It is the cheap
+// first try of a session that leases a connection per transaction.
+func (p *Pool) TryAcquire(database string) *Conn {
+	if database == "" {
+		database = p.base.Database
+	}
+	s, err := p.sub(database)
+	if err != nil {
+		return nil
+	}
+	for {
+		c := s.takeIdle()
+		if c == nil {
+			return nil
+		}
+		if c.alive() {
+			return c
+		}
+		p.log.Debug().Str("database", database).Uint32("backend_pid", c.PID).Msg("idle backend connection is gone; replacing it")
+		c.close()
+		p.destroyed.Add(1)
+		p.free(s)
+	}
+}
+
+// takeIdle returns an idle connection, or nil.
+func (s *subPool) takeIdle() *Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.mu.idle)
+	if n == 0 {
+		return nil
+	}
+	c := s.mu.idle[n-1]
+	s.mu.idle[n-1] = nil
+	s.mu.idle = s.mu.idle[:n-1]
+	return c
+}
+
 // take returns an idle connection, or dial=true with a place reserved, or a
 // waiter queued for the next free place.
 func (s *subPool) take(max int) (c *Conn, dial bool, w *waiter) {

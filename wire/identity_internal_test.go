@@ -121,3 +121,20 @@ func FuzzSwitchShape(f *testing.F) {
 		_ = containsFold(sql, "dbal")
 	})
 }
+
+// mayHaveEffect, which reads the text once, agrees with looking for each
+// effect word in turn.
+func FuzzMayHaveEffect(f *testing.F) {
+	for _, s := range []string{"SELECT 1", "set x = 1", "PREPARE p AS SELECT 1", "SeLeCt pg_advisory_lock(1)", "u&\"x\"", "U&", "discar", "LISTEN"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want := false
+		for _, w := range effectWords {
+			want = want || containsFold(s, w)
+		}
+		if got := mayHaveEffect(s); got != want {
+			t.Fatalf("mayHaveEffect(%q) = %v, want %v", s, got, want)
+		}
+	})
+}

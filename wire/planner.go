@@ -148,6 +148,19 @@ func (p *Planner) Decide(ctx context.Context, s *SessionInfo, sql string) (*Plan
 	if plan, ok := p.cache.Get(key); ok {
 		return plan, nil
 	}
+	if len(sql) <= maxShapeText {
+		var buf [512]byte
+		var cs [16]string
+		if norm, consts, ok := quickShape(sql, buf[:0], cs[:0]); ok {
+			qkey := key
+			qkey.sql = string(norm)
+			if sh, ok := p.shapes.Get(qkey); ok {
+				if plan := p.fromShapeConsts(sh, sql, consts); plan != nil {
+					return plan, nil
+				}
+			}
+		}
+	}
 	skey, shaped := p.shapeKey(key)
 	if shaped {
 		if sh, ok := p.shapes.Get(skey); ok {
@@ -226,6 +239,23 @@ func (p *Planner) fromShape(sh *shape, sql string) *Plan {
 	plan.SQL = out
 	ps.QueryRaw = st.Text
 	return &plan
+}
+
+// fromShapeConsts is fromShape for a text whose constants quickShape found:
+// the text is of the shape by construction, so a splice needs no scan.
+func (p *Planner) fromShapeConsts(sh *shape, sql string, consts []string) *Plan {
+	if sh.decision != nil && sh.splice != nil {
+		out, ok := sh.splice.fill(consts)
+		if !ok {
+			return nil
+		}
+		plan := *sh.plan
+		plan.Statements = slices.Clone(sh.plan.Statements)
+		plan.Statements[0].QueryRaw = sql
+		plan.SQL = out
+		return &plan
+	}
+	return p.fromShape(sh, sql)
 }
 
 // Version implements Decider.

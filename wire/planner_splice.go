@@ -128,24 +128,45 @@ func (sp *splice) apply(sql string) (string, bool) {
 		default:
 			return "", false
 		}
-		c := sql[start:t.End]
-		if c[0] == '-' {
-			c = "(" + c + ")" // never "--", a comment, after an operator
-		}
-		consts[nt.param] = c
+		consts[nt.param] = sql[start:t.End]
 		j++
 	}
 	if j != len(tokens) {
 		return "", false
 	}
+	return sp.fill(consts[1:])
+}
+
+// fill returns the shape's rewrite with consts[k-1] in place of
+// placeholder k. A negative number is put in parentheses, so that it never
+// makes "--", a comment, after an operator.
+func (sp *splice) fill(consts []string) (string, bool) {
+	if len(consts) != sp.params {
+		return "", false
+	}
+	size := 0
+	for _, s := range sp.segments {
+		size += len(s.text)
+		if s.param > 0 {
+			size += len(consts[s.param-1]) + 2
+		}
+	}
 	var b strings.Builder
+	b.Grow(size)
 	for _, s := range sp.segments {
 		b.WriteString(s.text)
 		if s.param > 0 {
-			if consts[s.param] == "" {
+			c := consts[s.param-1]
+			switch {
+			case c == "":
 				return "", false
+			case c[0] == '-':
+				b.WriteByte('(')
+				b.WriteString(c)
+				b.WriteByte(')')
+			default:
+				b.WriteString(c)
 			}
-			b.WriteString(consts[s.param])
 		}
 	}
 	return b.String(), true

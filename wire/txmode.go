@@ -37,6 +37,13 @@ type txPutter interface {
 	Put(c *pool.Conn)
 }
 
+// txTaker is implemented by backends that can hand out an idle connection
+// without waiting (*pool.Pool): leasing one per transaction then needs no
+// context or timer.
+type txTaker interface {
+	TryAcquire(database string) *pool.Conn
+}
+
 // txShared returns the server's transaction pooling state.
 func (srv *Server) txShared() *txShared {
 	srv.txOnce.Do(func() { srv.tx = newTxShared(srv.cfg.Decider) })
@@ -90,11 +97,11 @@ func (sess *session) computeWantParams(be *pool.Conn) {
 // differs (one round trip, or none). Settings another client's startup
 // packet left that this client did not ask for are reset.
 func (sess *session) syncParams(ctx context.Context, be *pool.Conn) error {
-	st := stateOf(be, sess.tx)
-	gen := st.paramGen.Load()
-	if st.syncedFor == sess.wantID && st.syncedGen == gen {
+	if sess.paramsSynced(be) {
 		return nil // this client's parameters, and nothing changed since
 	}
+	st := stateOf(be, sess.tx)
+	gen := st.paramGen.Load()
 
 	var q strings.Builder
 	set := map[string]string{}
@@ -147,6 +154,13 @@ func (sess *session) syncParams(ctx context.Context, be *pool.Conn) error {
 	}
 	st.syncedFor, st.syncedGen = sess.wantID, st.paramGen.Load()
 	return nil
+}
+
+// paramsSynced reports whether be was last made to show this client's
+// parameters and has reported no change since.
+func (sess *session) paramsSynced(be *pool.Conn) bool {
+	st := stateOf(be, sess.tx)
+	return st.syncedFor == sess.wantID && st.syncedGen == st.paramGen.Load()
 }
 
 // quoteIdent quotes an identifier for SQL.
@@ -202,6 +216,16 @@ func (sess *session) newLease() (*pool.Conn, error) {
 	if sess.pumpDone != nil {
 		<-sess.pumpDone
 	}
+	if t, ok := sess.srv.cfg.Backends.(txTaker); ok {
+		// The common case: an idle connection that already shows this
+		// client's parameters.
+		if be := t.TryAcquire(sess.database); be != nil {
+			if sess.paramsSynced(be) {
+				return sess.startLease(be), nil
+			}
+			sess.putBackend(be)
+		}
+	}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), sess.srv.cfg.StartupTimeout)
@@ -221,16 +245,21 @@ func (sess *session) newLease() (*pool.Conn, error) {
 			lastErr = err // the connection went away: take another
 			continue
 		}
-		sess.stopping.Store(false)
-		sess.mu.Lock()
-		sess.mu.be = be
-		sess.mu.Unlock()
-		sess.pumpDone = make(chan struct{})
-		go sess.pump(be)
-		return be, nil
+		return sess.startLease(be), nil
 	}
 	sess.log.Warn().Err(lastErr).Msg("backend connections keep failing")
 	return nil, fatalf(CodeConnectionFailure, "the proxy cannot reach the database server")
+}
+
+// startLease makes be the session's backend and starts its pump.
+func (sess *session) startLease(be *pool.Conn) *pool.Conn {
+	sess.stopping.Store(false)
+	sess.mu.Lock()
+	sess.mu.be = be
+	sess.mu.Unlock()
+	sess.pumpDone = make(chan struct{})
+	go sess.pump(be)
+	return be
 }
 
 // leaseFailed ends a session whose client could not be given a backend.

@@ -212,31 +212,51 @@ func newTxShared(d Decider) *txShared {
 var effectWords = []string{"set", "listen", "load", "prepare", "execute", "deallocate", "discard", "declare",
 	"temp", "advisory", "dblink", "lo_open", "u&"}
 
+// effectStarts[c] lists the effectWords that start with the lower-case
+// ASCII letter c, so that mayHaveEffect reads the text once.
+var effectStarts = func() (t [256][]string) {
+	for _, w := range effectWords {
+		t[w[0]] = append(t[w[0]], w)
+		t[w[0]-'a'+'A'] = append(t[w[0]-'a'+'A'], w)
+	}
+	return t
+}()
+
 // mayHaveEffect reports whether sql may have a session effect.
 func mayHaveEffect(sql string) bool {
-	for _, w := range effectWords {
-		if containsFold(sql, w) {
-			return true
+	for i := 0; i < len(sql); i++ {
+		for _, w := range effectStarts[sql[i]] {
+			if hasPrefixFold(sql[i:], w) {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+// hasPrefixFold reports whether s starts with the lower-case ASCII word w,
+// ignoring ASCII case.
+func hasPrefixFold(s, w string) bool {
+	if len(s) < len(w) {
+		return false
+	}
+	for j := 0; j < len(w); j++ {
+		c := s[j]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != w[j] {
+			return false
+		}
+	}
+	return true
 }
 
 // containsFold reports whether s contains the lower-case ASCII word w,
 // ignoring ASCII case, without allocating.
 func containsFold(s, w string) bool {
 	for i := 0; i+len(w) <= len(s); i++ {
-		j := 0
-		for ; j < len(w); j++ {
-			c := s[i+j]
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			if c != w[j] {
-				break
-			}
-		}
-		if j == len(w) {
+		if hasPrefixFold(s[i:], w) {
 			return true
 		}
 	}
