@@ -18,34 +18,34 @@ var quickShapeCases = []struct {
 	{"SELECT x1, t2.y FROM t2 WHERE z='é'", "SELECT x1, t2.y FROM t2 WHERE z=$1", []string{"'é'"}},
 	{"SELECT a[1:2], b::numeric(10,2) FROM t WHERE c <> 7 ORDER BY 1", "SELECT a[$1:$2], b::numeric($3,$4) FROM t WHERE c <> $5 ORDER BY $6", []string{"1", "2", "10", "2", "7", "1"}},
 	{"SELECT 1", "SELECT $1", []string{"1"}},
-	{"SELECT x FROM t", "", nil},                                    // no constant: no shape
-	{"SELECT x FROM t WHERE a = $1", "", nil},                       // a parameter
-	{"SELECT $$x$$", "", nil},                                       // a dollar quote
-	{"SELECT 1 -- c", "", nil},                                      // a comment
-	{"SELECT /* c */ 1", "", nil},                                   // a comment
-	{"SELECT E'a\\nb'", "", nil},                                    // an escape string
-	{"SELECT 'a\\'", "", nil},                                       // a backslash
-	{"SELECT B'101'", "", nil},                                      // bit string
-	{"SELECT X'1f'", "", nil},                                       // hex string
-	{"SELECT N'x'", "", nil},                                        // national string
-	{"SELECT U&'d\\0061t'", "", nil},                                // Unicode string
-	{`SELECT U&"d\0061t" FROM t WHERE a = 1`, "", nil},              // Unicode identifier
-	{"SELECT 'a'\n'b'", "", nil},                                    // continued string
-	{"SELECT 'a' 'b'", "", nil},                                     // adjacent strings
-	{"SELECT 1e5", "", nil},                                         // exponent
-	{"SELECT 1.", "", nil},                                          // trailing dot
-	{"SELECT .5", "", nil},                                          // leading dot
-	{"SELECT 1..2", "", nil},                                        // double dot
-	{"SELECT 1_000", "", nil},                                       // underscore
-	{"SELECT 0x1F", "", nil},                                        // hex number
-	{"SELECT 1abc", "", nil},                                        // trailing junk
-	{"SELECT 'unterminated", "", nil},                               // unterminated string
-	{`SELECT "unterminated`, "", nil},                               // unterminated identifier
-	{"SELECT 1 FROM tëst", "", nil},                                 // non-ASCII identifier
-	{"SELECT 'a\xff'", "", nil},                                     // invalid UTF-8
-	{"SELECT 1\x00", "", nil},                                       // control character
-	{"SELECT x`y FROM t WHERE a = 1", "", nil},                      // backquote
-	{"SELECT t.5 FROM t", "", nil},                                  // a digit after a dot
+	{"SELECT x FROM t", "", nil},                       // no constant: no shape
+	{"SELECT x FROM t WHERE a = $1", "", nil},          // a parameter
+	{"SELECT $$x$$", "", nil},                          // a dollar quote
+	{"SELECT 1 -- c", "", nil},                         // a comment
+	{"SELECT /* c */ 1", "", nil},                      // a comment
+	{"SELECT E'a\\nb'", "", nil},                       // an escape string
+	{"SELECT 'a\\'", "", nil},                          // a backslash
+	{"SELECT B'101'", "", nil},                         // bit string
+	{"SELECT X'1f'", "", nil},                          // hex string
+	{"SELECT N'x'", "", nil},                           // national string
+	{"SELECT U&'d\\0061t'", "", nil},                   // Unicode string
+	{`SELECT U&"d\0061t" FROM t WHERE a = 1`, "", nil}, // Unicode identifier
+	{"SELECT 'a'\n'b'", "", nil},                       // continued string
+	{"SELECT 'a' 'b'", "", nil},                        // adjacent strings
+	{"SELECT 1e5", "", nil},                            // exponent
+	{"SELECT 1.", "", nil},                             // trailing dot
+	{"SELECT .5", "", nil},                             // leading dot
+	{"SELECT 1..2", "", nil},                           // double dot
+	{"SELECT 1_000", "", nil},                          // underscore
+	{"SELECT 0x1F", "", nil},                           // hex number
+	{"SELECT 1abc", "", nil},                           // trailing junk
+	{"SELECT 'unterminated", "", nil},                  // unterminated string
+	{`SELECT "unterminated`, "", nil},                  // unterminated identifier
+	{"SELECT 1 FROM tëst", "", nil},                    // non-ASCII identifier
+	{"SELECT 'a\xff'", "", nil},                        // invalid UTF-8
+	{"SELECT 1\x00", "", nil},                          // control character
+	{"SELECT x`y FROM t WHERE a = 1", "", nil},         // backquote
+	{"SELECT t.5 FROM t", "", nil},                     // a digit after a dot
 	{"SELECT a-1, b - 2, -3 FROM t", "SELECT a-$1, b - $2, -$3 FROM t", []string{"1", "2", "3"}},
 }
 
