@@ -108,6 +108,9 @@ func FuzzApply(f *testing.F) {
 type oracle struct {
 	t        *testing.T
 	problems []string
+	// inlinable counts the enclosing sub-selects in FROM and CTE bodies,
+	// where a filtered table must stay fenced.
+	inlinable int
 }
 
 func isUsers(rv *pg_query.RangeVar) bool {
@@ -177,6 +180,16 @@ func (o *oracle) isFence(s *pg_query.SelectStmt) bool {
 		o.isFilter(withoutPushed(s.WhereClause), "users") && off != nil && off.GetIval() != nil && off.GetIval().Ival == 0
 }
 
+// isFlat reports whether s reads users alone, unfenced, with the filter
+// and nothing but simple comparisons in its WHERE clause (see unfence).
+func (o *oracle) isFlat(s *pg_query.SelectStmt) bool {
+	if len(s.FromClause) != 1 || s.Op != pg_query.SetOperation_SETOP_NONE {
+		return false
+	}
+	rv := s.FromClause[0].GetRangeVar()
+	return isUsers(rv) && rv.Schemaname == "public" && o.isFilter(withoutPushed(s.WhereClause), relName(rv))
+}
+
 // andOf is the AND of args, or the one arg.
 func andOf(args []*pg_query.Node) *pg_query.Node {
 	if len(args) == 1 {
@@ -244,7 +257,9 @@ func (o *oracle) walk(m proto.Message, ctes []string) {
 			} else {
 				vis = append(vis, names[:i]...)
 			}
+			o.inlinable++
 			o.walk(c.GetCommonTableExpr().GetCtequery(), vis)
+			o.inlinable--
 		}
 		ctes = append(slices.Clip(ctes), names...)
 	}
@@ -253,6 +268,15 @@ func (o *oracle) walk(m proto.Message, ctes []string) {
 		if o.isFence(x) {
 			return
 		}
+		if o.inlinable == 0 && o.isFlat(x) {
+			skip["from_clause"] = true
+		}
+	case *pg_query.RangeSubselect:
+		o.inlinable++
+		defer func() { o.inlinable-- }()
+	case *pg_query.ViewStmt, *pg_query.RuleStmt:
+		o.inlinable++
+		defer func() { o.inlinable-- }()
 	case *pg_query.UpdateStmt:
 		skip["relation"] = true
 		if isUsers(x.Relation) && !o.isGuard(x.WhereClause, relName(x.Relation)) {

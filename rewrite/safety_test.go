@@ -73,6 +73,16 @@ var attacks = []attack{
 	{name: "cast error behind or", sql: "SELECT id FROM users u WHERE u.id = 'u_alice' OR u.email::int = 1", want: rows("u_alice")},
 	{name: "division by zero probe", sql: "SELECT 1/(CASE WHEN email='bob@example.com' THEN 0 ELSE 1 END) FROM users", want: rows("1")},
 	{name: "slow function probe", sql: "SELECT id FROM users WHERE pg_sleep(CASE WHEN id='u_bob' THEN 1 ELSE 0 END) IS NOT NULL", want: rows("u_alice")},
+	// unfenced single-table reads (see unfence): only simple comparisons
+	// stand beside the filter; anything an outer level adds must not.
+	{name: "unfenced, probe from the outer level", sql: "SELECT * FROM (SELECT * FROM users WHERE id <> 'x') s WHERE 1/(CASE WHEN s.email = 'bob@example.com' THEN 0 ELSE 1 END) = 1", want: rows("u_alice")},
+	{name: "unfenced, cast probe from the outer level", sql: "SELECT s.id FROM (SELECT id, email FROM users WHERE role <> 'x') s WHERE s.email::int = 1", dbErr: `"alice@example.com"`},
+	{name: "unfenced, probe through a CTE", sql: "WITH c AS (SELECT * FROM users WHERE id <> 'x') SELECT id FROM c WHERE 1/(CASE WHEN email = 'bob@example.com' THEN 0 ELSE 1 END) = 1", want: rows("u_alice")},
+	{name: "unfenced, probe through union all", sql: "SELECT * FROM (SELECT email FROM users WHERE id <> 'x' UNION ALL SELECT 'z') s WHERE 1/(CASE WHEN s.email = 'bob@example.com' THEN 0 ELSE 1 END) = 1", want: rows("alice@example.com", "z")},
+	{name: "unfenced, probe in the select list", sql: "SELECT 1/(CASE WHEN email = 'bob@example.com' THEN 0 ELSE 1 END) FROM users WHERE id <> 'x'", want: rows("1")},
+	{name: "unfenced, hidden row by key", sql: "SELECT email FROM users WHERE id = 'u_bob'", want: rows()},
+	{name: "unfenced, in list", sql: "SELECT id FROM users WHERE id IN ('u_alice', 'u_bob') ORDER BY id", want: rows("u_alice")},
+	{name: "unfenced sublink, probe outside", sql: "SELECT slug FROM page_views p WHERE p.owner_id IN (SELECT id FROM users WHERE role <> 'x') AND 1/(CASE WHEN p.owner_id = 'u_bob' THEN 0 ELSE 1 END) = 1", want: rows("drafts")},
 	// spellings
 	{name: "quoted", sql: `SELECT email FROM "users"`, want: rows("alice@example.com")},
 	{name: "upper case", sql: "SELECT EMAIL FROM USERS", want: rows("alice@example.com")},
