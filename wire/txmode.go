@@ -90,7 +90,7 @@ func (sess *session) computeWantParams(be *pool.Conn) {
 		}
 	}
 	sess.wantParams = want
-	sess.wantID = wantIDs.Add(1)
+	sess.wantID = paramSetID(want)
 }
 
 // syncParams makes be show the client's parameters, sending only what

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -93,6 +94,47 @@ type beState struct {
 
 // wantIDs numbers the parameter sets of sessions (computeWantParams).
 var wantIDs atomic.Uint64
+
+// paramSets gives sessions with the same parameters the same wantID, so
+// that a backend synced for one of them needs no sync for the others (the
+// usual case: every connection of an application says the same at
+// startup). It is bounded; past the bound, sets get an ID of their own.
+var paramSets struct {
+	sync.Mutex
+	ids map[string]uint64
+}
+
+const maxParamSets = 4096
+
+// paramSetID returns the ID of the parameter set want.
+func paramSetID(want map[string]string) uint64 {
+	keys := make([]string, 0, len(want))
+	for k := range want {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(want[k])
+		b.WriteByte(0)
+	}
+	key := b.String()
+	paramSets.Lock()
+	defer paramSets.Unlock()
+	if id, ok := paramSets.ids[key]; ok {
+		return id
+	}
+	id := wantIDs.Add(1)
+	if paramSets.ids == nil {
+		paramSets.ids = map[string]uint64{}
+	}
+	if len(paramSets.ids) < maxParamSets {
+		paramSets.ids[key] = id
+	}
+	return id
+}
 
 // stateOf returns the bookkeeping of be, creating it for a connection that
 // has none (new, or reset by the pool).
