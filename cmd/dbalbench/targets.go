@@ -149,7 +149,10 @@ log:
 	}
 	cmd := exec.Command(bin, "serve", "--config", cfgPath)
 	cmd.Dir = tmp
-	cmd.Env = childEnv()
+	// DBALBENCH_PROXY_ENV (space-separated KEY=VALUE) reaches the dbalproxy
+	// targets only, e.g. "GOMAXPROCS=1 GOGC=200" to try runtime settings
+	// without changing the relay's (which runs inside dbalbench).
+	cmd.Env = childEnv(strings.Fields(os.Getenv("DBALBENCH_PROXY_ENV"))...)
 	if profileDir != "" {
 		abs, err := filepath.Abs(filepath.Join(profileDir, name+".pprof"))
 		if err != nil {
