@@ -50,10 +50,11 @@ type session struct {
 	// Transaction pooling (txMode): a backend is leased per transaction.
 	txMode      bool
 	tx          *txShared
-	wantParams  map[string]string // parameters every leased backend must show this client
-	wantID      uint64            // identifies wantParams (see beState.syncedFor)
-	sqlPrepared map[string]bool   // names of SQL-level PREPAREd statements (the client is pinned)
-	sawFatal    bool              // the pump relayed a FATAL from the backend
+	wantParams  map[string]string        // parameters every leased backend must show this client
+	wantID      uint64                   // identifies wantParams (see beState.syncedFor)
+	sqlPrepared map[string]bool          // names of SQL-level PREPAREd statements (the client is pinned)
+	sawFatal    bool                     // the pump relayed a FATAL from the backend
+	stmtNames   map[string]stmtNameEntry // backend statement names by text (stmtName)
 
 	// Statement decisions; decider nil means relay everything unchecked.
 	decider       Decider

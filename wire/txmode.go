@@ -403,13 +403,13 @@ func (st *beState) epochNow() uint64 {
 func (sess *session) txParse(be *pool.Conn, name string, ps *prepared) error {
 	st := stateOf(be, sess.tx)
 	if name == "" {
-		st.setUnnamed(backendStmtName(ps.plan.SQL, ps.paramOIDs))
+		st.setUnnamed(sess.stmtName(ps.plan.SQL, ps.paramOIDs))
 		if err := sess.push(be, request{kind: reqParse, ps: ps, st: st}); err != nil {
 			return err
 		}
 		return sess.writeMsg(be, &pgproto3.Parse{Query: ps.plan.SQL, ParameterOIDs: ps.paramOIDs})
 	}
-	ps.beName = backendStmtName(ps.plan.SQL, ps.paramOIDs)
+	ps.beName = sess.stmtName(ps.plan.SQL, ps.paramOIDs)
 	ps.parsedSeq = sess.tx.stale.next()
 	if st.usable(ps.beName) {
 		// Already prepared here: answer the client's Parse with the
@@ -483,7 +483,7 @@ func (sess *session) prepareOn(be *pool.Conn, st *beState, ps *prepared, swallow
 func (sess *session) ensureStmt(be *pool.Conn, ps *prepared) error {
 	st := stateOf(be, sess.tx)
 	if ps.beName == "" {
-		key := backendStmtName(ps.plan.SQL, ps.paramOIDs)
+		key := sess.stmtName(ps.plan.SQL, ps.paramOIDs)
 		st.mu.Lock()
 		ok := st.unnamed == key
 		st.mu.Unlock()
@@ -526,7 +526,7 @@ func (sess *session) targetStmt(be *pool.Conn, name string) (string, error) {
 		if sess.decider != nil && (ps.plan.Version != sess.decider.Version() || sess.ident.switched) {
 			ps.plan = sess.decide(ps.text)
 			if name != "" && ps.plan.Deny == nil {
-				ps.beName = backendStmtName(ps.plan.SQL, ps.paramOIDs)
+				ps.beName = sess.stmtName(ps.plan.SQL, ps.paramOIDs)
 			}
 		}
 		if ps.plan.Deny != nil {

@@ -45,6 +45,29 @@ func backendStmtName(sql string, oids []uint32) string {
 	return beStmtPrefix + hex.EncodeToString(sum[:16])
 }
 
+// stmtNameCacheSize bounds a session's cache of backend statement names.
+const stmtNameCacheSize = 256
+
+type stmtNameEntry struct {
+	oids []uint32
+	name string
+}
+
+// stmtName is backendStmtName, remembered per session: a client that sends
+// the same Parse for every execution (the extended protocol with unnamed
+// statements) hashes its text once.
+func (sess *session) stmtName(sql string, oids []uint32) string {
+	if e, ok := sess.stmtNames[sql]; ok && slices.Equal(e.oids, oids) {
+		return e.name
+	}
+	name := backendStmtName(sql, oids)
+	if sess.stmtNames == nil || len(sess.stmtNames) >= stmtNameCacheSize {
+		sess.stmtNames = make(map[string]stmtNameEntry)
+	}
+	sess.stmtNames[sql] = stmtNameEntry{oids: slices.Clone(oids), name: name}
+	return name
+}
+
 // safeStmtName maps a statement name the client uses but the proxy does not
 // know to one the backend cannot have prepared for someone else.
 func safeStmtName(name string) string {
