@@ -82,6 +82,10 @@ type Function struct {
 	Name   string // folded as PostgreSQL folds identifiers
 }
 
+// ConfigUnknown is the ConfigNames entry of a set_config call whose
+// setting name is not a string constant.
+const ConfigUnknown = "?"
+
 // Setting describes a SET, SET LOCAL or RESET statement.
 type Setting struct {
 	// Name is the lowercased parameter name: "search_path", "role",
@@ -112,6 +116,11 @@ type Statement struct {
 	Flags []string
 	// Setting is set for SET, SET LOCAL and RESET statements, else nil.
 	Setting *Setting
+	// ConfigNames lists the settings the statement's set_config calls
+	// change (the first argument, lower-cased), sorted; ConfigUnknown
+	// stands for a name that is not a string constant. Nil when there is
+	// no set_config call.
+	ConfigNames []string
 	// Text is this statement's own text, sliced from the input: leading
 	// whitespace and comments and trailing whitespace and semicolons are
 	// trimmed.

@@ -106,6 +106,7 @@ type walker struct {
 	flags    map[string]struct{}
 	maxParam int
 	writes   bool // some relation got a write access kind
+	configs  map[string]struct{}
 }
 
 func newWalker() *walker {
@@ -200,6 +201,7 @@ func (w *walker) visit(m proto.Message) {
 		w.columnRef(n)
 	case *pg_query.FuncCall:
 		w.funcCall(n.Funcname)
+		w.setConfig(n)
 		w.children(n)
 	case *pg_query.ParamRef:
 		w.flag(FlagHasParams)
@@ -308,6 +310,30 @@ func (w *walker) funcCall(name []*pg_query.Node) {
 	default:
 		w.funcs[Function{Schema: names[len(names)-2], Name: names[len(names)-1]}] = struct{}{}
 	}
+}
+
+// setConfig records the setting a set_config call changes: its first
+// argument lower-cased when that is a string constant (possibly cast), else
+// ConfigUnknown.
+func (w *walker) setConfig(fc *pg_query.FuncCall) {
+	names := stringList(fc.Funcname)
+	if len(names) == 0 || names[len(names)-1] != "set_config" {
+		return
+	}
+	if w.configs == nil {
+		w.configs = map[string]struct{}{}
+	}
+	name := ConfigUnknown
+	if len(fc.Args) > 0 {
+		arg := fc.Args[0]
+		if tc := arg.GetTypeCast(); tc != nil {
+			arg = tc.Arg
+		}
+		if c := arg.GetAConst(); c != nil && c.GetSval() != nil {
+			name = strings.ToLower(c.GetSval().Sval)
+		}
+	}
+	w.configs[name] = struct{}{}
 }
 
 // with registers the CTEs of a WITH clause in the current scope and walks
@@ -817,6 +843,10 @@ func defElemBool(d *pg_query.DefElem) bool {
 
 // result turns the collected facts into sorted, non-nil slices.
 func (w *walker) result(st *Statement) {
+	for c := range w.configs {
+		st.ConfigNames = append(st.ConfigNames, c)
+	}
+	sort.Strings(st.ConfigNames)
 	st.Tables = make([]Table, 0, len(w.tables))
 	for _, t := range w.tables {
 		access := t.access

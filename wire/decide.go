@@ -51,6 +51,7 @@ type Plan struct {
 	Deny *Denial
 
 	switchTo *tokenSource // set on the proxy's own plan of an end-user switch (identity.go)
+	noShape  bool         // never plan other texts of this one's shape from it
 }
 
 // PlannedStatement is the audit view of one decided statement.

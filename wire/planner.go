@@ -171,7 +171,7 @@ func (p *Planner) Decide(ctx context.Context, s *SessionInfo, sql string) (*Plan
 	}
 	plan, decisions := p.plan(ctx, s, sql, key.version)
 	p.cache.Add(key, plan)
-	if shaped && len(plan.Statements) == 1 && len(decisions) == 1 && shapeCommands[plan.Statements[0].Command] {
+	if shaped && !plan.noShape && len(plan.Statements) == 1 && len(decisions) == 1 && shapeCommands[plan.Statements[0].Command] {
 		sh := &shape{plan: plan}
 		if plan.Deny == nil && plan.SQL != sql {
 			d := decisions[0]
@@ -305,6 +305,13 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 		ps.Reason = d.Reason
 		ps.MaxRows, ps.TimeoutMS = d.MaxRows, d.TimeoutMS
 		allowed := err == nil && d.Allow
+		if len(st.ConfigNames) > 0 {
+			plan.noShape = true // what set_config changes is a constant
+		}
+		if why := lexerHazard(st); why != "" {
+			// Whatever the policy says: see lexguard.go.
+			allowed, ps.Reason = false, why
+		}
 		if allowed {
 			if d.WouldDeny {
 				ps.Decision = audit.DecisionWouldDeny

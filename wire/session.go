@@ -54,6 +54,7 @@ type session struct {
 	wantID      uint64                   // identifies wantParams (see beState.syncedFor)
 	sqlPrepared map[string]bool          // names of SQL-level PREPAREd statements (the client is pinned)
 	sawFatal    bool                     // the pump relayed a FATAL from the backend
+	lexHazard   string                   // set by the pump: the backend reported an unsafe setting (lexguard.go)
 	stmtNames   map[string]stmtNameEntry // backend statement names by text (stmtName)
 
 	// Statement decisions; decider nil means relay everything unchecked.
@@ -185,6 +186,14 @@ func (sess *session) run() {
 		err = sess.applyStartupParams(ctx)
 	}
 	cancel()
+	if err == nil {
+		for _, k := range []string{"standard_conforming_strings", "client_encoding"} {
+			if why := settingHazard(k, be.Params[k]); why != "" {
+				// The server's (or the role's) default (lexguard.go).
+				err = fatalf(CodeFeatureNotSupported, "%s", why)
+			}
+		}
+	}
 	if err != nil {
 		sess.startupFailed(err)
 		sess.releaseBackend()
@@ -580,6 +589,10 @@ func (sess *session) pump(be *pool.Conn) {
 				sess.pumpFailed(be, err, false)
 				return
 			}
+			if sess.lexHazard != "" {
+				sess.lexHazardFatal(be)
+				return
+			}
 		} else if err := sess.streamLarge(&br, typ, n); err != nil {
 			// Either side may have failed mid-message: the backend's stream
 			// is cut either way. Telling a client that is gone costs nothing.
@@ -659,6 +672,13 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 	case 'S':
 		var ps pgproto3.ParameterStatus
 		if ps.Decode(b[5:]) == nil {
+			if why := settingHazard(ps.Name, ps.Value); why != "" {
+				// Something the proxy could not see changed how the
+				// backend lexes SQL (lexguard.go): nothing more may run
+				// on this session or this connection.
+				sess.lexHazard = why
+				return nil
+			}
 			be.Params[ps.Name] = ps.Value
 			if st, ok := be.State.(*beState); ok {
 				st.paramGen.Add(1)
@@ -707,6 +727,17 @@ func (sess *session) pumpFailed(be *pool.Conn, err error, fromBackend bool) {
 		}
 		_ = sess.cw.Flush()
 	}
+	sess.closeClient()
+}
+
+// lexHazardFatal ends a session whose backend reported a setting that
+// makes it lex SQL unlike the proxy (see lexguard.go): the client gets a
+// FATAL error, the connection never returns to the pool.
+func (sess *session) lexHazardFatal(be *pool.Conn) {
+	be.MarkBroken()
+	sess.log.Error().Str("reason", sess.lexHazard).Msg("backend setting changed under the proxy; ending the session")
+	sess.writeError(fatalf(CodeFeatureNotSupported, "%s", sess.lexHazard), "FATAL")
+	_ = sess.cw.Flush()
 	sess.closeClient()
 }
 

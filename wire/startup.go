@@ -151,9 +151,12 @@ func (sess *session) checkStartup(m *pgproto3.StartupMessage) error {
 	if sess.database == "" {
 		sess.database = sess.user
 	}
-	for k := range params {
+	for k, v := range params {
 		if err := checkStartupParam(k); err != nil {
 			return err
+		}
+		if why := settingHazard(k, v); why != "" {
+			return fatalf(CodeFeatureNotSupported, "%s", why) // see lexguard.go
 		}
 	}
 	sess.startupParams = params

@@ -1,0 +1,96 @@
+package wire
+
+import (
+	"strings"
+
+	"github.com/dbalproxy/dbalproxy/parser"
+)
+
+// The proxy parses every statement with PostgreSQL's own parser (pg_query),
+// which lexes text as the server does with standard_conforming_strings on
+// and the text in an encoding whose multibyte characters contain no ASCII
+// bytes. Two settings would make the backend lex a text otherwise, and so
+// run a statement other than the one that was checked:
+//
+//   - standard_conforming_strings = off makes a backslash escape a quote in
+//     '...' literals: `SELECT 'x\'<newline>' FROM t --'` is a constant for
+//     the proxy and a read of t for the backend;
+//   - a client-only encoding such as SJIS, BIG5 or GBK has characters whose
+//     second byte is a backslash or another ASCII character: the backend
+//     converts the text before lexing it, the proxy sees the raw bytes.
+//
+// So the proxy pins both, whatever the policy says: it refuses them at
+// startup, refuses statements that would change them, and ends a session
+// whose backend reports one of them changed anyway.
+
+// unsafeEncodings are PostgreSQL's client-only encodings (and their
+// aliases), in the form normalizeEncoding gives.
+var unsafeEncodings = map[string]bool{
+	"sjis": true, "shiftjis": true, "mskanji": true, "win932": true, "windows932": true,
+	"shiftjis2004": true,
+	"big5":         true, "win950": true, "windows950": true,
+	"gbk": true, "win936": true, "windows936": true, "cp936": true,
+	"uhc": true, "win949": true, "windows949": true, "cp949": true,
+	"gb18030": true,
+	"johab":   true,
+}
+
+// normalizeEncoding lower-cases an encoding name and drops everything but
+// letters and digits, as PostgreSQL compares encoding names.
+func normalizeEncoding(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'A' && c <= 'Z':
+			b.WriteByte(c + 'a' - 'A')
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// isOn reports whether a boolean setting's value means on.
+func isOn(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "on", "true", "yes", "1", "t", "tr", "tru", "y", "ye":
+		return true
+	}
+	return false
+}
+
+// settingHazard returns why setting name to value would make the backend
+// lex SQL unlike the proxy's parser, or "".
+func settingHazard(name, value string) string {
+	switch strings.ToLower(name) {
+	case "standard_conforming_strings":
+		if !isOn(value) {
+			return "standard_conforming_strings must stay on through dbalproxy: the proxy checks statements as PostgreSQL lexes them with it on"
+		}
+	case "client_encoding":
+		if unsafeEncodings[normalizeEncoding(value)] {
+			return "client encoding " + strings.ToUpper(value) + " is not supported through dbalproxy: its multibyte characters contain ASCII bytes, so the proxy would check a different statement than the server runs (use UTF8)"
+		}
+	}
+	return ""
+}
+
+// lexerHazard returns why a statement could change how the backend lexes
+// the statements after it, or "".
+func lexerHazard(st *parser.Statement) string {
+	if s := st.Setting; s != nil && !s.IsReset {
+		if why := settingHazard(s.Name, s.Value); why != "" {
+			return why
+		}
+	}
+	for _, name := range st.ConfigNames {
+		switch name {
+		case "standard_conforming_strings", "client_encoding":
+			return "set_config may not change " + name + " through dbalproxy (use SET with a supported value)"
+		case parser.ConfigUnknown:
+			return "set_config through dbalproxy must name its setting with a string constant"
+		}
+	}
+	return ""
+}

@@ -1,0 +1,148 @@
+package wire_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/dbalproxy/dbalproxy/policy"
+)
+
+// Settings that make the backend lex SQL unlike the proxy's parser are
+// refused for every role, in both protocols, so that a text checked as one
+// statement never runs as another (see wire/lexguard.go).
+func TestLexerSettingsPinned(t *testing.T) {
+	t.Parallel()
+	p, sink, db := demoProxy(t, policy.ModeStrict)
+	base := digest(t, db)
+	_ = sink
+	refused := []string{
+		"SET standard_conforming_strings = off",
+		"SET LOCAL standard_conforming_strings TO false",
+		"SET SESSION standard_conforming_strings = 'no'",
+		"SELECT set_config('standard_conforming_strings', 'off', false)",
+		"SELECT pg_catalog.set_config('STANDARD_CONFORMING_STRINGS'::text, 'off', true)",
+		"SET client_encoding = 'SJIS'",
+		"SET NAMES 'big5'",
+		"SET client_encoding TO 'Windows_932'",
+		"SELECT set_config('client_encoding', 'UTF8', false)",
+		"SELECT set_config(name, 'off', false) FROM pg_settings WHERE name = 'standard_conforming_strings'",
+	}
+	for _, login := range []string{"alice", "dave"} {
+		for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
+			conn := connectMode(t, p.URL(login), mode)
+			for _, sql := range refused {
+				ctx := ctxT(t, 10*time.Second)
+				_, err := conn.Exec(ctx, sql)
+				pe := asPgErr(err)
+				if pe == nil || pe.Code != "42501" {
+					t.Errorf("%s (%v): %q: got %v, want 42501", login, mode, sql, err)
+					continue
+				}
+				var v string
+				if err := conn.QueryRow(ctx, "SHOW standard_conforming_strings").Scan(&v); err != nil || v != "on" {
+					t.Fatalf("%s: after %q standard_conforming_strings is %q (%v)", login, sql, v, err)
+				}
+			}
+			// The exploit itself: with the setting on, this is a SELECT of
+			// one string constant; it must stay one.
+			var s string
+			err := conn.QueryRow(ctxT(t, 10*time.Second), "SELECT 'x\\'\n' FROM users --'").Scan(&s)
+			if err != nil || !strings.HasPrefix(s, "x\\") {
+				t.Errorf("%s (%v): the constant came back as %q (%v)", login, mode, s, err)
+			}
+		}
+	}
+	// Safe values and other settings still work.
+	conn := connect(t, p.URL("alice"))
+	ctx := ctxT(t, 10*time.Second)
+	for _, sql := range []string{
+		"SET standard_conforming_strings = on",
+		"SET client_encoding = 'UTF8'",
+		"SET NAMES 'LATIN1'",
+		"SET client_encoding TO DEFAULT",
+		"SELECT set_config('application_name', 'lexguard', false)",
+		"RESET standard_conforming_strings",
+	} {
+		if _, err := conn.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol); err != nil {
+			t.Errorf("%q: %v", sql, err)
+		}
+	}
+	// A text of the same shape as the allowed set_config above (constants
+	// differ) is still checked on its own.
+	_, err := conn.Exec(ctx, "SELECT set_config('standard_conforming_strings', 'off', false)", pgx.QueryExecModeSimpleProtocol)
+	if pe := asPgErr(err); pe == nil || pe.Code != "42501" {
+		t.Errorf("set_config of standard_conforming_strings after one of application_name: %v, want 42501", err)
+	}
+	wantUnchanged(t, db, base)
+}
+
+// A client that asks for such a setting at startup is refused before it
+// runs anything.
+func TestLexerSettingsAtStartup(t *testing.T) {
+	t.Parallel()
+	p, _, _ := demoProxy(t, policy.ModeStrict)
+	for _, params := range []map[string]string{
+		{"client_encoding": "SJIS"},
+		{"client_encoding": "gb-18030"},
+		{"standard_conforming_strings": "off"},
+		{"options": "-c standard_conforming_strings=off"},
+		{"options": "--client-encoding=BIG5"},
+	} {
+		cfg, err := pgconn.ParseConfig(p.URL("alice"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range params {
+			cfg.RuntimeParams[k] = v
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := pgconn.ConnectConfig(ctx, cfg)
+		cancel()
+		if err == nil {
+			c.Close(context.Background())
+			t.Errorf("startup with %v was accepted", params)
+			continue
+		}
+		if pe := asPgErr(err); pe == nil || pe.Code != "0A000" {
+			t.Errorf("startup with %v: %v, want 0A000", params, err)
+		}
+	}
+	cfg, _ := pgconn.ParseConfig(p.URL("alice"))
+	cfg.RuntimeParams["client_encoding"] = "LATIN1"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatalf("client_encoding LATIN1: %v", err)
+	}
+	c.Close(ctx)
+}
+
+// A change the proxy cannot see (here a DO block, which only supergod may
+// run) is caught when the backend reports it: the session ends with a
+// FATAL error, and the backend connection is not used again.
+func TestLexerSettingChangedBehindTheProxy(t *testing.T) {
+	t.Parallel()
+	p, _, _ := demoProxy(t, policy.ModeStrict)
+	conn := connect(t, p.URL("dave"))
+	ctx := ctxT(t, 10*time.Second)
+	_, err := conn.Exec(ctx, "DO $$BEGIN PERFORM set_config('standard_conforming_strings', 'off', false); END$$")
+	if pe := asPgErr(err); pe == nil || pe.Severity != "FATAL" || pe.Code != "0A000" {
+		t.Fatalf("got %v, want a FATAL 0A000", err)
+	}
+	if err := conn.Ping(ctx); err == nil {
+		t.Fatal("the session went on after the backend reported standard_conforming_strings off")
+	}
+	for i := 0; i < 5; i++ {
+		c := connect(t, p.URL("dave"))
+		var v string
+		if err := c.QueryRow(ctx, "SHOW standard_conforming_strings").Scan(&v); err != nil || v != "on" {
+			t.Fatalf("a later session sees standard_conforming_strings %q (%v)", v, err)
+		}
+	}
+}
