@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,6 +36,9 @@ type target struct {
 	// auditPath, if set, is the audit file that is counted and truncated
 	// after each run.
 	auditPath string
+	// sslmode is what pgbench and the readiness check connect with
+	// ("disable" when empty).
+	sslmode string
 	// proc is the subprocess behind the target, if any.
 	proc *proc
 }
@@ -190,7 +194,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) (err error
 				e.notes = append(e.notes, note)
 			}
 			t = bt
-		case tProxy, tProxyNoAud, tProxyNoPol:
+		case tProxy, tProxyNoAud, tProxyNoPol, tProxyTLS:
 			p, pt, err := startProxy(ctx, proxyBin, tmp, name, policyDir, cluster.AppURL(benchDB), o.poolMode, o.cpuprofile)
 			if p != nil {
 				procs = append(procs, p)
@@ -258,11 +262,29 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) (err error
 		logf("%s", line)
 		e.notes = append(e.notes, line)
 	}
+	var lateness []timeoutResult
+	if o.timeouts > 0 {
+		for _, t := range targets {
+			if t.name != tProxy && t.name != tDirect {
+				continue
+			}
+			for _, mode := range []string{"simple", "extended"} {
+				logf("timeout precision: %d statements cancelled at %s through %s (-M %s)...", o.timeouts, benchTimeout, t.name, mode)
+				tr := measureTimeouts(ctx, t, mode, o.timeouts)
+				if tr.err != nil {
+					logf("timeout precision through %s: %v", t.name, tr.err)
+				}
+				lateness = append(lateness, tr)
+			}
+		}
+	}
 	logf("measured in %s", time.Since(begin).Round(time.Second))
 	report(stdout, o, e, names, res, false)
+	reportTimeouts(stdout, lateness, false)
 	if o.markdown {
 		fmt.Fprintln(stdout)
 		report(stdout, o, e, names, res, true)
+		reportTimeouts(stdout, lateness, true)
 	}
 	if res.failures > 0 {
 		return fmt.Errorf("%d pgbench run(s) failed; see the errors above", res.failures)
@@ -320,6 +342,21 @@ func benchPolicies(shipped, tmp string) (string, error) {
 		}
 	}
 	if err := os.WriteFile(filepath.Join(dir, "bench.rego"), []byte(benchRego), 0o644); err != nil {
+		return "", err
+	}
+	// The timeout login (role user) gets a 100 ms policy timeout instead
+	// of the shipped 5 s, for -timeouts.
+	mp := filepath.Join(dir, "matrix.rego")
+	b, err := os.ReadFile(mp)
+	if err != nil {
+		return "", err
+	}
+	const from = `"user": {"timeout_ms": 5000,`
+	if !bytes.Contains(b, []byte(from)) {
+		return "", fmt.Errorf("policies/matrix.rego no longer has %s; update dbalbench's benchPolicies", from)
+	}
+	b = bytes.Replace(b, []byte(from), []byte(fmt.Sprintf(`"user": {"timeout_ms": %d,`, benchTimeout.Milliseconds())), 1)
+	if err := os.WriteFile(mp, b, 0o644); err != nil {
 		return "", err
 	}
 	return dir, nil

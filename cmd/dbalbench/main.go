@@ -43,9 +43,10 @@ const (
 	tProxy      = "dbalproxy"
 	tProxyNoAud = "dbalproxy-audit-off"
 	tProxyNoPol = "dbalproxy-policy-off"
+	tProxyTLS   = "dbalproxy-tls"
 )
 
-var allTargets = []string{tDirect, tRelay, tPgBouncer, tProxy, tProxyNoAud, tProxyNoPol}
+var allTargets = []string{tDirect, tRelay, tPgBouncer, tProxy, tProxyNoAud, tProxyNoPol, tProxyTLS}
 
 var allModes = []string{"simple", "extended", "prepared"}
 
@@ -69,6 +70,10 @@ type options struct {
 	// idle, if above 0, is how many idle client connections are opened to
 	// the dbalproxy target after the pgbench runs, to measure their memory.
 	idle int
+	// timeouts, if above 0, is how many statements are cancelled by a
+	// policy timeout (and, for reference, by statement_timeout on direct)
+	// to measure how late the cancel comes.
+	timeouts int
 	// cpuprofile, if set, is a directory where each dbalproxy target writes
 	// a CPU profile of its whole run.
 	cpuprofile string
@@ -113,6 +118,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	markdown := fs.Bool("markdown", false, "also print the results as markdown tables")
 	keep := fs.Bool("keep", false, "keep the temporary directory (configs, logs) for inspection")
 	verbose := fs.Bool("v", false, "print each pgbench command and its full output")
+	timeouts := fs.Int("timeouts", 200, "after the pgbench runs, run this many statements that a 100 ms policy timeout cancels (dbalproxy target; statement_timeout on direct for reference) and report how late the cancel came (0: skip)")
 	idle := fs.Int("idle", 1000, "after the pgbench runs, open this many idle connections to the dbalproxy target and report its memory per connection (0: skip)")
 	cpuprofile := fs.String("cpuprofile", "", "directory for a CPU profile of each dbalproxy target (<target>.pprof; go tool pprof)")
 	poolMode := fs.String("pool-mode", "transaction", "the dbalproxy targets' pool.mode: transaction (like PgBouncer's) or session")
@@ -136,7 +142,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			*clients = "8"
 		}
 	}
-	o := &options{duration: *duration, runs: *runs, scale: *scale, markdown: *markdown, keep: *keep, verbose: *verbose, poolMode: *poolMode, cpuprofile: *cpuprofile, idle: *idle}
+	o := &options{duration: *duration, runs: *runs, scale: *scale, markdown: *markdown, keep: *keep, verbose: *verbose, poolMode: *poolMode, cpuprofile: *cpuprofile, idle: *idle, timeouts: *timeouts}
 	if o.poolMode != "transaction" && o.poolMode != "session" {
 		return nil, fmt.Errorf("-pool-mode %q: want transaction or session", o.poolMode)
 	}

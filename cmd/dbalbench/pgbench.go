@@ -33,7 +33,7 @@ type measurement struct {
 func runPgbench(ctx context.Context, bin string, t *target, args []string, db string) (string, error) {
 	full := append(slices.Clone(args), "-h", "127.0.0.1", "-p", strconv.Itoa(t.port), "-U", t.user, db)
 	cmd := exec.CommandContext(ctx, bin, full...)
-	cmd.Env = childEnv("PGPASSWORD="+t.password, "PGSSLMODE=disable", "PGAPPNAME=dbalbench")
+	cmd.Env = childEnv("PGPASSWORD="+t.password, "PGSSLMODE="+t.sslMode(), "PGAPPNAME=dbalbench")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()

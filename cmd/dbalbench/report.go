@@ -173,6 +173,15 @@ func report(w io.Writer, o *options, e *env, targets []string, r *results, markd
 			fmt.Fprintf(w, "\n%s\n", title)
 			printText(w, cols, rows)
 		}
+		for _, c := range o.clients {
+			if line := layerCosts(r, mode, c); line != "" {
+				if markdown {
+					fmt.Fprintf(w, "\n%s\n", line)
+				} else {
+					fmt.Fprintf(w, "  %s\n", line)
+				}
+			}
+		}
 	}
 	fmt.Fprintln(w)
 	legend := "/direct, /relay, /pgbouncer: TPS divided by that target's TPS at the same client count in the same run."
@@ -190,6 +199,36 @@ func report(w io.Writer, o *options, e *env, targets []string, r *results, markd
 	for _, k := range errKeys {
 		fmt.Fprintf(w, "\nFAILED %s -M %s -c %d: %v\n", k.target, k.mode, k.clients, r.errs[k][0])
 	}
+}
+
+// layerCosts describes what each layer of dbalproxy costs at one mode and
+// client count, from the variants measured in the same run: TLS against
+// plaintext, the audit log, the policy layer.
+func layerCosts(r *results, mode string, c int) string {
+	tps := func(t string) float64 {
+		if m := r.median(key{mode, c, t}); m != nil {
+			return m.tps
+		}
+		return 0
+	}
+	full := tps(tProxy)
+	if full == 0 {
+		return ""
+	}
+	var parts []string
+	if v := tps(tProxyTLS); v > 0 {
+		parts = append(parts, fmt.Sprintf("TLS/plaintext %.2f (%s / %s)", v/full, tProxyTLS, tProxy))
+	}
+	if v := tps(tProxyNoAud); v > 0 {
+		parts = append(parts, fmt.Sprintf("audit costs %.0f%% (%s / %s = %.2f)", 100*(1-full/v), tProxy, tProxyNoAud, full/v))
+	}
+	if v := tps(tProxyNoPol); v > 0 {
+		parts = append(parts, fmt.Sprintf("policy layer costs %.0f%% (%s / %s = %.2f)", 100*(1-full/v), tProxy, tProxyNoPol, full/v))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("c=%d: %s", c, strings.Join(parts, "; "))
 }
 
 func printText(w io.Writer, cols []string, rows [][]string) {
