@@ -25,6 +25,10 @@ type measurement struct {
 	p99MS      float64 // 99th percentile of the per-transaction log
 	txns       int64   // transactions processed
 	auditPerTx float64 // audit records per transaction; 0 if not audited
+	// cpuPerTx is the CPU time (user + system) the target's own process
+	// spent per transaction during the run, in µs; 0 when not known (direct:
+	// PostgreSQL's processes come and go).
+	cpuPerTx float64
 }
 
 // runPgbench runs pgbench against t's database db with the given leading
@@ -74,7 +78,9 @@ func measure(ctx context.Context, bin, tmp string, t *target, mode string, clien
 	// -T bounds a healthy run; the timeout bounds a target that hangs.
 	rctx, cancel := context.WithTimeout(ctx, dur+60*time.Second)
 	defer cancel()
+	cpu0, cpuKnown := t.cpuTime()
 	out, err := runPgbench(rctx, bin, t, args, t.dbFor(mode))
+	cpu1, _ := t.cpuTime()
 	if verbose {
 		fmt.Fprintln(stderr, strings.TrimRight(out, "\n"))
 	}
@@ -112,8 +118,53 @@ func measure(ctx context.Context, bin, tmp string, t *target, mode string, clien
 		return nil, errors.New("pgbench wrote no per-transaction log")
 	}
 	m.p99MS = p99
+	if cpuKnown && m.txns > 0 {
+		m.cpuPerTx = float64((cpu1 - cpu0).Microseconds()) / float64(m.txns)
+	}
 	return m, nil
 }
+
+// cpuTime returns the CPU time (user + system) used so far by the process
+// behind t: its subprocess (dbalproxy, PgBouncer), or dbalbench itself for
+// the relay, which runs in it (dbalbench does little else while pgbench
+// runs). known is false for direct.
+func (t *target) cpuTime() (d time.Duration, known bool) {
+	switch {
+	case t.proc != nil && t.proc.cmd.Process != nil:
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", t.proc.cmd.Process.Pid))
+		if err != nil {
+			return 0, false
+		}
+		// Fields after the command name (which may hold spaces): state is
+		// field 3; utime and stime are fields 14 and 15, in clock ticks.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			return 0, false
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 13 {
+			return 0, false
+		}
+		ut, err1 := strconv.ParseInt(f[11], 10, 64)
+		st, err2 := strconv.ParseInt(f[12], 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0, false
+		}
+		return time.Duration(ut+st) * time.Second / clockTicks, true
+	case t.name == tRelay:
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			return 0, false
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
+	}
+	return 0, false
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times (100 on
+// Linux on every architecture Go supports).
+const clockTicks = 100
 
 // logPercentile reads pgbench's per-transaction logs (prefix.PID and
 // prefix.PID.N, one per thread) and returns the q-quantile of the latency

@@ -69,6 +69,7 @@ func (r *results) median(k key) *measurement {
 		meanMS:     pick(func(m *measurement) float64 { return m.meanMS }),
 		p99MS:      pick(func(m *measurement) float64 { return m.p99MS }),
 		auditPerTx: pick(func(m *measurement) float64 { return m.auditPerTx }),
+		cpuPerTx:   pick(func(m *measurement) float64 { return m.cpuPerTx }),
 	}
 }
 
@@ -110,6 +111,7 @@ func report(w io.Writer, o *options, e *env, targets []string, r *results, markd
 	if hasBouncer {
 		cols = append(cols, "/pgbouncer")
 	}
+	cols = append(cols, "CPU µs/tx")
 	hasProxy := hasProxyTarget(targets)
 	if hasProxy {
 		cols = append(cols, "audit rec/tx")
@@ -154,6 +156,11 @@ func report(w io.Writer, o *options, e *env, targets []string, r *results, markd
 				if hasBouncer {
 					row = append(row, ratio(bouncer, isProxy))
 				}
+				cpu := ""
+				if m.cpuPerTx > 0 {
+					cpu = fmt.Sprintf("%.1f", m.cpuPerTx)
+				}
+				row = append(row, cpu)
 				audit := ""
 				if m.auditPerTx > 0 {
 					audit = fmt.Sprintf("%.2f", m.auditPerTx)
@@ -184,7 +191,7 @@ func report(w io.Writer, o *options, e *env, targets []string, r *results, markd
 		}
 	}
 	fmt.Fprintln(w)
-	legend := "/direct, /relay, /pgbouncer: TPS divided by that target's TPS at the same client count in the same run."
+	legend := "/direct, /relay, /pgbouncer: TPS divided by that target's TPS at the same client count in the same run. CPU µs/tx: CPU time (user + system) of the target's own process per transaction (the relay's is dbalbench's; none for direct)."
 	if auditNote {
 		legend += " audit rec/tx: lines in the audit file per pgbench transaction (approximate: the audit queue drains asynchronously)."
 	}
