@@ -172,14 +172,7 @@ func report(w io.Writer, o *options, e *env, targets []string, r *results, markd
 				rows = append(rows, row)
 			}
 		}
-		title := fmt.Sprintf("-M %s", mode)
-		if markdown {
-			fmt.Fprintf(w, "\n#### %s\n\n", title)
-			printMarkdown(w, cols, rows)
-		} else {
-			fmt.Fprintf(w, "\n%s\n", title)
-			printText(w, cols, rows)
-		}
+		printTable(w, fmt.Sprintf("-M %s", mode), "", cols, rows, markdown)
 		for _, c := range o.clients {
 			if line := layerCosts(r, mode, c); line != "" {
 				if markdown {
@@ -236,6 +229,24 @@ func layerCosts(r *results, mode string, c int) string {
 		return ""
 	}
 	return fmt.Sprintf("c=%d: %s", c, strings.Join(parts, "; "))
+}
+
+// printTable prints a table with its heading (and an introduction, if
+// any), as aligned text or as markdown.
+func printTable(w io.Writer, heading, intro string, cols []string, rows [][]string, markdown bool) {
+	if markdown {
+		fmt.Fprintf(w, "\n#### %s\n\n", heading)
+		if intro != "" {
+			fmt.Fprintf(w, "%s\n\n", intro)
+		}
+		printMarkdown(w, cols, rows)
+		return
+	}
+	fmt.Fprintf(w, "\n%s\n", heading)
+	if intro != "" {
+		fmt.Fprintf(w, "%s\n", intro)
+	}
+	printText(w, cols, rows)
 }
 
 func printText(w io.Writer, cols []string, rows [][]string) {

@@ -126,12 +126,6 @@ func reportTimeouts(w io.Writer, rs []timeoutResult, markdown bool) {
 		rows = append(rows, []string{r.target, r.mode, strconv.Itoa(len(r.late)),
 			fmt.Sprintf("%.1f", pct(r.late, 0.5)), fmt.Sprintf("%.1f", pct(r.late, 0.99)), fmt.Sprintf("%.1f", pct(r.late, 1)), strconv.Itoa(r.wrong)})
 	}
-	title := fmt.Sprintf("Timeout precision: SELECT pg_sleep(10) cancelled after %s (dbalproxy: the policy timeout of a role-user login; direct: statement_timeout), %d connections at once; late = time to the error at the client - %s", benchTimeout, timeoutConns, benchTimeout)
-	if markdown {
-		fmt.Fprintf(w, "\n#### Timeout precision\n\n%s\n\n", title)
-		printMarkdown(w, cols, rows)
-	} else {
-		fmt.Fprintf(w, "\n%s\n", title)
-		printText(w, cols, rows)
-	}
+	intro := fmt.Sprintf("SELECT pg_sleep(10) cancelled after %s (dbalproxy: the policy timeout of a role-user login; direct: statement_timeout), %d connections at once; late = time to the error at the client - %s", benchTimeout, timeoutConns, benchTimeout)
+	printTable(w, "Timeout precision", intro, cols, rows, markdown)
 }
