@@ -23,6 +23,9 @@ import (
 // startup, refuses statements that would change them, and ends a session
 // whose backend reports one of them changed anyway.
 
+// lexerSettings are the settings the proxy pins.
+var lexerSettings = []string{"standard_conforming_strings", "client_encoding"}
+
 // unsafeEncodings are PostgreSQL's client-only encodings (and their
 // aliases), in the form normalizeEncoding gives.
 var unsafeEncodings = map[string]bool{

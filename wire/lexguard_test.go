@@ -146,3 +146,44 @@ func TestLexerSettingChangedBehindTheProxy(t *testing.T) {
 		}
 	}
 }
+
+// A database whose default turns standard_conforming_strings off (set after
+// the proxy started) is refused: at a client's startup, and in transaction
+// pooling when a later transaction gets a freshly dialled connection.
+func TestLexerSettingServerDefault(t *testing.T) {
+	t.Parallel()
+	p, _, _ := demoProxy(t, policy.ModeStrict)
+	conn := connect(t, p.URL("alice"))
+	ctx := ctxT(t, 20*time.Second)
+	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	super := connect(t, p.Cluster.SuperURL(p.DB))
+	if _, err := super.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{p.DB}.Sanitize()+" SET standard_conforming_strings = off"); err != nil {
+		t.Fatal(err)
+	}
+	// Every backend connection of the pool goes; new ones get the default.
+	if _, err := super.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", p.DB); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	// The session's backend is gone (session pooling: the session ends), or
+	// (transaction pooling) a new one is made to show this client's
+	// parameters, standard_conforming_strings on among them.
+	var v string
+	if err := conn.QueryRow(ctx, "SHOW standard_conforming_strings").Scan(&v); err == nil && v != "on" {
+		t.Fatalf("a statement ran with standard_conforming_strings %q", v)
+	}
+	cfg, err := pgconn.ParseConfig(p.URL("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := pgconn.ConnectConfig(ctx, cfg)
+	if err == nil {
+		c.Close(ctx)
+		t.Fatal("a new client was served by a backend with standard_conforming_strings off")
+	}
+	if pe := asPgErr(err); pe == nil || pe.Code != "0A000" || !strings.Contains(pe.Message, "standard_conforming_strings") {
+		t.Errorf("startup: %v, want 0A000 naming standard_conforming_strings", err)
+	}
+}

@@ -187,7 +187,7 @@ func (sess *session) run() {
 	}
 	cancel()
 	if err == nil {
-		for _, k := range []string{"standard_conforming_strings", "client_encoding"} {
+		for _, k := range lexerSettings {
 			if why := settingHazard(k, be.Params[k]); why != "" {
 				// The server's (or the role's) default (lexguard.go).
 				err = fatalf(CodeFeatureNotSupported, "%s", why)

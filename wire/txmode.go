@@ -221,7 +221,7 @@ func (sess *session) newLease() (*pool.Conn, error) {
 		// client's parameters.
 		if be := t.TryAcquire(sess.database); be != nil {
 			if sess.paramsSynced(be) {
-				return sess.startLease(be), nil
+				return sess.startLease(be)
 			}
 			sess.putBackend(be)
 		}
@@ -245,21 +245,30 @@ func (sess *session) newLease() (*pool.Conn, error) {
 			lastErr = err // the connection went away: take another
 			continue
 		}
-		return sess.startLease(be), nil
+		return sess.startLease(be)
 	}
 	sess.log.Warn().Err(lastErr).Msg("backend connections keep failing")
 	return nil, fatalf(CodeConnectionFailure, "the proxy cannot reach the database server")
 }
 
-// startLease makes be the session's backend and starts its pump.
-func (sess *session) startLease(be *pool.Conn) *pool.Conn {
+// startLease makes be the session's backend and starts its pump. A
+// connection whose server defaults make it lex SQL unlike the proxy (a
+// role or database setting made after the pool dialled its first
+// connections; see lexguard.go) is closed and the client refused.
+func (sess *session) startLease(be *pool.Conn) (*pool.Conn, error) {
+	for _, k := range lexerSettings {
+		if why := settingHazard(k, be.Params[k]); why != "" {
+			sess.srv.cfg.Backends.Destroy(be)
+			return nil, fatalf(CodeFeatureNotSupported, "%s", why)
+		}
+	}
 	sess.stopping.Store(false)
 	sess.mu.Lock()
 	sess.mu.be = be
 	sess.mu.Unlock()
 	sess.pumpDone = make(chan struct{})
 	go sess.pump(be)
-	return be
+	return be, nil
 }
 
 // leaseFailed ends a session whose client could not be given a backend.
