@@ -66,12 +66,18 @@ func isOn(v string) bool {
 // settingHazard returns why setting name to value would make the backend
 // lex SQL unlike the proxy's parser, or "".
 func settingHazard(name, value string) string {
+	if len(name) != len("client_encoding") && len(name) != len("standard_conforming_strings") {
+		return "" // most parameters: no lower-casing
+	}
 	switch strings.ToLower(name) {
 	case "standard_conforming_strings":
 		if !isOn(value) {
 			return "standard_conforming_strings must stay on through dbalproxy: the proxy checks statements as PostgreSQL lexes them with it on"
 		}
 	case "client_encoding":
+		if value == "UTF8" || value == "SQL_ASCII" {
+			return "" // what backends report nearly always: no work per lease
+		}
 		if unsafeEncodings[normalizeEncoding(value)] {
 			return "client encoding " + strings.ToUpper(value) + " is not supported through dbalproxy: its multibyte characters contain ASCII bytes, so the proxy would check a different statement than the server runs (use UTF8)"
 		}

@@ -1,0 +1,34 @@
+package wire
+
+import "testing"
+
+// settingHazard knows the pinned settings whatever their spelling, and
+// only them.
+func TestSettingHazard(t *testing.T) {
+	for _, c := range []struct {
+		name, value string
+		hazard      bool
+	}{
+		{"standard_conforming_strings", "on", false},
+		{"Standard_Conforming_Strings", "TRUE", false},
+		{"standard_conforming_strings", " yes ", false},
+		{"standard_conforming_strings", "off", true},
+		{"standard_conforming_strings", "", true},
+		{"STANDARD_CONFORMING_STRINGS", "0", true},
+		{"client_encoding", "UTF8", false},
+		{"client_encoding", "latin1", false},
+		{"client_encoding", "EUC_JP", false},
+		{"client_encoding", "SJIS", true},
+		{"Client_Encoding", "shift-jis", true},
+		{"client_encoding", "Windows-936", true},
+		{"client_encoding", "gb18030", true},
+		{"client_encoding", "BIG5", true},
+		{"names", "SJIS", false}, // SET NAMES reaches the parser as client_encoding
+		{"application_name", "off", false},
+		{"search_path", "SJIS", false},
+	} {
+		if got := settingHazard(c.name, c.value) != ""; got != c.hazard {
+			t.Errorf("settingHazard(%q, %q) = %v, want %v", c.name, c.value, got, c.hazard)
+		}
+	}
+}
