@@ -29,19 +29,32 @@ type measurement struct {
 	// spent per transaction during the run, in µs; 0 when not known (direct:
 	// PostgreSQL's processes come and go).
 	cpuPerTx float64
+	// clientCPUPerTx is pgbench's own CPU time per transaction, in µs.
+	clientCPUPerTx float64
 }
 
 // runPgbench runs pgbench against t's database db with the given leading
 // arguments and returns its combined output. The password goes through
 // PGPASSWORD, never the command line.
 func runPgbench(ctx context.Context, bin string, t *target, args []string, db string) (string, error) {
+	out, _, err := runPgbenchCPU(ctx, bin, t, args, db)
+	return out, err
+}
+
+// runPgbenchCPU is runPgbench, also returning the CPU time (user + system)
+// pgbench itself used.
+func runPgbenchCPU(ctx context.Context, bin string, t *target, args []string, db string) (string, time.Duration, error) {
 	full := append(slices.Clone(args), "-h", "127.0.0.1", "-p", strconv.Itoa(t.port), "-U", t.user, db)
 	cmd := exec.CommandContext(ctx, bin, full...)
 	cmd.Env = childEnv("PGPASSWORD="+t.password, "PGSSLMODE="+t.sslMode(), "PGAPPNAME=dbalbench")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
-	return string(out), err
+	var cpu time.Duration
+	if ps := cmd.ProcessState; ps != nil {
+		cpu = ps.UserTime() + ps.SystemTime()
+	}
+	return string(out), cpu, err
 }
 
 var (
@@ -79,7 +92,7 @@ func measure(ctx context.Context, bin, tmp string, t *target, mode string, clien
 	rctx, cancel := context.WithTimeout(ctx, dur+60*time.Second)
 	defer cancel()
 	cpu0, cpuKnown := t.cpuTime()
-	out, err := runPgbench(rctx, bin, t, args, t.dbFor(mode))
+	out, clientCPU, err := runPgbenchCPU(rctx, bin, t, args, t.dbFor(mode))
 	cpu1, _ := t.cpuTime()
 	if verbose {
 		fmt.Fprintln(stderr, strings.TrimRight(out, "\n"))
@@ -120,6 +133,9 @@ func measure(ctx context.Context, bin, tmp string, t *target, mode string, clien
 	m.p99MS = p99
 	if cpuKnown && m.txns > 0 {
 		m.cpuPerTx = float64((cpu1 - cpu0).Microseconds()) / float64(m.txns)
+	}
+	if m.txns > 0 {
+		m.clientCPUPerTx = float64(clientCPU.Microseconds()) / float64(m.txns)
 	}
 	return m, nil
 }

@@ -65,11 +65,12 @@ func (r *results) median(k key) *measurement {
 		return (v[len(v)/2-1] + v[len(v)/2]) / 2
 	}
 	return &measurement{
-		tps:        pick(func(m *measurement) float64 { return m.tps }),
-		meanMS:     pick(func(m *measurement) float64 { return m.meanMS }),
-		p99MS:      pick(func(m *measurement) float64 { return m.p99MS }),
-		auditPerTx: pick(func(m *measurement) float64 { return m.auditPerTx }),
-		cpuPerTx:   pick(func(m *measurement) float64 { return m.cpuPerTx }),
+		tps:            pick(func(m *measurement) float64 { return m.tps }),
+		meanMS:         pick(func(m *measurement) float64 { return m.meanMS }),
+		p99MS:          pick(func(m *measurement) float64 { return m.p99MS }),
+		auditPerTx:     pick(func(m *measurement) float64 { return m.auditPerTx }),
+		cpuPerTx:       pick(func(m *measurement) float64 { return m.cpuPerTx }),
+		clientCPUPerTx: pick(func(m *measurement) float64 { return m.clientCPUPerTx }),
 	}
 }
 
@@ -111,7 +112,7 @@ func report(w io.Writer, o *options, e *env, targets []string, r *results, markd
 	if hasBouncer {
 		cols = append(cols, "/pgbouncer")
 	}
-	cols = append(cols, "CPU µs/tx")
+	cols = append(cols, "CPU µs/tx", "pgbench µs/tx")
 	hasProxy := hasProxyTarget(targets)
 	if hasProxy {
 		cols = append(cols, "audit rec/tx")
@@ -160,7 +161,7 @@ func report(w io.Writer, o *options, e *env, targets []string, r *results, markd
 				if m.cpuPerTx > 0 {
 					cpu = fmt.Sprintf("%.1f", m.cpuPerTx)
 				}
-				row = append(row, cpu)
+				row = append(row, cpu, fmt.Sprintf("%.1f", m.clientCPUPerTx))
 				audit := ""
 				if m.auditPerTx > 0 {
 					audit = fmt.Sprintf("%.2f", m.auditPerTx)
@@ -184,7 +185,7 @@ func report(w io.Writer, o *options, e *env, targets []string, r *results, markd
 		}
 	}
 	fmt.Fprintln(w)
-	legend := "/direct, /relay, /pgbouncer: TPS divided by that target's TPS at the same client count in the same run. CPU µs/tx: CPU time (user + system) of the target's own process per transaction (the relay's is dbalbench's; none for direct)."
+	legend := "/direct, /relay, /pgbouncer: TPS divided by that target's TPS at the same client count in the same run. CPU µs/tx: CPU time (user + system) of the target's own process per transaction (the relay's is dbalbench's; none for direct); pgbench µs/tx: pgbench's own."
 	if auditNote {
 		legend += " audit rec/tx: lines in the audit file per pgbench transaction (approximate: the audit queue drains asynchronously)."
 	}
