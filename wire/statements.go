@@ -88,7 +88,7 @@ func (sess *session) timeoutFired(run *stmtRun, st *stmtTimer) {
 	front := frontClosed
 	// The check and the cancel are one step for the backend lease: it cannot
 	// pass to another client between them (see cancelIf).
-	sess.cancelIf(func() bool {
+	sent := sess.cancelIf(func() bool {
 		front = sess.reqs.frontIs(run)
 		if front != frontIsRun || st.done.Load() {
 			return false
@@ -97,10 +97,21 @@ func (sess *session) timeoutFired(run *stmtRun, st *stmtTimer) {
 		sess.log.Info().Int("timeout_ms", st.ms).Msg("statement timed out by policy; cancelling it")
 		return true
 	})
-	if front == frontOther {
+	switch {
+	case front == frontOther:
 		st.t.Reset(5 * time.Millisecond)
+	case sent:
+		// PostgreSQL drops a cancel that reaches the backend before the
+		// statement started (a busy server may still be reading the
+		// Parse or Bind): if the statement still runs after a while, the
+		// cancel goes again.
+		st.t.Reset(cancelRetry)
 	}
 }
+
+// cancelRetry is how long after a policy timeout's cancel the statement may
+// still run before the cancel is sent again.
+const cancelRetry = 250 * time.Millisecond
 
 // stopTimer ends the current statement's timer and reports whether it had
 // cancelled the statement.

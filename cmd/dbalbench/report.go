@@ -84,7 +84,7 @@ func report(w io.Writer, o *options, e *env, targets []string, r *results, markd
 		{"software", e.software()},
 		{"workload", fmt.Sprintf("pgbench -n -S -M <mode> -c <clients> -j min(clients,2) -T %d, scale %d; median of %d run(s); targets interleaved per mode and client count", secs, o.scale, o.runs)},
 		{"p99", "99th percentile (nearest rank) of the per-transaction latencies pgbench --log writes"},
-		{"pools", fmt.Sprintf("dbalproxy pool.max_conns %d (session), PgBouncer default_pool_size %d (transaction)", poolSize, poolSize)},
+		{"pools", fmt.Sprintf("dbalproxy pool.max_conns %d (%s), PgBouncer default_pool_size %d (transaction)", poolSize, o.poolMode, poolSize)},
 	}
 	for _, n := range e.notes {
 		header = append(header, [2]string{"note", n})

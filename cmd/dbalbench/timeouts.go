@@ -32,6 +32,7 @@ type timeoutResult struct {
 	target, mode string
 	late         []time.Duration // elapsed - benchTimeout, sorted
 	wrong        int             // statements that ended otherwise than with 57014
+	wrongErrs    []string        // the first few distinct such outcomes
 	err          error
 }
 
@@ -92,6 +93,13 @@ func measureTimeouts(ctx context.Context, t *target, mode string, n int) timeout
 					res.late = append(res.late, el-benchTimeout)
 				} else {
 					res.wrong++
+					msg := "no error"
+					if err != nil {
+						msg = err.Error()
+					}
+					if len(res.wrongErrs) < 5 && !slices.Contains(res.wrongErrs, msg) {
+						res.wrongErrs = append(res.wrongErrs, msg)
+					}
 				}
 				mu.Unlock()
 				if ctx.Err() != nil {
@@ -128,4 +136,12 @@ func reportTimeouts(w io.Writer, rs []timeoutResult, markdown bool) {
 	}
 	intro := fmt.Sprintf("SELECT pg_sleep(10) cancelled after %s (dbalproxy: the policy timeout of a role-user login; direct: statement_timeout), %d connections at once; late = time to the error at the client - %s", benchTimeout, timeoutConns, benchTimeout)
 	printTable(w, "Timeout precision", intro, cols, rows, markdown)
+	for _, r := range rs {
+		for _, m := range r.wrongErrs {
+			fmt.Fprintf(w, "  %s %s: not 57014: %s\n", r.target, r.mode, m)
+		}
+		if r.err != nil {
+			fmt.Fprintf(w, "  %s %s: error: %v\n", r.target, r.mode, r.err)
+		}
+	}
 }
