@@ -3,6 +3,7 @@ package wire
 import (
 	"strings"
 
+	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/parser"
 )
 
@@ -102,4 +103,58 @@ func lexerHazard(st *parser.Statement) string {
 		}
 	}
 	return ""
+}
+
+// A setting can still change where the proxy cannot see it: a function the
+// client may call that runs set_config or SET (say, a wrapper
+// app_set(name, value) in the application's schema). The backend reports
+// the change (ParameterStatus) only when that statement has finished, and
+// the session then ends (see the pump); but a text the client pipelined
+// behind it reaches the backend first and is lexed under the new setting.
+// Such a text is only at risk if it contains a backslash (which
+// standard_conforming_strings = off turns into an escape) or a non-ASCII
+// byte followed by a byte 0x30-0x7E (which a client-only encoding can take
+// as one character, swallowing a backslash). pipelineLexCheck refuses those,
+// and only those, while another statement of the client's is still
+// unanswered.
+
+// lexSensitive reports whether sql could lex differently under the settings
+// lexguard.go pins.
+func lexSensitive(sql string) bool {
+	for i := 0; i < len(sql); i++ {
+		c := sql[i]
+		if c == '\\' {
+			return true
+		}
+		if c >= 0x80 && i+1 < len(sql) && sql[i+1] >= 0x30 && sql[i+1] <= 0x7e {
+			return true
+		}
+	}
+	return false
+}
+
+// pipelineLexCheck returns plan, or a denial in its place when sql was sent
+// while another statement of the client's was still unanswered and could
+// lex differently if that statement changed a pinned setting, or when the
+// backend already reported such a change.
+func (sess *session) pipelineLexCheck(plan *Plan, sql string) *Plan {
+	if plan.Deny != nil {
+		return plan
+	}
+	why := ""
+	if h := sess.lexHazard.Load(); h != nil {
+		why = *h
+	} else if sess.reqs.pending() > 0 && lexSensitive(sql) {
+		why = "this statement was sent before the previous one was answered, and it contains a backslash or a non-ASCII character next to an ASCII one: the proxy cannot be sure the server reads it as checked (a function called before it may have changed standard_conforming_strings or client_encoding)"
+	} else {
+		return plan
+	}
+	command := ""
+	if len(plan.Statements) > 0 {
+		command = plan.Statements[0].Command
+	}
+	return &Plan{Version: plan.Version,
+		Statements: []PlannedStatement{{Command: command, Decision: audit.DecisionDeny, Reason: why, PolicyVersion: plan.Version}},
+		Deny: &Denial{Code: CodeFeatureNotSupported, Message: why,
+			Hint: "send it after the previous statement's result, or pass the value as a parameter"}}
 }

@@ -32,3 +32,25 @@ func TestSettingHazard(t *testing.T) {
 		}
 	}
 }
+
+// lexSensitive flags backslashes and a non-ASCII byte before an ASCII one
+// that a client-only encoding could take as its second byte.
+func TestLexSensitive(t *testing.T) {
+	for _, c := range []struct {
+		sql  string
+		want bool
+	}{
+		{"SELECT 1", false},
+		{"SELECT 'Zoë', 'é '", false},
+		{"SELECT 'a\\b'", true},
+		{"SELECT E'\\n'", true},
+		{"SELECT 'тx'", true},  // 0x82 then 'x'
+		{"SELECT 'т1'", true},  // GB18030's four-byte forms take digits
+		{"SELECT 'т\\'", true}, // the escape an encoding could swallow
+		{"SELECT 'т'", false},  // then a quote: no encoding takes it
+	} {
+		if got := lexSensitive(c.sql); got != c.want {
+			t.Errorf("lexSensitive(%q) = %v, want %v", c.sql, got, c.want)
+		}
+	}
+}

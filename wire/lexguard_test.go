@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/dbalproxy/dbalproxy/policy"
 )
@@ -186,4 +187,72 @@ func TestLexerSettingServerDefault(t *testing.T) {
 	if pe := asPgErr(err); pe == nil || pe.Code != "0A000" || !strings.Contains(pe.Message, "standard_conforming_strings") {
 		t.Errorf("startup: %v, want 0A000 naming standard_conforming_strings", err)
 	}
+}
+
+// A function the proxy cannot see into may change a pinned setting (here a
+// wrapper around set_config in the application's schema). A text pipelined
+// behind its call that could lex differently is refused, the session ends
+// when the backend reports the change, and nothing of the pipelined text
+// runs. The same text not pipelined is fine.
+func TestLexerSettingChangedByAFunctionInAPipeline(t *testing.T) {
+	t.Parallel()
+	p, _, db := demoProxy(t, policy.ModeStrict)
+	ctx := ctxT(t, 20*time.Second)
+	if _, err := db.Exec(ctx, "CREATE FUNCTION app_set(k text, v text) RETURNS text LANGUAGE sql AS $$ SELECT set_config(k, v, false) $$"); err != nil {
+		t.Fatal(err)
+	}
+	base := digest(t, db)
+	const exploit = "SELECT 'x\\'\n'; DELETE FROM packages; --'"
+
+	// Not pipelined: the text is one string constant.
+	conn := connect(t, p.URL("alice"))
+	var s string
+	if err := conn.QueryRow(ctx, "SELECT 'a\\b'", pgx.QueryExecModeSimpleProtocol).Scan(&s); err != nil || s != "a\\b" {
+		t.Fatalf("a backslash in a literal, not pipelined: %q %v", s, err)
+	}
+
+	// Simple protocol, pipelined.
+	fe := connect(t, p.URL("alice")).PgConn()
+	fr := fe.Frontend()
+	fr.Send(&pgproto3.Query{String: "SELECT app_set('standard_conforming_strings', 'off')"})
+	fr.Send(&pgproto3.Query{String: exploit})
+	if err := fr.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var codes []string
+	for i := 0; i < 30; i++ {
+		m, err := fr.Receive()
+		if err != nil {
+			break
+		}
+		if e, ok := m.(*pgproto3.ErrorResponse); ok {
+			codes = append(codes, e.Severity+" "+e.Code)
+		}
+	}
+	// The refusal goes through the backend in order (wire/decide.go), so the
+	// session's end (FATAL 0A000, when the backend reports the change) may
+	// reach the client first.
+	if len(codes) == 0 || !strings.HasSuffix(codes[0], " 0A000") {
+		t.Errorf("simple pipeline: errors %v, want 0A000", codes)
+	}
+
+	// Extended protocol, pipelined.
+	pc := connect(t, p.URL("alice")).PgConn()
+	pl := pc.StartPipeline(ctx)
+	pl.SendQueryParams("SELECT app_set('standard_conforming_strings', 'off')", nil, nil, nil, nil)
+	pl.SendQueryParams("SELECT 'x\\'\n' FROM packages --'", nil, nil, nil, nil)
+	pl.SendPipelineSync()
+	_ = pl.Flush()
+	for i := 0; i < 6; i++ {
+		r, err := pl.GetResults()
+		if err != nil {
+			break
+		}
+		if rr, ok := r.(*pgconn.ResultReader); ok {
+			if res := rr.Read(); res.Err == nil && len(res.Rows) > 1 {
+				t.Errorf("extended pipeline: the pipelined text returned %d rows (read packages)", len(res.Rows))
+			}
+		}
+	}
+	wantUnchanged(t, db, base)
 }

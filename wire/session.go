@@ -54,7 +54,7 @@ type session struct {
 	wantID      uint64                   // identifies wantParams (see beState.syncedFor)
 	sqlPrepared map[string]bool          // names of SQL-level PREPAREd statements (the client is pinned)
 	sawFatal    bool                     // the pump relayed a FATAL from the backend
-	lexHazard   string                   // set by the pump: the backend reported an unsafe setting (lexguard.go)
+	lexHazard   atomic.Pointer[string]   // set by the pump: the backend reported an unsafe setting (lexguard.go)
 	stmtNames   map[string]stmtNameEntry // backend statement names by text (stmtName)
 
 	// Statement decisions; decider nil means relay everything unchecked.
@@ -589,7 +589,7 @@ func (sess *session) pump(be *pool.Conn) {
 				sess.pumpFailed(be, err, false)
 				return
 			}
-			if sess.lexHazard != "" {
+			if sess.lexHazard.Load() != nil {
 				sess.lexHazardFatal(be)
 				return
 			}
@@ -676,7 +676,7 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 				// Something the proxy could not see changed how the
 				// backend lexes SQL (lexguard.go): nothing more may run
 				// on this session or this connection.
-				sess.lexHazard = why
+				sess.lexHazard.Store(&why)
 				return nil
 			}
 			be.Params[ps.Name] = ps.Value
@@ -735,8 +735,9 @@ func (sess *session) pumpFailed(be *pool.Conn, err error, fromBackend bool) {
 // FATAL error, the connection never returns to the pool.
 func (sess *session) lexHazardFatal(be *pool.Conn) {
 	be.MarkBroken()
-	sess.log.Error().Str("reason", sess.lexHazard).Msg("backend setting changed under the proxy; ending the session")
-	sess.writeError(fatalf(CodeFeatureNotSupported, "%s", sess.lexHazard), "FATAL")
+	why := *sess.lexHazard.Load()
+	sess.log.Error().Str("reason", why).Msg("backend setting changed under the proxy; ending the session")
+	sess.writeError(fatalf(CodeFeatureNotSupported, "%s", why), "FATAL")
 	_ = sess.cw.Flush()
 	sess.closeClient()
 }

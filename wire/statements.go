@@ -203,6 +203,9 @@ func (sess *session) handleQuery(be *pool.Conn, n int) error {
 	}
 	plan := sess.decide(sql)
 	plan = sess.identityQuery(plan)
+	if plan.Deny == nil {
+		plan = sess.pipelineLexCheck(plan, sql)
+	}
 	if plan.Deny != nil {
 		return sess.sendDenial(be, reqQuery, plan, plan.Deny)
 	}
@@ -333,7 +336,7 @@ func (sess *session) handleParse(be *pool.Conn, n int) error {
 	if err := m.Decode(body); err != nil {
 		return fatalf(CodeProtocolViolation, "invalid Parse message")
 	}
-	plan := sess.decide(m.Query)
+	plan := sess.pipelineLexCheck(sess.decide(m.Query), m.Query)
 	if plan.Deny != nil {
 		return sess.sendDenial(be, reqExecute, plan, plan.Deny)
 	}
