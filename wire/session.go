@@ -655,9 +655,14 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 			case denied:
 				nb = stripWhere(b[5:])
 			case timedOut:
-				nb = timeoutError(b[5:], ms)
+				nb = timeoutError(b[5:], r.run.policyMS(ms))
 			default:
-				nb, r.run.violationID = checkViolation(b[5:])
+				if r.run.serverTimeoutMS > 0 {
+					nb = serverTimeoutError(b[5:], r.run.serverTimeoutMS)
+				}
+				if nb == nil {
+					nb, r.run.violationID = checkViolation(b[5:])
+				}
 			}
 			if nb == nil {
 				sess.complete(r.run, typ, b[5:])

@@ -44,7 +44,11 @@ type stmtRun struct {
 	// put in front of the client's (SET LOCAL statement_timeout), which
 	// the client must not see.
 	skipTags int
-	who      *endUser // the end user the run was decided for; nil for the login itself (identity.go)
+	// serverTimeoutMS is the policy timeout the backend enforces itself
+	// (the SET LOCAL statement_timeout in front), 0 if none; its 57014 is
+	// reported as the policy's.
+	serverTimeoutMS int
+	who             *endUser // the end user the run was decided for; nil for the login itself (identity.go)
 }
 
 // stmtTimer is a run's policy timeout. When it fires while the
@@ -72,6 +76,12 @@ func (sess *session) armTimeout(run *stmtRun) {
 	}
 	if ms <= 0 {
 		return
+	}
+	if run.serverTimeoutMS > 0 && len(run.plan.Statements) == 1 {
+		// The backend times the statement itself, to the millisecond; the
+		// proxy's cancel (which costs PostgreSQL a process start, some
+		// milliseconds) is only the backstop.
+		ms += timeoutBackstop
 	}
 	st := &stmtTimer{ms: ms}
 	st.t = time.AfterFunc(time.Duration(ms)*time.Millisecond, func() { sess.timeoutFired(run, st) })
@@ -108,6 +118,18 @@ func (sess *session) timeoutFired(run *stmtRun, st *stmtTimer) {
 		st.t.Reset(cancelRetry)
 	}
 }
+
+// policyMS is the policy timeout a run's timer of ms stands for.
+func (r *stmtRun) policyMS(ms int) int {
+	if r.serverTimeoutMS > 0 && len(r.plan.Statements) == 1 {
+		return r.serverTimeoutMS
+	}
+	return ms
+}
+
+// timeoutBackstop is how much later than the backend's own
+// statement_timeout the proxy cancels a statement that still runs.
+const timeoutBackstop = 100
 
 // cancelRetry is how long after a policy timeout's cancel the statement may
 // still run before the cancel is sent again.
@@ -229,6 +251,7 @@ func (sess *session) handleQuery(be *pool.Conn, n int) error {
 		// transaction of a multi-statement query). Its "SET" is swallowed.
 		send = "SET LOCAL statement_timeout = " + strconv.Itoa(ms) + ";\n" + send
 		run.skipTags = 1
+		run.serverTimeoutMS = ms
 	}
 	sess.armTimeout(run)
 	if err := sess.push(be, request{kind: reqQuery, run: run}); err != nil {
@@ -246,7 +269,12 @@ func (sess *session) handleQuery(be *pool.Conn, n int) error {
 // the statements is transaction control (which would end or extend the
 // implicit transaction).
 func perStatementTimeout(plan *Plan, txStatus byte) int {
-	if len(plan.Statements) < 2 || txStatus != 'I' {
+	if len(plan.Statements) == 0 || txStatus != 'I' {
+		return 0
+	}
+	if len(plan.Statements) == 1 && !shapeCommands[plan.Statements[0].Command] {
+		// A single statement goes in an implicit transaction with the SET:
+		// only for those that may run in one (not VACUUM, say).
 		return 0
 	}
 	ms := plan.Statements[0].TimeoutMS
@@ -656,6 +684,21 @@ func timeoutError(body []byte, ms int) []byte {
 	if m.Decode(body) != nil || m.Code != CodeQueryCanceled {
 		return nil
 	}
+	return encodeTimeoutError(&m, ms)
+}
+
+// serverTimeoutError is timeoutError for a statement_timeout the backend
+// enforced for the policy: only its own timeout error is reported so (a
+// cancel the client asked for stays what it is).
+func serverTimeoutError(body []byte, ms int) []byte {
+	var m pgproto3.ErrorResponse
+	if m.Decode(body) != nil || m.Code != CodeQueryCanceled || m.Message != "canceling statement due to statement timeout" {
+		return nil
+	}
+	return encodeTimeoutError(&m, ms)
+}
+
+func encodeTimeoutError(m *pgproto3.ErrorResponse, ms int) []byte {
 	m.Message = "canceling statement due to statement timeout"
 	m.Detail = fmt.Sprintf("The policy allows this statement %d ms.", ms)
 	buf, err := m.Encode(nil)

@@ -51,6 +51,9 @@ decision := {"allow": true, "reason": "test", "timeout_ms": 300}
 			if el < 300*time.Millisecond || el > 1500*time.Millisecond {
 				t.Fatalf("cancelled after %s, want shortly after 300ms", el)
 			}
+			if pe.Detail != "The policy allows this statement 300 ms." {
+				t.Errorf("detail %q, want the policy's 300 ms", pe.Detail)
+			}
 			// Each statement has its own timeout: three 200ms sleeps in a row pass.
 			for range 3 {
 				if _, err := conn.Exec(ctx, "SELECT pg_sleep(0.2)"); err != nil {
