@@ -3,8 +3,11 @@ package wire
 import (
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgproto3"
+
 	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/pool"
 )
 
 // The proxy parses every statement with PostgreSQL's own parser (pg_query),
@@ -105,48 +108,109 @@ func lexerHazard(st *parser.Statement) string {
 	return ""
 }
 
-// A setting can still change where the proxy cannot see it: a function the
-// client may call that runs set_config or SET (say, a wrapper
-// app_set(name, value) in the application's schema). The backend reports
-// the change (ParameterStatus) only when that statement has finished, and
-// the session then ends (see the pump); but a text the client pipelined
-// behind it reaches the backend first and is lexed under the new setting.
-// Such a text is only at risk if it contains a backslash (which
-// standard_conforming_strings = off turns into an escape) or a non-ASCII
-// byte followed by a byte 0x30-0x7E (which a client-only encoding can take
-// as one character, swallowing a backslash). pipelineLexCheck refuses those,
-// and only those, while another statement of the client's is still
-// unanswered.
+// The pump catches a change it is told about, but PostgreSQL (14 and later)
+// tells only just before ReadyForQuery: a client that pipelines a statement
+// that changes a setting out of the proxy's sight (a DO block, a function
+// calling set_config, an UPDATE of pg_settings) and, before its
+// ReadyForQuery, a text that lexes otherwise with the changed setting would
+// have that text run as the proxy did not check it. So a text that could
+// lex otherwise (lexSensitive) sent while the backend may hold an
+// unreported change (reqQueue.unreported) gets a check of the two settings
+// in front of it, in the extended protocol and without a Sync: if they
+// changed, the check fails, the backend skips everything up to the next
+// Sync (the text too), and the pump ends the session.
 
-// lexSensitive reports whether sql could lex differently under the settings
-// lexguard.go pins.
-func lexSensitive(sql string) bool {
-	for i := 0; i < len(sql); i++ {
-		c := sql[i]
-		if c == '\\' {
-			return true
-		}
-		if c >= 0x80 && i+1 < len(sql) && sql[i+1] >= 0x30 && sql[i+1] <= 0x7e {
+// lexGuardName names the check's statement and portal (with beStmtPrefix,
+// which no client statement of transaction pooling is sent under).
+const lexGuardName = beStmtPrefix + "lexguard"
+
+// lexGuardMarker starts the message of the check's error.
+const lexGuardMarker = "dbalproxy: lexer settings changed under the proxy: "
+
+// lexGuardSQL fails (22P02, a failed integer cast) unless
+// standard_conforming_strings is on and client_encoding is one PostgreSQL
+// may use on the server (encoding ids up to 34, KOI8U; the client-only
+// encodings come after). Every name is schema-qualified, with no operator,
+// so no object a client creates can stand in; it is plain ASCII with no
+// backslash, so it lexes the same whatever the two settings.
+const lexGuardSQL = "SELECT CAST(pg_catalog.textcat('" + lexGuardMarker + "standard_conforming_strings=', " +
+	"pg_catalog.textcat(pg_catalog.current_setting('standard_conforming_strings'), " +
+	"pg_catalog.textcat(' client_encoding=', pg_catalog.current_setting('client_encoding')))) AS pg_catalog.int4) " +
+	"WHERE NOT (pg_catalog.texteq(pg_catalog.current_setting('standard_conforming_strings'), 'on') " +
+	"AND pg_catalog.int4le(pg_catalog.pg_char_to_encoding(pg_catalog.current_setting('client_encoding')), 34))"
+
+// Kinds of request.guard.
+const (
+	guardParse = 1 + iota // the check is in front of a Parse
+	guardQuery            // the check is in front of a simple Query
+)
+
+// lexSensitive reports whether text could lex differently with
+// standard_conforming_strings off or in a client-only encoding. Without a
+// backslash, a '...' literal lexes the same either way; without a byte
+// above 0x7f, the text is the same ASCII in every encoding PostgreSQL
+// accepts from clients.
+func lexSensitive(text string) bool {
+	for i := 0; i < len(text); i++ {
+		if c := text[i]; c == '\\' || c >= 0x80 {
 			return true
 		}
 	}
 	return false
 }
 
-// pipelineLexCheck returns plan, or a denial in its place when sql was sent
-// while another statement of the client's was still unanswered and could
-// lex differently if that statement changed a pinned setting, or when the
-// backend already reported such a change.
+// lexGuard sends the check of the pinned settings to be when the backend
+// may hold an unreported change and text, about to be sent to it in a Parse
+// (query false) or a Query (query true), could lex otherwise with it.
+func (sess *session) lexGuard(be *pool.Conn, query bool, text string) error {
+	if sess.decider == nil || !sess.reqs.unreported() || !lexSensitive(text) {
+		return nil // nothing is checked, the backend told everything, or text lexes the same
+	}
+	var g uint8 = guardParse
+	if query {
+		g = guardQuery
+	}
+	return sess.inject(be,
+		// Close first: a check that failed for another reason (a
+		// transaction already aborted) may have left them behind. Closing
+		// what does not exist is no error.
+		injected{request{kind: reqClose, swallow: true, guard: g}, &pgproto3.Close{ObjectType: 'P', Name: lexGuardName}},
+		injected{request{kind: reqClose, swallow: true, guard: g}, &pgproto3.Close{ObjectType: 'S', Name: lexGuardName}},
+		injected{request{kind: reqParse, swallow: true, guard: g}, &pgproto3.Parse{Name: lexGuardName, Query: lexGuardSQL}},
+		injected{request{kind: reqBind, swallow: true, guard: g}, &pgproto3.Bind{DestinationPortal: lexGuardName, PreparedStatement: lexGuardName}},
+		injected{request{kind: reqExecute, swallow: true, guard: g}, &pgproto3.Execute{Portal: lexGuardName}},
+	)
+}
+
+// lexGuardFailed is what the pump makes of an ErrorResponse body answering
+// the check (request.guard g): the reason to end the session, or "" to
+// relay the error. A failed check means a changed setting. Any other error
+// in front of a Parse is the client's to see (the backend skips the rest
+// up to Sync, as for an error of the client's own); in front of a simple
+// Query it ends the session too, since the backend would skip the Query
+// and leave the client waiting for its answer (in practice: a pipelined
+// Query, lexing otherwise, behind a statement that aborted the transaction).
+func lexGuardFailed(g uint8, body []byte) string {
+	code, msg := errorFields(body)
+	if i := strings.Index(msg, lexGuardMarker); code == "22P02" && i >= 0 {
+		now := strings.TrimSuffix(msg[i+len(lexGuardMarker):], "\"")
+		return "a statement changed standard_conforming_strings or client_encoding out of dbalproxy's sight (now " + now + "): the proxy checks statements as PostgreSQL lexes them with standard_conforming_strings on and an ASCII-safe client_encoding"
+	}
+	if g == guardQuery {
+		return "dbalproxy could not check this session's standard_conforming_strings and client_encoding before a pipelined query (" + code + ": " + msg + ")"
+	}
+	return ""
+}
+
+// pipelineLexCheck returns plan, or a denial in its place once the backend
+// reported a changed setting: the pump is ending the session, and nothing
+// read from the client meanwhile goes to the backend as checked.
 func (sess *session) pipelineLexCheck(plan *Plan, sql string) *Plan {
 	if plan.Deny != nil {
 		return plan
 	}
-	why := ""
-	if h := sess.lexHazard.Load(); h != nil {
-		why = *h
-	} else if sess.reqs.pending() > 0 && lexSensitive(sql) {
-		why = "this statement was sent before the previous one was answered, and it contains a backslash or a non-ASCII character next to an ASCII one: the proxy cannot be sure the server reads it as checked (a function called before it may have changed standard_conforming_strings or client_encoding)"
-	} else {
+	h := sess.lexHazard.Load()
+	if h == nil {
 		return plan
 	}
 	command := ""
@@ -154,7 +218,6 @@ func (sess *session) pipelineLexCheck(plan *Plan, sql string) *Plan {
 		command = plan.Statements[0].Command
 	}
 	return &Plan{Version: plan.Version,
-		Statements: []PlannedStatement{{Command: command, Decision: audit.DecisionDeny, Reason: why, PolicyVersion: plan.Version}},
-		Deny: &Denial{Code: CodeFeatureNotSupported, Message: why,
-			Hint: "send it after the previous statement's result, or pass the value as a parameter"}}
+		Statements: []PlannedStatement{{Command: command, Decision: audit.DecisionDeny, Reason: *h, PolicyVersion: plan.Version}},
+		Deny:       &Denial{Code: CodeFeatureNotSupported, Message: *h}}
 }

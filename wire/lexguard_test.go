@@ -191,9 +191,10 @@ func TestLexerSettingServerDefault(t *testing.T) {
 
 // A function the proxy cannot see into may change a pinned setting (here a
 // wrapper around set_config in the application's schema). A text pipelined
-// behind its call that could lex differently is refused, the session ends
-// when the backend reports the change, and nothing of the pipelined text
-// runs. The same text not pipelined is fine.
+// behind its call that could lex differently gets a check in front of it
+// that fails, the session ends when the check fails or the backend reports
+// the change, and nothing of the pipelined text runs. The same text not
+// pipelined is fine.
 func TestLexerSettingChangedByAFunctionInAPipeline(t *testing.T) {
 	t.Parallel()
 	p, _, db := demoProxy(t, policy.ModeStrict)
@@ -229,9 +230,8 @@ func TestLexerSettingChangedByAFunctionInAPipeline(t *testing.T) {
 			codes = append(codes, e.Severity+" "+e.Code)
 		}
 	}
-	// The refusal goes through the backend in order (wire/decide.go), so the
-	// session's end (FATAL 0A000, when the backend reports the change) may
-	// reach the client first.
+	// The session ends (FATAL 0A000) when the backend reports the change
+	// or the check in front of the pipelined text fails.
 	if len(codes) == 0 || !strings.HasSuffix(codes[0], " 0A000") {
 		t.Errorf("simple pipeline: errors %v, want 0A000", codes)
 	}
@@ -255,4 +255,255 @@ func TestLexerSettingChangedByAFunctionInAPipeline(t *testing.T) {
 		}
 	}
 	wantUnchanged(t, db, base)
+}
+
+// appSet is a function of the kind an application may have: it changes a
+// setting named by its caller, out of the proxy's sight (the demo policy
+// lets role user call it).
+const appSet = "CREATE FUNCTION app_set(k text, v text) RETURNS text LANGUAGE sql AS $$ SELECT set_config(k, v, false) $$"
+
+// pipelineResults reads a pipeline's results up to its Sync: the rows of
+// each query (nil for one that failed) and the first error.
+func pipelineResults(t *testing.T, pl *pgconn.Pipeline) ([][][][]byte, error) {
+	t.Helper()
+	var out [][][][]byte
+	for {
+		r, err := pl.GetResults()
+		if err != nil {
+			return out, err
+		}
+		switch r := r.(type) {
+		case *pgconn.ResultReader:
+			res := r.Read()
+			if res.Err != nil {
+				return out, res.Err
+			}
+			out = append(out, res.Rows)
+		case *pgconn.PipelineSync:
+			return out, nil
+		case nil:
+			return out, nil
+		}
+	}
+}
+
+// PostgreSQL reports a changed setting just before ReadyForQuery. A text
+// pipelined behind the statement that changed it, before that, reaches a
+// backend that lexes it otherwise: such a text gets a check in front of
+// it, which ends the session instead (see lexGuard).
+func TestLexerSettingChangedInPipeline(t *testing.T) {
+	t.Parallel()
+	p, _, db := demoProxy(t, policy.ModeStrict)
+	ctx := ctxT(t, 30*time.Second)
+	if _, err := db.Exec(ctx, appSet); err != nil {
+		t.Fatal(err)
+	}
+	base := digest(t, db)
+	wantFatal := func(what string, err error) {
+		t.Helper()
+		if pe := asPgErr(err); pe == nil || pe.Severity != "FATAL" || pe.Code != "0A000" {
+			t.Errorf("%s: got %v, want a FATAL 0A000", what, err)
+		}
+	}
+
+	// The extended protocol, one batch: the rows of packages (which role
+	// user may not read) came back before the proxy heard of the change.
+	for _, c := range []struct{ set, exploit string }{
+		{"SELECT app_set('standard_conforming_strings', 'off')", "SELECT 'x\\'\n' FROM packages --'"},
+		// Á is 0xc3 0x81 in UTF-8; in SJIS 0xc3 is a character and 0x81
+		// 0x5c another: the backslash escapes nothing there.
+		{"SELECT app_set('client_encoding', 'SJIS')", "SELECT E'Á\\' FROM packages --'"},
+	} {
+		conn := connect(t, p.URL("alice"))
+		pl := conn.PgConn().StartPipeline(ctx)
+		pl.SendQueryParams(c.set, nil, nil, nil, nil)
+		pl.SendQueryParams(c.exploit, nil, nil, nil, nil)
+		pl.SendPipelineSync()
+		if err := pl.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := pipelineResults(t, pl)
+		if len(rows) > 1 {
+			t.Errorf("%s: the pipelined statement returned %d rows", c.set, len(rows[1]))
+		}
+		wantFatal(c.set, err)
+	}
+
+	// The same with a Flush between the two: the first statement's answer
+	// was read, its ReadyForQuery (and report) has not come.
+	conn := connect(t, p.URL("alice"))
+	pl := conn.PgConn().StartPipeline(ctx)
+	pl.SendQueryParams("SELECT app_set('standard_conforming_strings', 'off')", nil, nil, nil, nil)
+	pl.SendFlushRequest()
+	if err := pl.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := pl.GetResults(); err != nil {
+		t.Fatal(err)
+	} else if rr, ok := r.(*pgconn.ResultReader); ok {
+		if res := rr.Read(); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	pl.SendQueryParams("SELECT 'x\\'\n' FROM packages --'", nil, nil, nil, nil)
+	pl.SendPipelineSync()
+	if err := pl.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := pipelineResults(t, pl)
+	if len(rows) > 0 {
+		t.Errorf("after a Flush: the pipelined statement returned %d rows", len(rows[0]))
+	}
+	wantFatal("after a Flush", err)
+
+	// A statement prepared before runs as it was checked (in transaction
+	// pooling it may be prepared again, on another backend, behind the
+	// change: then the check ends the session).
+	conn = connect(t, p.URL("alice"))
+	pl = conn.PgConn().StartPipeline(ctx)
+	pl.SendPrepare("s1", "SELECT 'x\\'\n' FROM packages --'", nil)
+	pl.SendPipelineSync()
+	pl.SendQueryParams("SELECT app_set('standard_conforming_strings', 'off')", nil, nil, nil, nil)
+	pl.SendQueryPrepared("s1", nil, nil, nil)
+	pl.SendPipelineSync()
+	if err := pl.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		r, err := pl.GetResults()
+		if err != nil {
+			wantFatal("prepared before", err)
+			break
+		}
+		if rr, ok := r.(*pgconn.ResultReader); ok {
+			res := rr.Read()
+			if res.Err != nil {
+				wantFatal("prepared before", res.Err)
+				break
+			}
+			for _, row := range res.Rows {
+				if v := string(row[0]); v != "off" && v != "x\\ FROM packages --" {
+					t.Errorf("prepared before: a row %q", v)
+				}
+			}
+		}
+		if i > 10 {
+			t.Fatal("prepared before: the session went on")
+		}
+	}
+
+	// Simple queries sent back to back: the second one, a DELETE for the
+	// backend, ran (or not, by a race) before the proxy ended the session.
+	for i := 0; i < 5; i++ {
+		conn := connect(t, p.URL("alice"))
+		fe := conn.PgConn().Frontend()
+		fe.Send(&pgproto3.Query{String: "SELECT app_set('standard_conforming_strings', 'off')"})
+		fe.Send(&pgproto3.Query{String: "SELECT 'x\\'\n'; DELETE FROM packages; --'"})
+		if err := fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		var fatal *pgproto3.ErrorResponse
+		for {
+			m, err := fe.Receive()
+			if err != nil {
+				break
+			}
+			if e, ok := m.(*pgproto3.ErrorResponse); ok {
+				fatal = e
+			}
+		}
+		if fatal == nil || fatal.Severity != "FATAL" || fatal.Code != "0A000" {
+			t.Errorf("simple queries: last error %+v, want a FATAL 0A000", fatal)
+		}
+	}
+	wantUnchanged(t, db, base)
+}
+
+// Pipelines whose texts lex otherwise with the pinned settings changed run
+// as before when they were not changed: the check is invisible.
+func TestLexGuardInvisible(t *testing.T) {
+	t.Parallel()
+	p, _, _ := demoProxy(t, policy.ModeStrict)
+	ctx := ctxT(t, 30*time.Second)
+	conn := connect(t, p.URL("alice"))
+	texts := []string{"SELECT 1", "SELECT 'Müller'", "SELECT 'a\\b'", "SELECT E'c\\\\d'", "SELECT 'ü' FROM users WHERE false", "SELECT 2"}
+	want := []string{"1", "Müller", "a\\b", "c\\d", "", "2"}
+	for round := 0; round < 3; round++ {
+		pl := conn.PgConn().StartPipeline(ctx)
+		for _, s := range texts {
+			pl.SendQueryParams(s, nil, nil, nil, nil)
+		}
+		pl.SendPipelineSync()
+		if err := pl.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := pipelineResults(t, pl)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		for i, r := range rows {
+			got := ""
+			if len(r) > 0 {
+				got = string(r[0][0])
+			}
+			if i >= len(want) || got != want[i] {
+				t.Errorf("round %d, result %d: %q", round, i, got)
+			}
+		}
+		if err := pl.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Simple queries back to back.
+	fe := conn.PgConn().Frontend()
+	for _, s := range texts {
+		fe.Send(&pgproto3.Query{String: s})
+	}
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for ready := 0; ready < len(texts); {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch m := m.(type) {
+		case *pgproto3.DataRow:
+			got = append(got, string(m.Values[0]))
+		case *pgproto3.ErrorResponse:
+			t.Fatalf("simple queries: %s", m.Message)
+		case *pgproto3.ReadyForQuery:
+			ready++
+		}
+	}
+	if strings.Join(got, "|") != "1|Müller|a\\b|c\\d|2" {
+		t.Errorf("simple queries: %q", got)
+	}
+
+	// In an aborted transaction the check fails like any statement: in the
+	// extended protocol the client gets PostgreSQL's error and goes on.
+	if _, err := conn.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = conn.Exec(ctx, "SELECT 1/0")
+	pl := conn.PgConn().StartPipeline(ctx)
+	pl.SendQueryParams("SELECT 1", nil, nil, nil, nil)
+	pl.SendQueryParams("SELECT 'ü'", nil, nil, nil, nil)
+	pl.SendPipelineSync()
+	if err := pl.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pipelineResults(t, pl); sqlState(err) != "25P02" {
+		t.Errorf("aborted transaction: %v, want 25P02", err)
+	}
+	_ = pl.Close()
+	if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	var s string
+	if err := conn.QueryRow(ctx, "SELECT 'ü'").Scan(&s); err != nil || s != "ü" {
+		t.Fatalf("after ROLLBACK: %q, %v", s, err)
+	}
 }

@@ -45,6 +45,10 @@ type request struct {
 	// ps is the client's statement a client Parse creates: if the backend
 	// skips or fails that Parse, the statement does not exist.
 	ps *prepared
+	// guard marks the messages of a check of the pinned settings (see
+	// lexGuard): guardParse in front of a Parse, guardQuery in front of a
+	// Query.
+	guard uint8
 }
 
 // maxPipeline bounds how many answers a client may be waiting for at once. A
@@ -60,6 +64,10 @@ type reqQueue struct {
 	head    int       // index of the oldest request
 	n       int       // requests queued
 	closed  bool
+	// unsynced is set when the last request answered was not a sync
+	// point: the backend has run messages whose ReadyForQuery, and the
+	// ParameterStatus messages that come before it, it has yet to send.
+	unsynced bool
 }
 
 func (q *reqQueue) init() { q.notFull.L = &q.mu }
@@ -182,6 +190,7 @@ func (q *reqQueue) popLocked() {
 	if q.n == 0 {
 		return
 	}
+	q.unsynced = !q.buf[q.head].kind.isSyncPoint()
 	q.buf[q.head] = request{}
 	q.head = (q.head + 1) % len(q.buf)
 	if q.n == len(q.buf) && len(q.buf) == maxPipeline {
@@ -223,6 +232,16 @@ func (q *reqQueue) pending() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.n
+}
+
+// unreported reports whether the backend may have changed a setting it has
+// not reported yet: it reports changes just before ReadyForQuery
+// (PostgreSQL 14 and later), so until every message sent was answered up
+// to a ReadyForQuery, a statement it ran may have changed one.
+func (q *reqQueue) unreported() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n > 0 || q.unsynced
 }
 
 // close wakes a waiting pusher for good.

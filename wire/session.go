@@ -637,6 +637,12 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 			sess.complete(r.run, typ, b[5:])
 		}
 	case 'E':
+		if r.guard != 0 {
+			if why := lexGuardFailed(r.guard, b[5:]); why != "" {
+				sess.lexHazard.Store(&why) // lexguard.go
+				return nil
+			}
+		}
 		if sess.txMode {
 			sess.txOnError(be, r, b[5:])
 		}

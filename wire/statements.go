@@ -253,6 +253,9 @@ func (sess *session) handleQuery(be *pool.Conn, n int) error {
 		run.skipTags = 1
 		run.serverTimeoutMS = ms
 	}
+	if err := sess.lexGuard(be, true, send); err != nil {
+		return err
+	}
 	sess.armTimeout(run)
 	if err := sess.push(be, request{kind: reqQuery, run: run}); err != nil {
 		return err
@@ -325,8 +328,8 @@ func (sess *session) sendDenial(be *pool.Conn, kind reqKind, plan *Plan, d *Deni
 	raise := denyStatement(d, id)
 	sess.log.Info().Str("sqlstate", d.Code).Str("reason", d.Message).Str("decision_id", id).Msg("statement denied")
 	if kind == reqQuery {
-		if err := sess.push(be, request{kind: reqQuery, run: run}); err != nil {
-			return err
+		if d.Prefix != "" {
+			raise = d.Prefix + ";\n" + raise
 		}
 		if d.Prefix != "" && sess.txMode {
 			// The statements before the denied one run: their session
@@ -334,13 +337,20 @@ func (sess *session) sendDenial(be *pool.Conn, kind reqKind, plan *Plan, d *Deni
 			// rollback). An EXECUTE among them that the client may not run
 			// denies the whole text.
 			if dd := sess.txApply(stateOf(be, sess.tx), sess.tx.effectOf(d.Prefix)); dd != nil {
-				return sess.writeQuery(be, denyStatement(dd, id))
+				raise = denyStatement(dd, id)
 			}
 		}
-		if d.Prefix != "" {
-			raise = d.Prefix + ";\n" + raise
+		// The prefix runs, and the message may hold the client's names.
+		if err := sess.lexGuard(be, true, raise); err != nil {
+			return err
+		}
+		if err := sess.push(be, request{kind: reqQuery, run: run}); err != nil {
+			return err
 		}
 		return sess.writeQuery(be, raise)
+	}
+	if err := sess.lexGuard(be, false, raise); err != nil {
+		return err
 	}
 	if err := sess.inject(be,
 		injected{request{kind: reqParse, swallow: true}, &pgproto3.Parse{Query: raise}},
@@ -391,6 +401,9 @@ func (sess *session) handleParse(be *pool.Conn, n int) error {
 	sess.stmts[m.Name] = ps
 	if sess.txMode {
 		return sess.txParse(be, m.Name, ps)
+	}
+	if err := sess.lexGuard(be, false, plan.SQL); err != nil {
+		return err
 	}
 	if err := sess.push(be, request{kind: reqParse}); err != nil {
 		return err
@@ -485,6 +498,9 @@ func (sess *session) setPortal(name string, plan *Plan) {
 // reprepare replaces the backend's statement name with ps's current text,
 // swallowing the answers: the client did not ask for them.
 func (sess *session) reprepare(be *pool.Conn, name string, ps *prepared) error {
+	if err := sess.lexGuard(be, false, ps.plan.SQL); err != nil {
+		return err
+	}
 	return sess.inject(be,
 		injected{request{kind: reqClose, swallow: true}, &pgproto3.Close{ObjectType: 'S', Name: name}},
 		injected{request{kind: reqParse, swallow: true}, &pgproto3.Parse{Name: name, Query: ps.plan.SQL, ParameterOIDs: ps.paramOIDs}},

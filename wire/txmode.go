@@ -412,6 +412,9 @@ func (st *beState) epochNow() uint64 {
 func (sess *session) txParse(be *pool.Conn, name string, ps *prepared) error {
 	st := stateOf(be, sess.tx)
 	if name == "" {
+		if err := sess.lexGuard(be, false, ps.plan.SQL); err != nil {
+			return err
+		}
 		st.setUnnamed(sess.stmtName(ps.plan.SQL, ps.paramOIDs))
 		if err := sess.push(be, request{kind: reqParse, ps: ps, st: st}); err != nil {
 			return err
@@ -454,6 +457,9 @@ func (st *beState) usable(name string) bool {
 // that name may or may not exist) and Parse. swallow hides the
 // ParseComplete from the client, which did not ask for it.
 func (sess *session) prepareOn(be *pool.Conn, st *beState, ps *prepared, swallow bool) error {
+	if err := sess.lexGuard(be, false, ps.plan.SQL); err != nil {
+		return err
+	}
 	var owner *prepared
 	if !swallow {
 		owner = ps // the client's own Parse
@@ -498,6 +504,9 @@ func (sess *session) ensureStmt(be *pool.Conn, ps *prepared) error {
 		st.mu.Unlock()
 		if ok {
 			return nil
+		}
+		if err := sess.lexGuard(be, false, ps.plan.SQL); err != nil {
+			return err
 		}
 		st.setUnnamed(key)
 		return sess.inject(be, injected{request{kind: reqParse, swallow: true, st: st}, &pgproto3.Parse{Query: ps.plan.SQL, ParameterOIDs: ps.paramOIDs}})
