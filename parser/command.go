@@ -25,6 +25,14 @@ func factsOf(stmt *pg_query.Node) *Statement {
 			w.flag(FlagSetSessionAuthorization)
 		}
 	}
+	switch s := inner.(type) {
+	case *pg_query.AlterSystemStmt:
+		st.DefaultSetting = defaultSetting(s.Setstmt)
+	case *pg_query.AlterRoleSetStmt:
+		st.DefaultSetting = defaultSetting(s.Setstmt)
+	case *pg_query.AlterDatabaseSetStmt:
+		st.DefaultSetting = defaultSetting(s.Setstmt)
+	}
 	// A read that changes data (a data-modifying CTE, COPY (DELETE ...
 	// RETURNING) TO, EXPLAIN ANALYZE of a write, a cursor over one) is a
 	// write. A plain EXPLAIN does not execute its statement.
@@ -54,6 +62,15 @@ func setting(vs *pg_query.VariableSetStmt) *Setting {
 		s.Value = constText(vs.Args[0].GetAConst())
 	}
 	return s
+}
+
+// defaultSetting describes the SET/RESET of an ALTER SYSTEM, ALTER ROLE or
+// ALTER DATABASE statement, or returns nil.
+func defaultSetting(vs *pg_query.VariableSetStmt) *Setting {
+	if vs == nil {
+		return nil
+	}
+	return setting(vs)
 }
 
 // constText returns a constant's value as text, or "" for NULL or a non-constant.

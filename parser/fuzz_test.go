@@ -39,6 +39,9 @@ func FuzzParse(f *testing.F) {
 		"-- comment only",
 		"/* a /* b */ */ SELECT 1 ;; SELECT 'é'",
 		"SELECT * FORM t",
+		"SELECT set_config('standard_conforming_strings', 'off', false)",
+		"SELECT pg_catalog.set_config($1, $2, true) FROM (SELECT set_config(name, 'x', false) FROM pg_settings) s",
+		"ALTER SYSTEM SET client_encoding = 'SJIS'",
 	} {
 		f.Add(s)
 	}
@@ -58,6 +61,17 @@ func FuzzParse(f *testing.F) {
 			}
 			if got := sql[st.Location : st.Location+st.Length]; got != st.Text {
 				t.Fatalf("statement %d: input[%d:%d] = %q, Text %q", i, st.Location, st.Location+st.Length, got, st.Text)
+			}
+		}
+		// Every set_config call names what it changes, or ConfigUnknown:
+		// the proxy refuses set_config of its pinned settings from this.
+		for i, st := range res.Statements {
+			calls := false
+			for _, fn := range st.Functions {
+				calls = calls || fn.Name == "set_config"
+			}
+			if calls != (len(st.ConfigNames) > 0) {
+				t.Fatalf("statement %d: calls set_config %v, ConfigNames %q", i, calls, st.ConfigNames)
 			}
 		}
 		// Deterministic: an uncached second parse yields the same facts.

@@ -116,6 +116,10 @@ type Statement struct {
 	Flags []string
 	// Setting is set for SET, SET LOCAL and RESET statements, else nil.
 	Setting *Setting
+	// DefaultSetting is set for ALTER SYSTEM, ALTER ROLE ... SET/RESET and
+	// ALTER DATABASE ... SET/RESET: the setting whose default (the
+	// server's, a role's or a database's) the statement changes. Else nil.
+	DefaultSetting *Setting
 	// ConfigNames lists the settings the statement's set_config calls
 	// change (the first argument, lower-cased), sorted; ConfigUnknown
 	// stands for a name that is not a string constant. Nil when there is

@@ -294,3 +294,40 @@ func TestConcurrentParse(t *testing.T) {
 		t.Errorf("hits+misses = %d, want %d", h+m, 8*200)
 	}
 }
+
+// ConfigNames names what each set_config call changes, wherever the call
+// is; DefaultSetting is the setting of ALTER SYSTEM/ROLE/DATABASE.
+func TestConfigNamesAndDefaultSetting(t *testing.T) {
+	p := New(Options{})
+	for _, c := range []struct {
+		sql, configs, deflt string
+	}{
+		{"SELECT 1", "", ""},
+		{"SELECT set_config('App.X', '1', false)", "app.x", ""},
+		{"SELECT pg_catalog.set_config('standard_conforming_strings'::text, 'off', true)", "standard_conforming_strings", ""},
+		{"SELECT * FROM set_config('client_encoding', 'SJIS', false)", "client_encoding", ""},
+		{"SELECT set_config($1, 'off', false)", ConfigUnknown, ""},
+		{"SELECT set_config(name, 'off', false) FROM pg_settings", ConfigUnknown, ""},
+		{"SELECT set_config(setting_name => 'a', new_value => 'b', is_local => false)", ConfigUnknown, ""},
+		{"SELECT set_config('a', '1', false), (SELECT set_config('b', '2', false))", "a,b", ""},
+		{"PREPARE p AS SELECT set_config('standard_conforming_strings', $1, false)", "standard_conforming_strings", ""},
+		{"WITH s AS (SELECT set_config('b', '1', true)) SELECT * FROM s", "b", ""},
+		{"ALTER SYSTEM SET standard_conforming_strings = off", "", "standard_conforming_strings=off"},
+		{"ALTER SYSTEM RESET client_encoding", "", "client_encoding= reset"},
+		{"ALTER ROLE app SET client_encoding = 'SJIS'", "", "client_encoding=SJIS"},
+		{"ALTER ROLE app IN DATABASE d SET standard_conforming_strings TO false", "", "standard_conforming_strings=false"},
+		{"ALTER DATABASE d SET standard_conforming_strings = 'off'", "", "standard_conforming_strings=off"},
+		{"ALTER ROLE app RENAME TO app2", "", ""},
+	} {
+		st := mustParse(t, p, c.sql).Statements[0]
+		if got := strings.Join(st.ConfigNames, ","); got != c.configs {
+			t.Errorf("%s: ConfigNames %q, want %q", c.sql, got, c.configs)
+		}
+		if got := fmtSetting(st.DefaultSetting); got != c.deflt {
+			t.Errorf("%s: DefaultSetting %q, want %q", c.sql, got, c.deflt)
+		}
+		if st.DefaultSetting != nil && st.Setting != nil {
+			t.Errorf("%s: both Setting and DefaultSetting", c.sql)
+		}
+	}
+}

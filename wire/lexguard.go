@@ -97,6 +97,14 @@ func lexerHazard(st *parser.Statement) string {
 			return why
 		}
 	}
+	if s := st.DefaultSetting; s != nil && !s.IsReset {
+		// ALTER SYSTEM reaches every session at the next reload, before
+		// the backend can tell; a role's or database's default would
+		// have every later client refused.
+		if why := settingHazard(s.Name, s.Value); why != "" {
+			return why
+		}
+	}
 	for _, name := range st.ConfigNames {
 		switch name {
 		case "standard_conforming_strings", "client_encoding":

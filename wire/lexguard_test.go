@@ -32,6 +32,9 @@ func TestLexerSettingsPinned(t *testing.T) {
 		"SET client_encoding TO 'Windows_932'",
 		"SELECT set_config('client_encoding', 'UTF8', false)",
 		"SELECT set_config(name, 'off', false) FROM pg_settings WHERE name = 'standard_conforming_strings'",
+		"ALTER SYSTEM SET standard_conforming_strings = off",
+		"ALTER ROLE CURRENT_USER SET client_encoding = 'SJIS'",
+		"ALTER ROLE CURRENT_USER SET standard_conforming_strings TO false",
 	}
 	for _, login := range []string{"alice", "dave"} {
 		for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
@@ -43,6 +46,10 @@ func TestLexerSettingsPinned(t *testing.T) {
 				if pe == nil || pe.Code != "42501" {
 					t.Errorf("%s (%v): %q: got %v, want 42501", login, mode, sql, err)
 					continue
+				}
+				if login == "dave" && !strings.Contains(pe.Message, "dbalproxy") {
+					// supergod: the proxy's refusal, not the policy's
+					t.Errorf("%s (%v): %q: %q is not the proxy's refusal", login, mode, sql, pe.Message)
 				}
 				var v string
 				if err := conn.QueryRow(ctx, "SHOW standard_conforming_strings").Scan(&v); err != nil || v != "on" {
