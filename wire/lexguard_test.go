@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/policy"
 )
 
@@ -20,7 +21,6 @@ func TestLexerSettingsPinned(t *testing.T) {
 	t.Parallel()
 	p, sink, db := demoProxy(t, policy.ModeStrict)
 	base := digest(t, db)
-	_ = sink
 	refused := []string{
 		"SET standard_conforming_strings = off",
 		"SET LOCAL standard_conforming_strings TO false",
@@ -65,6 +65,18 @@ func TestLexerSettingsPinned(t *testing.T) {
 			}
 		}
 	}
+	// Each refusal is audited as a denial, with the proxy's reason.
+	for _, want := range []string{"standard_conforming_strings must stay on", "client encoding SJIS is not supported", "set_config may not change"} {
+		waitFor(t, "an audited denial: "+want, 3*time.Second, func() bool {
+			for _, r := range sink.Records() {
+				if r.Decision == audit.DecisionDeny && r.User == "dave" && strings.Contains(r.Reason, want) {
+					return true
+				}
+			}
+			return false
+		})
+	}
+
 	// Safe values and other settings still work.
 	conn := connect(t, p.URL("alice"))
 	ctx := ctxT(t, 10*time.Second)
