@@ -171,7 +171,7 @@ func lexSensitive(text string) bool {
 // may hold an unreported change and text, about to be sent to it in a Parse
 // (query false) or a Query (query true), could lex otherwise with it.
 func (sess *session) lexGuard(be *pool.Conn, query bool, text string) error {
-	if sess.decider == nil || !sess.reqs.unreported() || !lexSensitive(text) {
+	if sess.decider == nil || !lexSensitive(text) || !sess.reqs.unreported() {
 		return nil // nothing is checked, the backend told everything, or text lexes the same
 	}
 	var g uint8 = guardParse
@@ -213,7 +213,7 @@ func lexGuardFailed(g uint8, body []byte) string {
 // pipelineLexCheck returns plan, or a denial in its place once the backend
 // reported a changed setting: the pump is ending the session, and nothing
 // read from the client meanwhile goes to the backend as checked.
-func (sess *session) pipelineLexCheck(plan *Plan, sql string) *Plan {
+func (sess *session) pipelineLexCheck(plan *Plan) *Plan {
 	if plan.Deny != nil {
 		return plan
 	}

@@ -226,7 +226,7 @@ func (sess *session) handleQuery(be *pool.Conn, n int) error {
 	plan := sess.decide(sql)
 	plan = sess.identityQuery(plan)
 	if plan.Deny == nil {
-		plan = sess.pipelineLexCheck(plan, sql)
+		plan = sess.pipelineLexCheck(plan)
 	}
 	if plan.Deny != nil {
 		return sess.sendDenial(be, reqQuery, plan, plan.Deny)
@@ -374,7 +374,7 @@ func (sess *session) handleParse(be *pool.Conn, n int) error {
 	if err := m.Decode(body); err != nil {
 		return fatalf(CodeProtocolViolation, "invalid Parse message")
 	}
-	plan := sess.pipelineLexCheck(sess.decide(m.Query), m.Query)
+	plan := sess.pipelineLexCheck(sess.decide(m.Query))
 	if plan.Deny != nil {
 		return sess.sendDenial(be, reqExecute, plan, plan.Deny)
 	}
