@@ -303,7 +303,10 @@ func (sess *session) nudgedRelease(be *pool.Conn, err error) bool {
 		return false
 	}
 	_ = be.SetReadDeadline(time.Time{})
-	return true
+	// stopPump sets stopping, then its own deadline: if that deadline came
+	// between the check above and the clearing, it is gone, and the pump
+	// must not read again (it would wait for the backend forever).
+	return !sess.stopping.Load()
 }
 
 // tryRelease ends the lease of be if it may end, giving be back to the pool.
