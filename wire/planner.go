@@ -213,22 +213,16 @@ const maxShapeText = 8 << 10
 // fromShape makes the plan of sql from the plan of another text of its
 // shape, or returns nil when it cannot (the caller then plans sql afresh).
 func (p *Planner) fromShape(sh *shape, sql string) *Plan {
-	plan := *sh.plan
-	plan.Statements = slices.Clone(sh.plan.Statements)
-	ps := &plan.Statements[0]
-	ps.QueryRaw = sql
 	if sh.decision == nil {
-		plan.SQL = sql
-		return &plan
+		return sh.planFor(sql, sql)
 	}
 	if sh.splice != nil {
 		if out, ok := sh.splice.apply(sql); ok {
-			plan.SQL = out
-			return &plan
+			return sh.planFor(sql, out)
 		}
 	}
 	res, err := p.cfg.Parser.Parse(sql)
-	if err != nil || len(res.Statements) != 1 || res.Statements[0].Fingerprint != ps.Fingerprint {
+	if err != nil || len(res.Statements) != 1 || res.Statements[0].Fingerprint != sh.plan.Statements[0].Fingerprint {
 		return nil
 	}
 	st := res.Statements[0]
@@ -236,9 +230,7 @@ func (p *Planner) fromShape(sh *shape, sql string) *Plan {
 	if err != nil || !changed {
 		return nil
 	}
-	plan.SQL = out
-	ps.QueryRaw = st.Text
-	return &plan
+	return sh.planFor(st.Text, out)
 }
 
 // fromShapeConsts is fromShape for a text whose constants quickShape found:
@@ -249,13 +241,18 @@ func (p *Planner) fromShapeConsts(sh *shape, sql string, consts []string) *Plan 
 		if !ok {
 			return nil
 		}
-		plan := *sh.plan
-		plan.Statements = slices.Clone(sh.plan.Statements)
-		plan.Statements[0].QueryRaw = sql
-		plan.SQL = out
-		return &plan
+		return sh.planFor(sql, out)
 	}
 	return p.fromShape(sh, sql)
+}
+
+// planFor is the shape's plan for the client's text sql, sending send.
+func (sh *shape) planFor(sql, send string) *Plan {
+	plan := *sh.plan
+	plan.Statements = slices.Clone(sh.plan.Statements)
+	plan.Statements[0].QueryRaw = sql
+	plan.SQL = send
+	return &plan
 }
 
 // Version implements Decider.
