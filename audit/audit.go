@@ -47,6 +47,7 @@ type Record struct {
 	ApplicationName string    // application_name from the startup message
 	Command         string    // statement command, e.g. "SELECT", "UPDATE"
 	Tables          []string  // "schema.table", in statement order; omitted when empty
+	Functions       []string  // the functions the statement calls, as resolved in the catalog ("schema.name"); omitted when empty. Kept as given: callers must not modify it after Log
 	Fingerprint     string    // pg_query fingerprint of the statement
 	Query           string    // normalized text (literals removed); written as "query" unless Config.LogLiterals
 	QueryRaw        string    // original text; written as "query" instead of Query ONLY when Config.LogLiterals is true (Log discards it otherwise)
@@ -253,7 +254,7 @@ func newLogger(cfg Config) (*Logger, error) {
 			PartsExclude: []string{zerolog.LevelFieldName, zerolog.CallerFieldName},
 			FieldsOrder: []string{
 				"decision", "user", "role", "user_id", "end_user", "database", "command", "tables",
-				"query", "rewritten", "reason", "success", "sqlstate", "rows", "duration_ms", "error",
+				"functions", "query", "rewritten", "reason", "success", "sqlstate", "rows", "duration_ms", "error",
 				"decision_id", "session_id",
 			},
 		}
@@ -622,6 +623,9 @@ func (w *writer) encode(r *Record, literals bool) bool {
 	optStr(e, "command", r.Command)
 	if len(r.Tables) > 0 {
 		e.Strs("tables", r.Tables)
+	}
+	if len(r.Functions) > 0 {
+		e.Strs("functions", r.Functions)
 	}
 	optStr(e, "fingerprint", r.Fingerprint)
 	if literals && r.QueryRaw != "" {

@@ -104,10 +104,16 @@ var factCases = []factCase{
 	{"window function", "SELECT id, row_number() OVER (PARTITION BY dept ORDER BY salary DESC) FROM emp", "SELECT", read,
 		"emp(select) select:dept,id,salary", "row_number", "", ""},
 	{"named window", "SELECT sum(x) OVER w FROM t WINDOW w AS (ORDER BY y)", "SELECT", read, "t(select) select:x,y", "sum", "", ""},
-	{"for update skip locked", "SELECT * FROM jobs WHERE state = 'ready' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED", "SELECT", read,
-		"jobs(select) select:*,id,state", "", "select_for_update", ""},
-	{"for share of", "SELECT a.id FROM a JOIN b ON a.id = b.id FOR SHARE OF a", "SELECT", read,
-		"a(select) select:id; b(select) select:id", "", "select_for_update", ""},
+	// Row locks need UPDATE rights in PostgreSQL: the locked tables get the
+	// update access kind (and the statement is a write).
+	{"for update skip locked", "SELECT * FROM jobs WHERE state = 'ready' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED", "SELECT", write,
+		"jobs(select,update) select:*,id,state", "", "select_for_update", ""},
+	{"for share of", "SELECT a.id FROM a JOIN b ON a.id = b.id FOR SHARE OF a", "SELECT", write,
+		"a(select,update) select:id; b(select) select:id", "", "select_for_update", ""},
+	{"for key share of subquery", "SELECT * FROM (SELECT * FROM a) s, b FOR KEY SHARE OF s", "SELECT", write,
+		"a(select,update) select:*; b(select,update) select:*", "", "select_for_update", ""},
+	{"for update in subquery", "SELECT * FROM (SELECT id FROM a FOR UPDATE) s, b", "SELECT", write,
+		"a(select,update) select:id; b(select) select:*", "", "select_for_update", ""},
 	{"group by output alias", "SELECT lower(email) AS e, count(*) FROM users GROUP BY e ORDER BY e", "SELECT", read,
 		"users(select) select:email", "count,lower", "", ""},
 	{"distinct on", "SELECT DISTINCT ON (user_id) user_id, created_at FROM logins ORDER BY user_id, created_at DESC", "SELECT", read,
@@ -142,7 +148,11 @@ var factCases = []factCase{
 	{"row comparison subquery", "SELECT * FROM users WHERE (id, name) IN (SELECT a, b FROM c)", "SELECT", read, "c(select) select:a,b; users(select) select:*,id,name", "", "", ""},
 	{"xmltable", "SELECT xt.* FROM docs, XMLTABLE('/r' PASSING docs.body COLUMNS id int PATH '@id') xt", "SELECT", read, "docs(select) select:body", "", "", ""},
 	{"function alias not a table", "SELECT g FROM generate_series(1, 3) g, users", "SELECT", read, "users(select)", "generate_series", "", ""},
-	{"nextval", "SELECT nextval('seq')", "SELECT", read, "", "nextval", "", ""},
+	// Sequence functions name their sequence: it is decided as a relation.
+	{"nextval", "SELECT nextval('seq')", "SELECT", write, "seq(update)", "nextval", "", ""},
+	{"setval qualified", `SELECT pg_catalog.setval('public."My Seq"'::regclass, 5)`, "SELECT", write, "public.My Seq(update)", "pg_catalog.setval", "", ""},
+	{"currval", "SELECT currval('App.Seq')", "SELECT", read, "app.seq(select)", "currval", "", ""},
+	{"nextval dynamic", "SELECT nextval(name) FROM seqs", "SELECT", read, "seqs(select) select:name", "nextval", "dynamic_relation", ""},
 	{"only and inheritance", "SELECT id FROM ONLY parent", "SELECT", read, "parent(select) select:id", "", "", ""},
 
 	// quoting, case, comments, ORM and psql shapes

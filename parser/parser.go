@@ -50,6 +50,7 @@ const (
 	FlagHasParams               = "has_params"                // a $n parameter appears
 	FlagExplainAnalyze          = "explain_analyze"           // EXPLAIN ANALYZE: the statement is executed
 	FlagAmbiguousColumn         = "ambiguous_column"          // an unqualified column could belong to more than one relation, one of them a table
+	FlagDynamicRelation         = "dynamic_relation"          // a sequence function (nextval, setval, currval) names its sequence by a value that is not a constant
 )
 
 // Table is one base table, view or other relation a statement references,
@@ -75,11 +76,21 @@ type Table struct {
 	Star []Access
 }
 
-// Function is a function called by a statement (FuncCall anywhere, including
-// table functions in FROM and CALL).
+// Function is a function a statement calls, or may call: a FuncCall
+// anywhere (including table functions in FROM and CALL), and every name
+// written as a field selection. PostgreSQL treats `x.name` and `(x).name`
+// as the call name(x) when x has no column or field of that name, so
+// `(pid).pg_terminate_backend` is a call without a FuncCall node; whether
+// such a name is a call is known only from the catalog (see Field).
 type Function struct {
 	Schema string // as written; "" when unqualified
 	Name   string // folded as PostgreSQL folds identifiers
+	// Args is the number of arguments written, or -1 when it is not known
+	// (a VARIADIC argument).
+	Args int
+	// Field is true for a name spelled as a field selection: the call
+	// Name(x) with one argument, if a function of that name takes one.
+	Field bool
 }
 
 // ConfigUnknown is the ConfigNames entry of a set_config call whose

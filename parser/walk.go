@@ -107,6 +107,10 @@ type walker struct {
 	maxParam int
 	writes   bool // some relation got a write access kind
 	configs  map[string]struct{}
+	// inLocking is set while the FROM clause of a SELECT ... FOR UPDATE/SHARE
+	// is walked: its tables are locked, which PostgreSQL allows only with
+	// UPDATE rights, so they get the update access kind.
+	inLocking bool
 }
 
 func newWalker() *walker {
@@ -200,8 +204,21 @@ func (w *walker) visit(m proto.Message) {
 	case *pg_query.ColumnRef:
 		w.columnRef(n)
 	case *pg_query.FuncCall:
-		w.funcCall(n.Funcname)
+		args := len(n.Args)
+		if n.FuncVariadic {
+			args = -1
+		}
+		w.funcCall(n.Funcname, args)
 		w.setConfig(n)
+		w.sequenceCall(n)
+		w.children(n)
+	case *pg_query.A_Indirection:
+		// (x).name is also the call name(x).
+		for _, ind := range n.Indirection {
+			if s := ind.GetString_(); s != nil {
+				w.funcs[Function{Name: s.Sval, Args: 1, Field: true}] = struct{}{}
+			}
+		}
 		w.children(n)
 	case *pg_query.ParamRef:
 		w.flag(FlagHasParams)
@@ -300,16 +317,123 @@ func stringList(ns []*pg_query.Node) []string {
 	return out
 }
 
-// funcCall records a called function by its (possibly qualified) name.
-func (w *walker) funcCall(name []*pg_query.Node) {
+// funcCall records a called function by its (possibly qualified) name and
+// its number of arguments (-1: unknown).
+func (w *walker) funcCall(name []*pg_query.Node, args int) {
 	names := stringList(name)
 	switch len(names) {
 	case 0:
 	case 1:
-		w.funcs[Function{Name: names[0]}] = struct{}{}
+		w.funcs[Function{Name: names[0], Args: args}] = struct{}{}
 	default:
-		w.funcs[Function{Schema: names[len(names)-2], Name: names[len(names)-1]}] = struct{}{}
+		w.funcs[Function{Schema: names[len(names)-2], Name: names[len(names)-1], Args: args}] = struct{}{}
 	}
+}
+
+// sequenceAccess is the access each sequence function makes to the
+// sequence it names: nextval and setval change it, currval reads it.
+var sequenceAccess = map[string]accessSet{"nextval": accUpdate, "setval": accUpdate, "currval": accSelect}
+
+// sequenceCall records the sequence a nextval, setval or currval call names
+// as a relation with that access, so that policies decide it like a table:
+// a role may advance or reset only the sequences it is allowed to write. A
+// sequence named by anything but a constant is flagged
+// FlagDynamicRelation: which one it is is known only when it runs.
+func (w *walker) sequenceCall(fc *pg_query.FuncCall) {
+	names := stringList(fc.Funcname)
+	if len(names) == 0 || len(names) > 2 || (len(names) == 2 && names[0] != "pg_catalog") {
+		return
+	}
+	kind, ok := sequenceAccess[names[len(names)-1]]
+	if !ok || len(fc.Args) == 0 {
+		return
+	}
+	arg := fc.Args[0]
+	if tc := arg.GetTypeCast(); tc != nil {
+		arg = tc.Arg
+	}
+	c := arg.GetAConst()
+	if c == nil || c.GetSval() == nil {
+		w.flag(FlagDynamicRelation)
+		return
+	}
+	parts, ok := splitQualifiedName(c.GetSval().Sval)
+	switch {
+	case !ok:
+		w.flag(FlagDynamicRelation)
+	case len(parts) == 1:
+		w.tableByName("", parts[0], kind)
+	default:
+		w.tableByName(parts[len(parts)-2], parts[len(parts)-1], kind)
+	}
+}
+
+// splitQualifiedName splits a relation name given as text ('seq',
+// 'public.seq', '"My Seq"'), as PostgreSQL's regclass input does: unquoted
+// parts are lower-cased (ASCII), quoted ones kept with "" as a quote. It
+// returns false for anything else (empty parts, more than three parts,
+// unbalanced quotes).
+func splitQualifiedName(s string) ([]string, bool) {
+	var parts []string
+	s = strings.TrimSpace(s)
+	for {
+		var part string
+		if strings.HasPrefix(s, `"`) {
+			var b strings.Builder
+			i := 1
+			for {
+				j := strings.IndexByte(s[i:], '"')
+				if j < 0 {
+					return nil, false
+				}
+				b.WriteString(s[i : i+j])
+				i += j + 1
+				if i < len(s) && s[i] == '"' {
+					b.WriteByte('"')
+					i++
+					continue
+				}
+				break
+			}
+			part, s = b.String(), s[i:]
+		} else {
+			j := strings.IndexByte(s, '.')
+			if j < 0 {
+				j = len(s)
+			}
+			part, s = strings.TrimSpace(s[:j]), s[j:]
+			if strings.ContainsAny(part, "\" \t\n\r") {
+				return nil, false
+			}
+			part = asciiLower(part)
+		}
+		if part == "" {
+			return nil, false
+		}
+		parts = append(parts, part)
+		s = strings.TrimSpace(s)
+		if s == "" {
+			break
+		}
+		if s[0] != '.' {
+			return nil, false
+		}
+		s = strings.TrimSpace(s[1:])
+	}
+	if len(parts) > 3 {
+		return nil, false
+	}
+	return parts, true
+}
+
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + ('a' - 'A')
+		}
+	}
+	return string(b)
 }
 
 // setConfig records the setting a set_config call changes: its first
@@ -430,6 +554,9 @@ func (w *walker) fromRangeVar(rv *pg_query.RangeVar, kinds accessSet, target boo
 		w.sc.rels = append(w.sc.rels, r)
 		return nil
 	}
+	if w.inLocking && kinds&accSelect != 0 {
+		kinds |= accUpdate
+	}
 	r.t = w.table(rv, kinds)
 	w.sc.rels = append(w.sc.rels, r)
 	return r.t
@@ -491,9 +618,16 @@ func (w *walker) selectStmt(s *pg_query.SelectStmt) {
 		return
 	}
 	w.visitAll(s.ValuesLists)
+	// FOR UPDATE/SHARE without OF locks every table of the FROM clause,
+	// also inside its sub-selects; with OF only the named ones.
+	lockAll, lockNames := lockTargets(s.LockingClause)
+	saved := w.inLocking
+	w.inLocking = saved || lockAll
 	for _, f := range s.FromClause {
 		w.fromItem(f)
 	}
+	w.inLocking = saved
+	w.lockNamed(lockNames)
 	w.visitAll(s.TargetList)
 	w.visit(s.WhereClause)
 	for _, t := range s.TargetList {
@@ -515,6 +649,54 @@ func (w *walker) selectStmt(s *pg_query.SelectStmt) {
 	w.visit(s.LimitCount)
 	w.locking(s.LockingClause)
 	w.visit(s.IntoClause)
+}
+
+// lockTargets reads locking clauses: whether one locks every table of
+// the FROM clause, and the relation names the others name (OF ...).
+func lockTargets(lcs []*pg_query.Node) (all bool, names []string) {
+	for _, n := range lcs {
+		lc := n.GetLockingClause()
+		if lc == nil {
+			continue
+		}
+		if len(lc.LockedRels) == 0 {
+			all = true
+		}
+		for _, r := range lc.LockedRels {
+			names = append(names, r.GetRangeVar().GetRelname())
+		}
+	}
+	return all, names
+}
+
+// lockNamed gives the relations of this query level named by FOR UPDATE OF
+// the update access kind. A name that is no table of this level (a
+// sub-select, a CTE, a view's alias) locks tables the walk cannot point
+// at, so then every table of the statement gets it.
+func (w *walker) lockNamed(names []string) {
+	for _, name := range names {
+		found := false
+		for i := range w.sc.rels {
+			r := &w.sc.rels[i]
+			if r.name != name {
+				continue
+			}
+			found = true
+			if r.t == nil {
+				found = false
+				break
+			}
+			r.t.access |= accUpdate
+			w.writes = true
+		}
+		if !found {
+			for _, t := range w.tables {
+				t.access |= accUpdate
+			}
+			w.writes = true
+			return
+		}
+	}
 }
 
 func (w *walker) locking(lcs []*pg_query.Node) {
@@ -690,6 +872,10 @@ func (w *walker) columnRef(c *pg_query.ColumnRef) {
 			r.t.star |= accSelect
 		}
 	default:
+		// x.name may also be the call name(x) (see Function.Field).
+		for _, n := range names[1:] {
+			w.funcs[Function{Name: n, Args: 1, Field: true}] = struct{}{}
+		}
 		r, col := w.qualified(names, false)
 		switch {
 		case r == nil:
@@ -892,7 +1078,13 @@ func (w *walker) result(st *Statement) {
 		if a.Schema != b.Schema {
 			return a.Schema < b.Schema
 		}
-		return a.Name < b.Name
+		if a.Name != b.Name {
+			return a.Name < b.Name
+		}
+		if a.Field != b.Field {
+			return !a.Field
+		}
+		return a.Args < b.Args
 	})
 	st.Flags = make([]string, 0, len(w.flags))
 	for f := range w.flags {

@@ -8,7 +8,8 @@
 #   1. Every rule below that objects adds an entry to `violations`, a tuple
 #      [category, index, index, rule name, reason]. The categories are
 #      0 unknown role, 1 statement-level (ALTER SYSTEM, flags, settings, DCL,
-#      DO/CALL, DDL, unknown classes, other utility), 2 functions, 3 tables; the
+#      DO/CALL, DDL, unknown classes, other utility), 2 functions (see
+#      functions.rego: only functions known to be safe), 3 tables; the
 #      indexes are the positions of the offending function, table or access
 #      kind in the input, so the smallest tuple names the FIRST offender.
 #   2. No violation: allow, with the role's limits and row rules. An allowed
@@ -50,7 +51,12 @@ allowed := ["supergod", sprintf("allowed: %s may run anything", [role_label])] i
 	count(input.statement.tables) > 0
 } else := ["utility", sprintf("allowed: %s may run %s", [role_label, command_label])] if {
 	input.statement.class == "utility"
-} else := ["no_tables", sprintf("allowed: %s may run %s (it touches no table)", [role_label, command_label])]
+} else := ["functions", sprintf("allowed: %s may run %s (it touches no table; it calls %s, each known to be safe)", [role_label, command_label, called_functions])] if {
+	count(input.statement.functions) > 0
+} else := ["no_tables", sprintf("allowed: %s may run %s (it touches no table and calls no function)", [role_label, command_label])]
+
+# called_functions names the functions a statement calls, for reasons.
+called_functions := concat(", ", sort({n | some f in input.statement.functions; n := function_label(f)}))
 
 # table_summary names the first table, e.g.
 # `allowed: role "admin" may select public.users and 1 more table`.
@@ -122,6 +128,21 @@ violations contains [1, 2, 0, flag, msg] if {
 	msg := sprintf("%s may not run %s: %s (supergod only)", [role_label, command_label, denied_flags[flag]])
 }
 
+# set_config can change what SET can: the same settings are denied, and so
+# is a set_config whose setting is not a constant ("?").
+violations contains [1, 2, 1, flag, msg] if {
+	some name in input.statement.configs
+	flag := denied_settings[name]
+	not_supergod
+	msg := sprintf("%s may not call set_config(%q, ...): %s (supergod only)", [role_label, name, denied_flags[flag]])
+}
+
+violations contains [1, 2, 2, "set_config", msg] if {
+	"?" in input.statement.configs
+	not_supergod
+	msg := sprintf("%s may not call set_config with a setting name that is not a constant: the proxy cannot tell which setting it changes (supergod only)", [role_label])
+}
+
 violations contains [1, 3, 0, "dcl", msg] if {
 	input.statement.class == "dcl"
 	not_supergod
@@ -160,21 +181,7 @@ violations contains [1, 7, 0, "utility", msg] if {
 	msg := sprintf("%s may not run %s (supergod only)", [role_label, command_label])
 }
 
-# 2: functions only supergod may call.
-violations contains [2, i, 0, "function", msg] if {
-	some i, f in input.statement.functions
-	name := lower(f.name)
-	denied_function(name)
-	not_supergod
-	msg := sprintf("%s may not call %s(): it reaches outside the database or into other sessions (supergod only)", [role_label, name])
-}
-
-denied_function(name) if name in denied_functions
-
-denied_function(name) if {
-	some prefix in denied_function_prefixes
-	startswith(name, prefix)
-}
+# 2: functions: see functions.rego.
 
 # 3: every table must be permitted for every access kind. A table the parser
 # gave no access kind is "use", which only a "*" permission covers.

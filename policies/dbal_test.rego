@@ -59,7 +59,23 @@ exactly(role, name, kinds) if {
 # command is an input for a table-less statement.
 command(role, cmd, class) := stmt(role, cmd, class, [], [], [])
 
-calls(role, fname) := stmt(role, "SELECT", "read", [], [{"schema": "", "name": fname}], [])
+# calls is an input for a SELECT calling the pg_catalog function fname,
+# resolved in the catalog as a built-in of the given volatility.
+calls(role, fname, volatility) := stmt(role, "SELECT", "read", [], [called(fname, [builtin(fname, volatility)])], [])
+
+called(fname, candidates) := {"schema": "", "name": fname, "args": 1, "field": false, "resolved": true, "candidates": candidates}
+
+builtin(fname, volatility) := {
+	"schema": "pg_catalog", "name": fname, "arguments": "text", "oid": 1000, "builtin": true,
+	"kind": "function", "volatility": volatility, "language": "internal",
+	"security_definer": false, "returns_set": false,
+}
+
+own(schema, fname) := {
+	"schema": schema, "name": fname, "arguments": "", "oid": 20000, "builtin": false,
+	"kind": "function", "volatility": "immutable", "language": "sql",
+	"security_definer": false, "returns_set": false,
+}
 
 flagged(role, cmd, class, flag) := stmt(role, cmd, class, [], [], [flag])
 
@@ -414,31 +430,94 @@ test_no_table_select_known_roles if {
 # ---------------------------------------------------------------------------
 # Functions
 
-test_denied_functions if {
+test_unlisted_builtins_denied if {
 	every fname in {
-		"pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file",
-		"lo_import", "lo_export", "dblink", "dblink_exec", "dblink_connect",
-		"pg_terminate_backend", "pg_cancel_backend", "pg_ls_waldir",
-		"query_to_xml", "table_to_xml", "cursor_to_xml", "database_to_xml", "ts_stat",
+		"pg_read_file", "pg_ls_dir", "lo_import", "lo_from_bytea", "pg_terminate_backend",
+		"query_to_xml", "table_to_xml", "ts_stat", "ts_rewrite", "pg_stat_get_activity",
+		"pg_prepared_statement", "pg_advisory_unlock_shared", "lastval",
 	} {
-		every role in {"user", "admin", "god", "migrator"} {
-			d := dbal.decision with input as calls(role, fname)
+		every role in {"user", "admin", "god", "migrator", "intern"} {
+			d := dbal.decision with input as calls(role, fname, "volatile")
 			not d.allow
-			d.rule == "function"
 		}
-		dec(calls("supergod", fname)).allow
+		every role in {"user", "admin", "god"} {
+			dec(calls(role, fname, "volatile")).rule == "function"
+		}
+		dec(calls("supergod", fname, "volatile")).allow
 	}
 }
 
+test_function_permissions if {
+	dec(calls("migrator", "pg_advisory_lock", "volatile")).allow
+	not dec(calls("god", "pg_advisory_lock", "volatile")).allow
+}
+
+test_immutable_builtins_allowed if {
+	every role in {"user", "admin", "god", "migrator"} {
+		d := dec(calls(role, "lower", "immutable"))
+		d.allow
+		d.rule == "functions"
+	}
+}
+
+test_listed_builtins_allowed if {
+	every fname in {"now", "set_config", "to_char", "format", "pg_get_constraintdef", "nextval"} {
+		dec(calls("user", fname, "stable")).allow
+	}
+}
+
+# A call is allowed only if every overload it may be is: ts_rewrite with two
+# arguments may be the volatile (tsquery, text) one that runs a query.
+test_every_candidate_must_be_allowed if {
+	f := called("ts_rewrite", [builtin("ts_rewrite", "immutable"), builtin("ts_rewrite", "volatile")])
+	d := dbal.decision with input as stmt("user", "SELECT", "read", [], [f], [])
+	not d.allow
+	d.reason == `role "user" may not call pg_catalog.ts_rewrite(text): it is not a function known to be safe (a volatile built-in function that is not on the list of safe ones: it may read other sessions' data or files, run SQL given as text, or change server state)`
+}
+
+test_unknown_and_unresolved_functions_denied if {
+	d := dbal.decision with input as stmt("god", "SELECT", "read", [], [called("nosuch", [])], [])
+	not d.allow
+	d.reason == `role "god" may not call nosuch(): no function of that name takes that many arguments in the database's catalog`
+	u := {"schema": "", "name": "lower", "args": 1, "field": false, "resolved": false, "candidates": []}
+	d2 := dbal.decision with input as stmt("user", "SELECT", "read", [], [u], [])
+	not d2.allow
+	d2.reason == `role "user" may not call lower(): the proxy could not look it up in the database's catalog`
+}
+
+# A field selection that resolves to a function is that call.
+test_field_selection_is_a_call if {
+	f := object.union(called("pg_terminate_backend", [builtin("pg_terminate_backend", "volatile")]), {"field": true})
+	not dec(stmt("admin", "SELECT", "read", [], [f], [])).allow
+}
+
+# A deployment's own functions are denied until a policy allows them by name.
+test_own_functions if {
+	f := called("my_report", [own("public", "my_report")])
+	d := dbal.decision with input as stmt("god", "SELECT", "read", [], [f], [])
+	not d.allow
+	contains(d.reason, "it was created in the database")
+	dec(stmt("god", "SELECT", "read", [], [f], [])).allow with dbal.function_permissions as {"god": {"public.my_report"}}
+}
+
 test_function_reason_names_first if {
-	fs := [{"schema": "", "name": "lower"}, {"schema": "pg_catalog", "name": "pg_read_file"}, {"schema": "", "name": "dblink"}]
+	fs := [called("lower", [builtin("lower", "immutable")]), called("pg_read_file", [builtin("pg_read_file", "volatile")]), called("dblink", [own("public", "dblink")])]
 	d := dbal.decision with input as stmt("god", "SELECT", "read", [], fs, [])
-	d.reason == `role "god" may not call pg_read_file(): it reaches outside the database or into other sessions (supergod only)`
+	startswith(d.reason, `role "god" may not call pg_catalog.pg_read_file(text)`)
+}
+
+test_set_config_of_denied_settings if {
+	every name in {"role", "session_authorization", "?"} {
+		inp := object.union(calls("admin", "set_config", "volatile"), {"statement": {"configs": [name]}})
+		not dec(inp).allow
+	}
+	ok := object.union(calls("admin", "set_config", "volatile"), {"statement": {"configs": ["search_path"]}})
+	dec(ok).allow
 }
 
 test_set_config_allowed if {
-	dec(calls("user", "set_config")).allow
-	dec(calls("user", "now")).allow
+	dec(calls("user", "set_config", "volatile")).allow
+	dec(calls("user", "now", "stable")).allow
 }
 
 # ---------------------------------------------------------------------------
@@ -594,7 +673,7 @@ test_every_decision_has_reason if {
 		on("user", "public", "users", "delete"),
 		on("admin", "public", "users", "delete"),
 		command("intern", "SELECT", "read"),
-		calls("god", "pg_ls_dir"),
+		calls("god", "pg_ls_dir", "volatile"),
 		command("god", "ALTER SYSTEM", "utility"),
 	] {
 		d := dbal.decision with input as inp

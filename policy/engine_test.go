@@ -262,7 +262,10 @@ func TestInputValue(t *testing.T) {
 		"ok": true, "none": nil, "tags": []any{"a", 1.0}, "list": []string{"x"},
 		"nested": map[string]any{"k": "v"}, "num": json.Number("12")}
 	in.Statement.Tables = append(in.Statement.Tables, Table{Schema: "pg_catalog", Name: "pg_class", Access: []string{"select"}, Columns: map[string][]string{}})
-	in.Statement.Functions = []Function{{Schema: "", Name: "now"}}
+	in.Statement.Functions = []Function{{Schema: "", Name: "now", Args: 0, Resolved: true, Candidates: []FunctionCandidate{
+		{Schema: "pg_catalog", Name: "now", OID: 1299, Builtin: true, Kind: "function", Volatility: "stable", Language: "internal"},
+	}}, {Name: "email", Args: 1, Field: true, Candidates: []FunctionCandidate{}}}
+	in.Statement.Configs = []string{"search_path"}
 	in.Statement.Flags = []string{"x"}
 	in.Statement.Setting = &Setting{Name: "search_path", Local: true}
 	in.Transaction.Active = true

@@ -40,6 +40,20 @@ var (
 	kAccess  = ast.StringTerm("access")
 	kColumns = ast.StringTerm("columns")
 	kLocal   = ast.StringTerm("local")
+	kConfigs = ast.StringTerm("configs")
+
+	kArgs            = ast.StringTerm("args")
+	kField           = ast.StringTerm("field")
+	kResolved        = ast.StringTerm("resolved")
+	kCandidates      = ast.StringTerm("candidates")
+	kArguments       = ast.StringTerm("arguments")
+	kOID             = ast.StringTerm("oid")
+	kBuiltin         = ast.StringTerm("builtin")
+	kKind            = ast.StringTerm("kind")
+	kVolatility      = ast.StringTerm("volatility")
+	kLanguage        = ast.StringTerm("language")
+	kSecurityDefiner = ast.StringTerm("security_definer")
+	kReturnsSet      = ast.StringTerm("returns_set")
 
 	kActive = ast.StringTerm("active")
 
@@ -88,8 +102,8 @@ func inputValue(in *Input, bc *backendCache) (ast.Value, error) {
 		)
 	}
 	functions := make([]*ast.Term, len(st.Functions))
-	for i, f := range st.Functions {
-		functions[i] = ast.ObjectTerm(ast.Item(kSchema, str(f.Schema)), ast.Item(kName, str(f.Name)))
+	for i := range st.Functions {
+		functions[i] = functionTerm(&st.Functions[i])
 	}
 	items := make([][2]*ast.Term, 0, 8)
 	items = append(items,
@@ -98,6 +112,7 @@ func inputValue(in *Input, bc *backendCache) (ast.Value, error) {
 		ast.Item(kTables, ast.ArrayTerm(tables...)),
 		ast.Item(kFunctions, ast.ArrayTerm(functions...)),
 		ast.Item(kFlags, strArray(st.Flags)),
+		ast.Item(kConfigs, strArray(st.Configs)),
 		ast.Item(kFingerprint, str(st.Fingerprint)),
 		ast.Item(kText, str(st.Text)),
 	)
@@ -115,6 +130,34 @@ func inputValue(in *Input, bc *backendCache) (ast.Value, error) {
 		ast.Item(kTransaction, txTerms[in.Transaction.Active]),
 		ast.Item(kBackend, bc.term(&in.Backend)),
 	), nil
+}
+
+// functionTerm is the input object of one called function.
+func functionTerm(f *Function) *ast.Term {
+	cands := make([]*ast.Term, len(f.Candidates))
+	for i := range f.Candidates {
+		c := &f.Candidates[i]
+		cands[i] = ast.ObjectTerm(
+			ast.Item(kSchema, str(c.Schema)),
+			ast.Item(kName, str(c.Name)),
+			ast.Item(kArguments, str(c.Arguments)),
+			ast.Item(kOID, ast.InternedTerm(int(c.OID))),
+			ast.Item(kBuiltin, ast.InternedTerm(c.Builtin)),
+			ast.Item(kKind, str(c.Kind)),
+			ast.Item(kVolatility, str(c.Volatility)),
+			ast.Item(kLanguage, str(c.Language)),
+			ast.Item(kSecurityDefiner, ast.InternedTerm(c.SecurityDefiner)),
+			ast.Item(kReturnsSet, ast.InternedTerm(c.ReturnsSet)),
+		)
+	}
+	return ast.ObjectTerm(
+		ast.Item(kSchema, str(f.Schema)),
+		ast.Item(kName, str(f.Name)),
+		ast.Item(kArgs, ast.InternedTerm(f.Args)),
+		ast.Item(kField, ast.InternedTerm(f.Field)),
+		ast.Item(kResolved, ast.InternedTerm(f.Resolved)),
+		ast.Item(kCandidates, ast.ArrayTerm(cands...)),
+	)
 }
 
 // backendCache keeps the AST of the last backend description: every

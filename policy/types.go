@@ -72,6 +72,9 @@ type Statement struct {
 	Flags []string `json:"flags"`
 	// Setting is the parameter a SET/RESET/SHOW statement names, if any.
 	Setting *Setting `json:"setting,omitempty"`
+	// Configs are the settings the statement's set_config calls change,
+	// lower-cased; "?" for one whose name is not a string constant.
+	Configs []string `json:"configs"`
 	// Fingerprint identifies the statement's normalized shape.
 	Fingerprint string `json:"fingerprint"`
 	// Text is the statement's normalized text: its constants are replaced
@@ -100,6 +103,35 @@ type Function struct {
 	Schema string `json:"schema"`
 	// Name is the function name.
 	Name string `json:"name"`
+	// Args is the number of arguments written; -1 when unknown (VARIADIC).
+	Args int `json:"args"`
+	// Field is true when the call is spelled as a field selection,
+	// (x).name or t.name, which PostgreSQL runs as name(x).
+	Field bool `json:"field"`
+	// Resolved is true when the proxy looked the name up in the
+	// database's catalog (pg_proc); Candidates is then every function the
+	// call may be (every schema for an unqualified name, every overload
+	// whose number of parameters fits), empty when there is none.
+	Resolved   bool                `json:"resolved"`
+	Candidates []FunctionCandidate `json:"candidates"`
+}
+
+// FunctionCandidate is one pg_proc entry a call may run.
+type FunctionCandidate struct {
+	Schema string `json:"schema"`
+	Name   string `json:"name"`
+	// Arguments is the identity argument list, e.g. "tsquery, text".
+	Arguments string `json:"arguments"`
+	OID       uint32 `json:"oid"`
+	// Builtin is true for functions created by initdb (OID below 16384).
+	Builtin bool `json:"builtin"`
+	// Kind is "function", "aggregate", "window" or "procedure".
+	Kind string `json:"kind"`
+	// Volatility is "immutable", "stable" or "volatile".
+	Volatility      string `json:"volatility"`
+	Language        string `json:"language"`
+	SecurityDefiner bool   `json:"security_definer"`
+	ReturnsSet      bool   `json:"returns_set"`
 }
 
 // Setting is the run-time parameter a SET, RESET or SHOW names.

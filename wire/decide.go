@@ -52,12 +52,14 @@ type Plan struct {
 
 	switchTo *tokenSource // set on the proxy's own plan of an end-user switch (identity.go)
 	noShape  bool         // never plan other texts of this one's shape from it
+	noCache  bool         // a passing failure (the catalog could not be read): decide the text again next time
 }
 
 // PlannedStatement is the audit view of one decided statement.
 type PlannedStatement struct {
 	Command       string
 	Tables        []string // "schema.table"
+	Functions     []string // the functions called, as resolved ("schema.name"); read-only
 	Fingerprint   string
 	Query         string // normalized: literals replaced by $n
 	QueryRaw      string // the client's own text (logged only if configured)

@@ -10,12 +10,14 @@ import (
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/audit"
+	"github.com/dbalproxy/dbalproxy/catalog"
 	"github.com/dbalproxy/dbalproxy/parser"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/pool"
 	"github.com/dbalproxy/dbalproxy/rewrite"
 	"github.com/dbalproxy/dbalproxy/testenv"
 	"github.com/dbalproxy/dbalproxy/wire"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rs/zerolog"
 )
 
@@ -157,16 +159,27 @@ func policyEngine(t testing.TB, dir string, mode policy.Mode) *policy.Engine {
 // audit records in sink (which may be nil).
 func withPolicy(t testing.TB, engine wire.PolicyEngine, sink *auditSink) proxyOption {
 	t.Helper()
-	planner, err := wire.NewPlanner(wire.PlannerConfig{Parser: parser.New(parser.Options{}), Policy: engine, Rewriter: rewrite.NewRewriter(0)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return func(w *wire.Config, _ *pool.Config) {
+	return func(w *wire.Config, pc *pool.Config) {
+		// Functions resolve in the test database's catalog, as in serve.
+		cat := catalog.NewCache(catalog.CacheConfig{Connector: connectorFunc(func(ctx context.Context, _ string) (*pgconn.PgConn, error) {
+			return pgconn.Connect(ctx, pc.ConnString)
+		})})
+		planner, err := wire.NewPlanner(wire.PlannerConfig{Parser: parser.New(parser.Options{}), Policy: engine, Rewriter: rewrite.NewRewriter(0), Catalog: cat})
+		if err != nil {
+			t.Fatal(err)
+		}
 		w.Decider = planner
 		if sink != nil {
 			w.Auditor = sink
 		}
 	}
+}
+
+// connectorFunc is a catalog.Connector.
+type connectorFunc func(ctx context.Context, database string) (*pgconn.PgConn, error)
+
+func (f connectorFunc) Connect(ctx context.Context, database string) (*pgconn.PgConn, error) {
+	return f(ctx, database)
 }
 
 // loadDemo loads the demo schema into the proxy's database directly.

@@ -46,6 +46,11 @@ type PlannerConfig struct {
 	// Rewriter enforces filters and column rules. Nil enforces them by
 	// denying any statement whose decision carries them (fail closed).
 	Rewriter Rewriter
+	// Catalog resolves the functions statements call, so that policies
+	// see what each call may run (see package catalog). Nil leaves them
+	// unresolved, which the shipped policies deny to every role but
+	// supergod: only tools without a database (explain) run without one.
+	Catalog FunctionCatalog
 	// CacheSize is the number of plans kept, keyed by statement text,
 	// principal and policy version. Zero means 10000.
 	CacheSize int
@@ -83,6 +88,8 @@ type shape struct {
 type planKey struct {
 	principal string
 	version   string
+	database  string // functions resolve in its catalog
+	catalog   uint64 // the catalog's generation
 	inTx      bool
 	sql       string
 }
@@ -144,7 +151,10 @@ func (p *Planner) Decide(ctx context.Context, s *SessionInfo, sql string) (*Plan
 	if s.principalKey == "" {
 		s.principalKey = principalKey(s.Principal)
 	}
-	key := planKey{principal: s.principalKey, version: p.cfg.Policy.Version(), inTx: s.InTransaction, sql: sql}
+	key := planKey{principal: s.principalKey, version: p.cfg.Policy.Version(), database: s.Database, inTx: s.InTransaction, sql: sql}
+	if p.cfg.Catalog != nil {
+		key.catalog = p.cfg.Catalog.Generation()
+	}
 	if plan, ok := p.cache.Get(key); ok {
 		return plan, nil
 	}
@@ -170,6 +180,9 @@ func (p *Planner) Decide(ctx context.Context, s *SessionInfo, sql string) (*Plan
 		}
 	}
 	plan, decisions := p.plan(ctx, s, sql, key.version)
+	if plan.noCache {
+		return plan, nil
+	}
 	p.cache.Add(key, plan)
 	if shaped && !plan.noShape && len(plan.Statements) == 1 && len(decisions) == 1 && shapeCommands[plan.Statements[0].Command] {
 		sh := &shape{plan: plan}
@@ -278,6 +291,7 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 	}
 	texts := make([]string, len(res.Statements)) // each statement as sent, when any is rewritten
 	rewritten := false
+	funcs := functionResolver{cat: p.cfg.Catalog, database: s.Database}
 	for i, st := range res.Statements {
 		ps := &plan.Statements[i]
 		ps.Command = st.Command
@@ -292,7 +306,17 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 		texts[i] = st.Text
 		in.Statement = statementInput(st)
 		ectx, cancel := context.WithTimeout(ctx, p.cfg.EvalTimeout)
-		d, err := p.cfg.Policy.Decide(ectx, &in)
+		fns, names, ferr := funcs.resolve(ectx, st)
+		in.Statement.Functions, ps.Functions = fns, names
+		var d policy.Decision
+		var err error
+		if ferr != nil {
+			p.cfg.Logger.Error().Err(ferr).Str("database", s.Database).Msg("function catalog unavailable; the statement is denied")
+			d = policy.Decision{Reason: catalogDenial(ferr)}
+			plan.noCache = true
+		} else {
+			d, err = p.cfg.Policy.Decide(ectx, &in)
+		}
 		cancel()
 		decisions = append(decisions, d)
 		if err != nil {
@@ -447,8 +471,9 @@ func statementInput(st *parser.Statement) policy.Statement {
 		out.Tables[i] = pt
 	}
 	for i, f := range st.Functions {
-		out.Functions[i] = policy.Function{Schema: f.Schema, Name: f.Name}
+		out.Functions[i] = policy.Function{Schema: f.Schema, Name: f.Name, Args: f.Args, Field: f.Field}
 	}
+	out.Configs = st.ConfigNames
 	if st.Setting != nil {
 		out.Setting = &policy.Setting{Name: st.Setting.Name, Local: st.Setting.Local}
 	}

@@ -597,6 +597,7 @@ func (sess *session) complete(run *stmtRun, typ byte, body []byte) {
 	rec.Time = time.Now()
 	rec.Command = ps.Command
 	rec.Tables = ps.Tables
+	rec.Functions = ps.Functions
 	rec.Fingerprint = ps.Fingerprint
 	rec.Query = ps.Query
 	rec.QueryRaw = ps.QueryRaw

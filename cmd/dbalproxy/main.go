@@ -230,8 +230,9 @@ func buildLogins(cfg *Config) (wire.Logins, error) {
 }
 
 // newPlanner loads the policies and builds the statement planner. onReload,
-// if not nil, is told of every policy reload.
-func newPlanner(cfg *Config, log zerolog.Logger, onReload func(error)) (*wire.Planner, *policy.Engine, error) {
+// if not nil, is told of every policy reload. cat resolves functions (nil:
+// not at all).
+func newPlanner(cfg *Config, log zerolog.Logger, onReload func(error), cat wire.FunctionCatalog) (*wire.Planner, *policy.Engine, error) {
 	mode, err := policy.ParseMode(cfg.Policy.Mode)
 	if err != nil {
 		return nil, nil, &configError{key: "policy.mode", msg: err.Error()}
@@ -248,6 +249,7 @@ func newPlanner(cfg *Config, log zerolog.Logger, onReload func(error)) (*wire.Pl
 		Parser:    parser.New(parser.Options{}),
 		Policy:    engine,
 		Rewriter:  rewrite.NewRewriter(0),
+		Catalog:   cat,
 		CacheSize: cfg.Policy.CacheSize,
 		Logger:    log.With().Str("component", "planner").Logger(),
 	})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dbalproxy/dbalproxy/admin"
 	"github.com/dbalproxy/dbalproxy/audit"
+	"github.com/dbalproxy/dbalproxy/catalog"
 	"github.com/dbalproxy/dbalproxy/metrics"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/pool"
@@ -121,7 +122,28 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 	px.mu.auditLog = auditLog
 	px.audit = px.metrics.Auditor(auditLog)
 	defer px.closeAudit()
-	planner, engine, err := newPlanner(cfg, log, px.metrics.PolicyReloaded)
+	p, err := pool.New(pool.Config{
+		ConnString:     cfg.Backend.URL,
+		MaxConns:       cfg.Pool.MaxConns,
+		AcquireTimeout: cfg.Pool.AcquireTimeout.D(),
+		IdleTimeout:    cfg.Pool.IdleTimeout.D(),
+		ResetQuery:     cfg.Pool.ResetQuery,
+		Logger:         log.With().Str("component", "pool").Logger(),
+	})
+	if err != nil {
+		return &configError{key: "backend.url", msg: err.Error()}
+	}
+	defer p.Close()
+	// Functions are resolved in each database's catalog, read with the
+	// proxy's credentials; a policy reload reads it again.
+	cat := catalog.NewCache(catalog.CacheConfig{Connector: p})
+	onReload := func(err error) {
+		px.metrics.PolicyReloaded(err)
+		if err == nil {
+			cat.Invalidate()
+		}
+	}
+	planner, engine, err := newPlanner(cfg, log, onReload, cat)
 	if err != nil {
 		return err
 	}
@@ -135,18 +157,6 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 			}
 		}()
 	}
-	p, err := pool.New(pool.Config{
-		ConnString:     cfg.Backend.URL,
-		MaxConns:       cfg.Pool.MaxConns,
-		AcquireTimeout: cfg.Pool.AcquireTimeout.D(),
-		IdleTimeout:    cfg.Pool.IdleTimeout.D(),
-		ResetQuery:     cfg.Pool.ResetQuery,
-		Logger:         log.With().Str("component", "pool").Logger(),
-	})
-	if err != nil {
-		return &configError{key: "backend.url", msg: err.Error()}
-	}
-	defer p.Close()
 	srv, err := wire.NewServer(wire.Config{
 		Logins:          &px.logins,
 		AuthMethod:      cfg.Auth.Method,

@@ -1,0 +1,121 @@
+package wire
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/dbalproxy/dbalproxy/catalog"
+	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/policy"
+)
+
+// FunctionCatalog tells what the functions a statement names are, from
+// the database's pg_proc; *catalog.Cache implements it.
+type FunctionCatalog interface {
+	// Snapshot returns the functions of database.
+	Snapshot(ctx context.Context, database string) (*catalog.Snapshot, error)
+	// Refresh reads them again (rate-limited), for a name the snapshot
+	// does not know.
+	Refresh(ctx context.Context, database string) (*catalog.Snapshot, error)
+	// Generation changes whenever what a snapshot says changes.
+	Generation() uint64
+}
+
+// functionResolver resolves the functions of the statements of one text
+// against one database's catalog, loading it only when a statement calls
+// something, and refreshing it once when a name is unknown.
+type functionResolver struct {
+	cat       FunctionCatalog // nil: nothing is resolved
+	database  string
+	snap      *catalog.Snapshot
+	err       error
+	refreshed bool
+}
+
+// resolve returns the policy's view of st's functions and the names of
+// those it calls, for the audit record ("schema.name" of each resolved
+// candidate). A field selection that is no function's name is a column or
+// a field, not a call, and is left out. An error means the catalog could
+// not be read: the statement must be denied.
+func (r *functionResolver) resolve(ctx context.Context, st *parser.Statement) ([]policy.Function, []string, error) {
+	if len(st.Functions) == 0 {
+		return nil, nil, nil
+	}
+	if r.cat == nil {
+		// No catalog (explain without a database): report the names,
+		// unresolved; policies deny what they cannot look at.
+		out := make([]policy.Function, 0, len(st.Functions))
+		var names []string
+		for _, f := range st.Functions {
+			out = append(out, policy.Function{Schema: f.Schema, Name: f.Name, Args: f.Args, Field: f.Field})
+			if !f.Field {
+				names = append(names, qualifiedFunction(f.Schema, f.Name))
+			}
+		}
+		return out, names, nil
+	}
+	if r.snap == nil && r.err == nil {
+		r.snap, r.err = r.cat.Snapshot(ctx, r.database)
+	}
+	if r.err != nil {
+		return nil, nil, r.err
+	}
+	out, names, unknown := resolveWith(r.snap, st.Functions)
+	if unknown && !r.refreshed {
+		// Created since the snapshot was read? Look once more.
+		r.refreshed = true
+		if snap, err := r.cat.Refresh(ctx, r.database); err == nil {
+			r.snap = snap
+			out, names, _ = resolveWith(snap, st.Functions)
+		}
+	}
+	return out, names, nil
+}
+
+// resolveWith resolves fns in snap; unknown reports a called name (not a
+// field selection) that matches no function.
+func resolveWith(snap *catalog.Snapshot, fns []parser.Function) (out []policy.Function, names []string, unknown bool) {
+	out = make([]policy.Function, 0, len(fns))
+	seen := map[string]bool{}
+	for _, f := range fns {
+		cands := snap.Resolve(f.Schema, f.Name, f.Args)
+		if len(cands) == 0 {
+			if f.Field {
+				continue
+			}
+			unknown = true
+			if n := qualifiedFunction(f.Schema, f.Name); !seen[n] {
+				seen[n] = true
+				names = append(names, n)
+			}
+		}
+		pf := policy.Function{Schema: f.Schema, Name: f.Name, Args: f.Args, Field: f.Field, Resolved: true,
+			Candidates: make([]policy.FunctionCandidate, len(cands))}
+		for i, c := range cands {
+			pf.Candidates[i] = policy.FunctionCandidate{
+				Schema: c.Schema, Name: c.Name, Arguments: c.Arguments, OID: c.OID, Builtin: c.Builtin(),
+				Kind: c.Kind, Volatility: c.Volatility, Language: c.Language,
+				SecurityDefiner: c.SecurityDefiner, ReturnsSet: c.ReturnsSet,
+			}
+			if n := c.Schema + "." + c.Name; !seen[n] {
+				seen[n] = true
+				names = append(names, n)
+			}
+		}
+		out = append(out, pf)
+	}
+	return out, names, unknown
+}
+
+func qualifiedFunction(schema, name string) string {
+	if schema == "" {
+		return name
+	}
+	return schema + "." + name
+}
+
+// catalogDenial is the reason a statement is denied when the catalog could
+// not be read.
+func catalogDenial(err error) string {
+	return fmt.Sprintf("the proxy could not look up the functions this statement calls in the database's catalog, so it is denied: %v", err)
+}
