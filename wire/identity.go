@@ -204,12 +204,40 @@ func (sess *session) identityDecide(sql string) *Plan {
 		q = auditSetConfig
 	}
 	return &Plan{
-		SQL: sql, Version: sess.decider.Version(), switchTo: src,
+		SQL: switchText(command, src, sql), Version: sess.decider.Version(), switchTo: src,
 		Statements: []PlannedStatement{{
 			Command: command, Query: q, QueryRaw: q, Decision: audit.DecisionAllow,
 			Reason: "end user switched for this transaction", PolicyVersion: sess.decider.Version(),
 		}},
 	}
+}
+
+// switchText is what the backend receives for an accepted switch: the
+// statement with its token literal unsigned (see unsignedToken), so that the
+// token, a bearer credential, never stands in the backend's query text,
+// where pg_stat_activity, pg_prepared_statements and statement logging show
+// it to others. A token passed as a Bind parameter is not in the text.
+func switchText(command string, src *tokenSource, sql string) string {
+	if src == nil || src.param > 0 {
+		return sql
+	}
+	lit := "'" + strings.ReplaceAll(unsignedToken(src.literal), "'", "''") + "'"
+	if command == "SELECT" {
+		return "SELECT set_config('dbal.token', " + lit + ", true)"
+	}
+	return "SET LOCAL dbal.token = " + lit
+}
+
+// unsignedToken is a JWT without its signature ("header.payload."): the
+// claims stay readable for current_setting('dbal.token') in the database,
+// but it is no longer a credential (the proxy refuses unsigned tokens). Any
+// other text becomes "".
+func unsignedToken(tok string) string {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	return parts[0] + "." + parts[1] + "."
 }
 
 // identityDenial is a plan that refuses an end-user switch with code.
