@@ -76,9 +76,18 @@ func (f *Function) fits(args int) bool {
 	return args >= f.MinArgs && (f.MaxArgs < 0 || args <= f.MaxArgs)
 }
 
+// operator is one pg_operator entry.
+type operator struct {
+	schema string
+	prefix bool   // a prefix (unary) operator
+	code   uint32 // the function's OID (0 for a shell operator)
+}
+
 // Snapshot is the functions of one database at one moment. It is immutable.
 type Snapshot struct {
 	byName map[string][]*Function
+	byOID  map[uint32]*Function
+	ops    map[string][]operator
 	hash   [32]byte
 	count  int
 	// Loaded is when the snapshot was read.
@@ -105,6 +114,54 @@ func (s *Snapshot) Resolve(schema, name string, args int) []*Function {
 	return out
 }
 
+// ResolveOperator returns the functions an operator of that name (schema
+// "" for an unqualified one) with args operands (1: prefix, 2: infix) may
+// run that are not built into the server, and whether any operator of
+// that name exists. Built-in operators are left out: every one runs an
+// immutable function or one of a few stable date, time and text search
+// functions (the tests check this against the server), and listing them
+// for every = and + would drown what matters, the operators a database
+// defines with functions of its own.
+func (s *Snapshot) ResolveOperator(schema, name string, args int) (own []*Function, known bool) {
+	for _, op := range s.ops[name] {
+		if schema != "" && op.schema != schema {
+			continue
+		}
+		if op.prefix != (args == 1) {
+			continue
+		}
+		known = true
+		f := s.byOID[op.code]
+		if f == nil || f.Builtin() {
+			continue
+		}
+		own = append(own, f)
+	}
+	return own, known
+}
+
+// BuiltinOperatorFunctions returns the functions behind built-in
+// operators, for tests that check what ResolveOperator leaves out.
+func (s *Snapshot) BuiltinOperatorFunctions() []*Function {
+	var out []*Function
+	seen := map[uint32]bool{}
+	for _, ops := range s.ops {
+		for _, op := range ops {
+			if f := s.byOID[op.code]; f != nil && f.Builtin() && !seen[f.OID] {
+				seen[f.OID] = true
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// operatorQuery reads every operator with the function it runs.
+const operatorQuery = `SELECT n.nspname, o.oprname, o.oprleft = 0, o.oprcode::oid
+FROM pg_catalog.pg_operator o
+JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+ORDER BY o.oid`
+
 // query reads every function with what Resolve and the policies need.
 const query = `SELECT p.oid, n.nspname, p.proname, p.pronargs, p.pronargdefaults,
 	p.provariadic <> 0, p.prokind, p.provolatile, l.lanname, p.prosecdef, p.proretset,
@@ -127,7 +184,8 @@ func Load(ctx context.Context, conn *pgconn.PgConn) (*Snapshot, error) {
 	if len(res.Rows) > maxFunctions {
 		return nil, fmt.Errorf("catalog: %d functions, more than the %d the proxy keeps", len(res.Rows), maxFunctions)
 	}
-	s := &Snapshot{byName: make(map[string][]*Function, len(res.Rows)), Loaded: time.Now()}
+	s := &Snapshot{byName: make(map[string][]*Function, len(res.Rows)), byOID: make(map[uint32]*Function, len(res.Rows)),
+		ops: map[string][]operator{}, Loaded: time.Now()}
 	h := sha256.New()
 	for _, row := range res.Rows {
 		if len(row) != 12 {
@@ -142,7 +200,30 @@ func Load(ctx context.Context, conn *pgconn.PgConn) (*Snapshot, error) {
 			return nil, err
 		}
 		s.byName[f.Name] = append(s.byName[f.Name], f)
+		s.byOID[f.OID] = f
 		s.count++
+	}
+	ores := conn.ExecParams(ctx, operatorQuery, nil, nil, nil, nil).Read()
+	if ores.Err != nil {
+		return nil, fmt.Errorf("catalog: read pg_operator: %w", ores.Err)
+	}
+	if len(ores.Rows) > maxFunctions {
+		return nil, fmt.Errorf("catalog: %d operators, more than the %d the proxy keeps", len(ores.Rows), maxFunctions)
+	}
+	for _, row := range ores.Rows {
+		if len(row) != 4 {
+			return nil, errors.New("catalog: unexpected pg_operator row")
+		}
+		for _, c := range row {
+			h.Write(c)
+			h.Write([]byte{1})
+		}
+		code, err := strconv.ParseUint(string(row[3]), 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("catalog: pg_operator oprcode %q: %w", row[3], err)
+		}
+		name := string(row[1])
+		s.ops[name] = append(s.ops[name], operator{schema: string(row[0]), prefix: isTrue(row[2]), code: uint32(code)})
 	}
 	copy(s.hash[:], h.Sum(nil))
 	return s, nil
@@ -166,9 +247,11 @@ func function(row [][]byte) (*Function, error) {
 	}
 	if isTrue(row[5]) {
 		// The variadic parameter takes any number of arguments, even none
-		// when it is called with VARIADIC and an empty array.
+		// (unless it has a default, it is counted in MinArgs).
 		f.MaxArgs = -1
-		f.MinArgs--
+		if ndefaults == 0 {
+			f.MinArgs--
+		}
 	}
 	f.MinArgs = max(f.MinArgs, 0)
 	switch string(row[6]) {

@@ -18,6 +18,9 @@ func fmtAllFuncs(fs []Function) string {
 		if f.Field {
 			n = "field:" + n
 		}
+		if f.Operator {
+			n = "op:" + n
+		}
 		parts = append(parts, fmt.Sprintf("%s/%d", n, f.Args))
 	}
 	return strings.Join(parts, ",")
@@ -41,6 +44,9 @@ func TestFunctionSpellings(t *testing.T) {
 		{"SELECT pg_catalog.now()", "pg_catalog.now/0"},
 		{"SELECT * FROM generate_series(1, 3)", "generate_series/2"},
 		{"SELECT f(a => 1, b => 2)", "f/2"},
+		{"SELECT 1 + 2, -x, a OPERATOR(myschema.===) b FROM t", "op:+/2,op:-/1,op:myschema.===/2"},
+		{"SELECT * FROM t WHERE a LIKE 'x%' AND b BETWEEN 1 AND 2 AND c IS DISTINCT FROM d", "op:<=/2,op:=/2,op:>=/2,op:~~/2"},
+		{"SELECT * FROM t WHERE a = ANY (SELECT b FROM u) ORDER BY a USING <<<", "op:<<</2,op:=/2"},
 	}
 	for _, tc := range cases {
 		res, err := p.Parse(tc.sql)

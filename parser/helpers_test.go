@@ -41,8 +41,8 @@ func fmtTables(ts []Table) string {
 func fmtFuncs(fs []Function) string {
 	parts := make([]string, 0, len(fs))
 	for _, f := range fs {
-		if f.Field {
-			continue // field selections: see functions_test.go
+		if f.Field || f.Operator {
+			continue // field selections and operators: see functions_test.go
 		}
 		if f.Schema != "" {
 			parts = append(parts, f.Schema+"."+f.Name)

@@ -91,6 +91,10 @@ type Function struct {
 	// Field is true for a name spelled as a field selection: the call
 	// Name(x) with one argument, if a function of that name takes one.
 	Field bool
+	// Operator is true for an operator (Name is its symbol, "+", "~~";
+	// Args is 1 for a prefix operator, else 2): it runs the function
+	// behind it (pg_operator.oprcode).
+	Operator bool
 }
 
 // ConfigUnknown is the ConfigNames entry of a set_config call whose

@@ -212,6 +212,17 @@ func (w *walker) visit(m proto.Message) {
 		w.setConfig(n)
 		w.sequenceCall(n)
 		w.children(n)
+	case *pg_query.A_Expr:
+		w.operator(n)
+		w.children(n)
+	case *pg_query.SubLink:
+		// x op ANY (SELECT ...)
+		w.operatorName(n.OperName, 2)
+		w.children(n)
+	case *pg_query.SortBy:
+		// ORDER BY x USING op
+		w.operatorName(n.UseOp, 2)
+		w.children(n)
 	case *pg_query.A_Indirection:
 		// (x).name is also the call name(x).
 		for _, ind := range n.Indirection {
@@ -327,6 +338,36 @@ func (w *walker) funcCall(name []*pg_query.Node, args int) {
 		w.funcs[Function{Name: names[0], Args: args}] = struct{}{}
 	default:
 		w.funcs[Function{Schema: names[len(names)-2], Name: names[len(names)-1], Args: args}] = struct{}{}
+	}
+}
+
+// operator records the operators an expression applies: its own, or, for
+// BETWEEN, the >= and <= it stands for.
+func (w *walker) operator(e *pg_query.A_Expr) {
+	args := 2
+	if e.Lexpr == nil {
+		args = 1
+	}
+	switch e.Kind {
+	case pg_query.A_Expr_Kind_AEXPR_BETWEEN, pg_query.A_Expr_Kind_AEXPR_NOT_BETWEEN,
+		pg_query.A_Expr_Kind_AEXPR_BETWEEN_SYM, pg_query.A_Expr_Kind_AEXPR_NOT_BETWEEN_SYM:
+		w.funcs[Function{Name: ">=", Args: 2, Operator: true}] = struct{}{}
+		w.funcs[Function{Name: "<=", Args: 2, Operator: true}] = struct{}{}
+	default:
+		w.operatorName(e.Name, args)
+	}
+}
+
+// operatorName records an operator by its (possibly qualified) name,
+// OPERATOR(schema.op).
+func (w *walker) operatorName(name []*pg_query.Node, args int) {
+	names := stringList(name)
+	switch len(names) {
+	case 0:
+	case 1:
+		w.funcs[Function{Name: names[0], Args: args, Operator: true}] = struct{}{}
+	default:
+		w.funcs[Function{Schema: names[len(names)-2], Name: names[len(names)-1], Args: args, Operator: true}] = struct{}{}
 	}
 }
 
@@ -1083,6 +1124,9 @@ func (w *walker) result(st *Statement) {
 		}
 		if a.Field != b.Field {
 			return !a.Field
+		}
+		if a.Operator != b.Operator {
+			return !a.Operator
 		}
 		return a.Args < b.Args
 	})

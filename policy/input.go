@@ -44,6 +44,7 @@ var (
 
 	kArgs            = ast.StringTerm("args")
 	kField           = ast.StringTerm("field")
+	kOperator        = ast.StringTerm("operator")
 	kResolved        = ast.StringTerm("resolved")
 	kCandidates      = ast.StringTerm("candidates")
 	kArguments       = ast.StringTerm("arguments")
@@ -155,6 +156,7 @@ func functionTerm(f *Function) *ast.Term {
 		ast.Item(kName, str(f.Name)),
 		ast.Item(kArgs, ast.InternedTerm(f.Args)),
 		ast.Item(kField, ast.InternedTerm(f.Field)),
+		ast.Item(kOperator, ast.InternedTerm(f.Operator)),
 		ast.Item(kResolved, ast.InternedTerm(f.Resolved)),
 		ast.Item(kCandidates, ast.ArrayTerm(cands...)),
 	)

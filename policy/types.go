@@ -108,6 +108,10 @@ type Function struct {
 	// Field is true when the call is spelled as a field selection,
 	// (x).name or t.name, which PostgreSQL runs as name(x).
 	Field bool `json:"field"`
+	// Operator is true for an operator (Name is its symbol, Args 1 for a
+	// prefix operator): Candidates are the functions the database's own
+	// operators of that name run. Built-in operators are never listed.
+	Operator bool `json:"operator"`
 	// Resolved is true when the proxy looked the name up in the
 	// database's catalog (pg_proc); Candidates is then every function the
 	// call may be (every schema for an unqualified name, every overload

@@ -47,6 +47,9 @@ func (r *functionResolver) resolve(ctx context.Context, st *parser.Statement) ([
 		out := make([]policy.Function, 0, len(st.Functions))
 		var names []string
 		for _, f := range st.Functions {
+			if f.Operator {
+				continue // operators are looked at only in a catalog
+			}
 			out = append(out, policy.Function{Schema: f.Schema, Name: f.Name, Args: f.Args, Field: f.Field})
 			if !f.Field {
 				names = append(names, qualifiedFunction(f.Schema, f.Name))
@@ -78,7 +81,19 @@ func resolveWith(snap *catalog.Snapshot, fns []parser.Function) (out []policy.Fu
 	out = make([]policy.Function, 0, len(fns))
 	seen := map[string]bool{}
 	for _, f := range fns {
-		cands := snap.Resolve(f.Schema, f.Name, f.Args)
+		var cands []*catalog.Function
+		if f.Operator {
+			own, known := snap.ResolveOperator(f.Schema, f.Name, f.Args)
+			if !known {
+				unknown = true // created since? PostgreSQL would refuse it otherwise
+			}
+			if len(own) == 0 {
+				continue // built-in operators only (see ResolveOperator)
+			}
+			cands = own
+		} else {
+			cands = snap.Resolve(f.Schema, f.Name, f.Args)
+		}
 		if len(cands) == 0 {
 			if f.Field {
 				continue
@@ -89,7 +104,7 @@ func resolveWith(snap *catalog.Snapshot, fns []parser.Function) (out []policy.Fu
 				names = append(names, n)
 			}
 		}
-		pf := policy.Function{Schema: f.Schema, Name: f.Name, Args: f.Args, Field: f.Field, Resolved: true,
+		pf := policy.Function{Schema: f.Schema, Name: f.Name, Args: f.Args, Field: f.Field, Operator: f.Operator, Resolved: true,
 			Candidates: make([]policy.FunctionCandidate, len(cands))}
 		for i, c := range cands {
 			pf.Candidates[i] = policy.FunctionCandidate{

@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/audit"
+	"github.com/dbalproxy/dbalproxy/catalog"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // TestFunctionCalls checks that only functions known to be safe run for
@@ -204,5 +206,63 @@ func TestFunctionCreatedLater(t *testing.T) {
 	_, err = alice.Exec(ctx, "SELECT my_secret()")
 	if sqlState(err) != "42501" || !strings.Contains(err.Error(), "public.my_secret()") {
 		t.Fatalf("my_secret, created in the database and not named by the policy: %v", err)
+	}
+}
+
+// TestOperators checks that an operator a database defines runs past no
+// policy: it is decided as the function behind it. Built-in operators are
+// not listed for the policy (catalog.Snapshot.ResolveOperator), which holds
+// only if every function behind one is allowed to every role: checked here
+// against the server's own catalog.
+func TestOperators(t *testing.T) {
+	engine := policyEngine(t, "", policy.ModeStrict)
+	p := startProxy(t, withPolicy(t, engine, nil))
+	p.loadDemo(t)
+	ctx := ctxT(t, 60*time.Second)
+	if err := testenvExec(ctx, p.DirectDB, `CREATE FUNCTION leak_eq(a text, b text) RETURNS bool LANGUAGE sql AS 'SELECT a = b';
+		CREATE OPERATOR === (LEFTARG = text, RIGHTARG = text, FUNCTION = leak_eq)`); err != nil {
+		t.Fatal(err)
+	}
+	alice, err := pgx.Connect(ctx, p.URL("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close(ctx)
+	for _, sql := range []string{
+		"SELECT id FROM users WHERE email === 'x'",
+		"SELECT 'a' OPERATOR(public.===) 'b'",
+		"SELECT id FROM users ORDER BY email USING ===",
+	} {
+		_, err := alice.Exec(ctx, sql)
+		if sqlState(err) != "42501" || !strings.Contains(err.Error(), "leak_eq") {
+			t.Errorf("%s: %v, want 42501 naming leak_eq", sql, err)
+		}
+	}
+	var n int
+	if err := alice.QueryRow(ctx, "SELECT count(*) FROM users WHERE email LIKE '%@%' AND id || '' = id AND now() > '2000-01-01'::date").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("built-in operators: %d, %v", n, err)
+	}
+
+	cat := catalog.NewCache(catalog.CacheConfig{Connector: connectorFunc(func(ctx context.Context, _ string) (*pgconn.PgConn, error) {
+		return pgconn.Connect(ctx, p.DirectDB)
+	})})
+	snap, err := cat.Snapshot(ctx, p.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range snap.BuiltinOperatorFunctions() {
+		in := policy.Input{
+			Session: policy.Session{User: "alice", Role: "user", Claims: map[string]any{"user_id": "u_alice"}},
+			Statement: policy.Statement{Command: "SELECT", Class: "read", Functions: []policy.Function{{
+				Name: f.Name, Args: 2, Resolved: true, Candidates: []policy.FunctionCandidate{{
+					Schema: f.Schema, Name: f.Name, Arguments: f.Arguments, OID: f.OID, Builtin: true,
+					Kind: f.Kind, Volatility: f.Volatility, Language: f.Language,
+				}},
+			}}},
+		}
+		d, err := engine.Decide(ctx, &in)
+		if err != nil || !d.Allow {
+			t.Errorf("built-in operator function %s(%s), %s: not allowed to role user (%v): %s", f.Name, f.Arguments, f.Volatility, err, d.Reason)
+		}
 	}
 }

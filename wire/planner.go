@@ -471,7 +471,7 @@ func statementInput(st *parser.Statement) policy.Statement {
 		out.Tables[i] = pt
 	}
 	for i, f := range st.Functions {
-		out.Functions[i] = policy.Function{Schema: f.Schema, Name: f.Name, Args: f.Args, Field: f.Field}
+		out.Functions[i] = policy.Function{Schema: f.Schema, Name: f.Name, Args: f.Args, Field: f.Field, Operator: f.Operator}
 	}
 	out.Configs = st.ConfigNames
 	if st.Setting != nil {

@@ -147,6 +147,9 @@ func explainCmd(args []string, stdout, stderr io.Writer) error {
 				fmt.Fprintln(stdout)
 			}
 			for _, f := range st.Functions {
+				if f.Field || f.Operator {
+					continue // resolved only in a database's catalog
+				}
 				fmt.Fprintf(stdout, "  function:    %s\n", strings.TrimPrefix(f.Schema+"."+f.Name, "."))
 			}
 			if len(st.Flags) > 0 {
