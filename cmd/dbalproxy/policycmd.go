@@ -10,8 +10,10 @@ import (
 	"os"
 	"strings"
 
+	"github.com/dbalproxy/dbalproxy/catalog"
 	"github.com/dbalproxy/dbalproxy/parser"
 	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/pool"
 	"github.com/dbalproxy/dbalproxy/rewrite"
 	"github.com/dbalproxy/dbalproxy/wire"
 	"github.com/rs/zerolog"
@@ -55,8 +57,9 @@ func explainCmd(args []string, stdout, stderr io.Writer) error {
 	claimsJSON := fs.String("claims", "{}", `claims of the --role principal, as JSON (e.g. {"user_id":"u_alice"})`)
 	dir := fs.String("policies", "", "policy directory (default: the config's policy.dir, else policies)")
 	mode := fs.String("mode", "", "strict, permissive or disabled (default: the config's policy.mode)")
+	backendURL := fs.String("backend", "", "resolve the functions the statement calls in this database's catalog (a PostgreSQL URL); without it, calls are not resolved and the shipped policies deny them")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: dbalproxy explain [--login NAME | --role ROLE --claims JSON] [--policies DIR] 'SQL'")
+		fmt.Fprintln(stderr, "usage: dbalproxy explain [--login NAME | --role ROLE --claims JSON] [--policies DIR] [--backend URL] 'SQL'")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -113,17 +116,31 @@ func explainCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	planner, err := wire.NewPlanner(wire.PlannerConfig{Parser: p, Policy: engine, Rewriter: rewrite.NewRewriter(0), Logger: zerolog.Nop()})
+	pcfg := wire.PlannerConfig{Parser: p, Policy: engine, Rewriter: rewrite.NewRewriter(0), Logger: zerolog.Nop()}
+	database := "app"
+	if *backendURL != "" {
+		bp, err := pool.New(pool.Config{ConnString: *backendURL})
+		if err != nil {
+			return &configError{key: "--backend", msg: err.Error()}
+		}
+		defer bp.Close()
+		database = bp.DefaultDatabase()
+		pcfg.Catalog = catalog.NewCache(catalog.CacheConfig{Connector: bp})
+	}
+	planner, err := wire.NewPlanner(pcfg)
 	if err != nil {
 		return err
 	}
-	plan, err := planner.Decide(context.Background(), &wire.SessionInfo{Principal: principal, Database: "app"}, sql)
+	plan, err := planner.Decide(context.Background(), &wire.SessionInfo{Principal: principal, Database: database}, sql)
 	if err != nil {
 		return err
 	}
 	claims, _ := json.Marshal(principal.Claims)
 	fmt.Fprintf(stdout, "principal: %s (role %q, claims %s)\n", principal.User, principal.Role, claims)
 	fmt.Fprintf(stdout, "policies:  %s (version %s, mode %s)\n", cfg.Policy.Dir, engine.Version(), engine.Mode())
+	if *backendURL == "" {
+		fmt.Fprintln(stdout, "functions: not resolved (no --backend database)")
+	}
 	res, perr := p.Parse(sql)
 	if perr != nil {
 		fmt.Fprintf(stdout, "\nparse error: %v\n", perr)
@@ -146,11 +163,17 @@ func explainCmd(args []string, stdout, stderr io.Writer) error {
 				}
 				fmt.Fprintln(stdout)
 			}
-			for _, f := range st.Functions {
-				if f.Field || f.Operator {
-					continue // resolved only in a database's catalog
+			if *backendURL != "" {
+				for _, f := range ps.Functions {
+					fmt.Fprintf(stdout, "  function:    %s\n", f)
 				}
-				fmt.Fprintf(stdout, "  function:    %s\n", strings.TrimPrefix(f.Schema+"."+f.Name, "."))
+			} else {
+				for _, f := range st.Functions {
+					if f.Field || f.Operator {
+						continue // resolved only in a database's catalog
+					}
+					fmt.Fprintf(stdout, "  function:    %s\n", strings.TrimPrefix(f.Schema+"."+f.Name, "."))
+				}
 			}
 			if len(st.Flags) > 0 {
 				fmt.Fprintf(stdout, "  flags:       %s\n", strings.Join(st.Flags, ", "))
