@@ -152,6 +152,17 @@ func TestBypassAttempts(t *testing.T) {
 		"COPY users TO STDOUT",
 		"COPY (SELECT * FROM users) TO STDOUT",
 		"DO $$BEGIN RAISE NOTICE '%', (SELECT string_agg(email, ',') FROM users); END$$",
+		// Issue 11: SQL run from text, calls spelled as field selections,
+		// the functions behind denied views, large objects, sequences.
+		"SELECT ts_rewrite('x'::tsquery, 'SELECT ''x''::tsquery, quote_literal(email)::tsquery FROM users')::text",
+		"SELECT ('SELECT to_tsvector(email) FROM users'::text).ts_stat",
+		"SELECT (t).ts_stat FROM (SELECT 'SELECT to_tsvector(email) FROM users'::text) s(t)",
+		"SELECT query FROM pg_stat_get_activity(NULL)",
+		"SELECT statement FROM pg_prepared_statement()",
+		"SELECT lo_get(lo_from_bytea(0, convert_to((SELECT string_agg(email, ',') FROM users), 'UTF8')))",
+		"SELECT setval('page_views_id_seq', 1)",
+		"SELECT email FROM users FOR UPDATE",
+		"SELECT (pg_backend_pid()).pg_terminate_backend",
 	}
 	for i, sql := range attacks {
 		t.Run(fmt.Sprintf("%02d", i), func(t *testing.T) {
