@@ -26,6 +26,11 @@ func (*timeoutError) Error() string {
 // SQLState is 53300 (too_many_connections), as PgBouncer and PostgreSQL use it.
 func (*timeoutError) SQLState() string { return "53300" }
 
+// ClientMessage is the message a client sees.
+func (*timeoutError) ClientMessage() string {
+	return "timed out waiting for a free backend connection"
+}
+
 // ErrClosed is returned by Acquire after Close.
 var ErrClosed = errors.New("pool: closed")
 
@@ -544,24 +549,50 @@ func (e *DialError) Error() string {
 
 func (e *DialError) Unwrap() error { return e.err }
 
-// SQLState is the server's code when it refused the connection for a reason a
-// client may see (a missing database, a server starting or shutting down), and
-// 08006 otherwise: a refusal of the proxy's own credentials is the operator's
-// problem and is not passed on.
+// SQLState is what a client is told about the failure (see ClientMessage).
 func (e *DialError) SQLState() string {
-	if pe := e.PgError(); pe != nil && !strings.HasPrefix(pe.Code, "28") {
-		return pe.Code
-	}
-	return "08006"
+	code, _ := e.clientView()
+	return code
 }
 
-// ClientMessage is the message a client may see: the server's own message for
-// the codes SQLState passes on, and a generic one otherwise.
+// ClientMessage is the message a client may see. It never names the
+// backend role, host or port, and never passes on a refusal of the proxy's
+// own credentials (a wrong or rotated password, a pg_hba.conf rule, a
+// missing CONNECT privilege) as an authentication error: that is the
+// operator's problem, and the proxy's log has the server's own words.
 func (e *DialError) ClientMessage() string {
-	if pe := e.PgError(); pe != nil && !strings.HasPrefix(pe.Code, "28") {
-		return pe.Message
+	_, msg := e.clientView()
+	return msg
+}
+
+// msgCannotConnect is the client's message for every dial failure that is
+// not the client's to know about.
+const msgCannotConnect = "the proxy cannot connect to the database server"
+
+// clientView maps the server's refusal to what a client may see. Only
+// refusals about the database the client asked for, or about the server's
+// state, keep their SQLSTATE, with the proxy's own message; everything
+// else, a failure without a server error included, is 08006
+// connection_failure.
+func (e *DialError) clientView() (code, msg string) {
+	pe := e.PgError()
+	if pe == nil {
+		return "08006", msgCannotConnect
 	}
-	return "the proxy cannot connect to the database server"
+	switch pe.Code {
+	case "3D000": // invalid_catalog_name: the database the client named
+		return pe.Code, `database "` + e.Database + `" does not exist`
+	case "55000": // object_not_in_prerequisite_state: datallowconn is off
+		return pe.Code, `database "` + e.Database + `" is not currently accepting connections`
+	case "57P03": // cannot_connect_now: starting up, shutting down, in recovery
+		if strings.HasPrefix(pe.Message, "the database system is ") && !strings.ContainsAny(pe.Message, `"'`) {
+			return pe.Code, pe.Message
+		}
+		return pe.Code, "the database system is not accepting connections"
+	case "53300": // too_many_connections: max_connections, or the role's or database's limit
+		return pe.Code, "the database server has too many connections"
+	}
+	return "08006", msgCannotConnect
 }
 
 // PgError returns the server's error if the backend refused the connection with one.

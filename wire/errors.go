@@ -66,8 +66,9 @@ type sqlStater interface{ SQLState() string }
 type clientMessager interface{ ClientMessage() string }
 
 // toErrorResponse is the one mapping from an error to what a client sees.
-// Errors that are not the proxy's own or the server's become a generic message
-// with the given fallback code, so that internal details never leak.
+// Errors that are not the proxy's own, the pool's or the server's become a
+// generic message (with their SQLSTATE if they know one, else the given
+// fallback code), so that internal details never leak.
 func toErrorResponse(err error, severity, fallbackCode string) *pgproto3.ErrorResponse {
 	var pe *Error
 	if errors.As(err, &pe) {
@@ -79,6 +80,18 @@ func toErrorResponse(err error, severity, fallbackCode string) *pgproto3.ErrorRe
 			Severity: sev, SeverityUnlocalized: sev, Code: pe.Code,
 			Message: pe.Message, Detail: pe.Detail, Hint: pe.Hint, Position: pe.Position,
 		}
+	}
+	var cm clientMessager
+	if errors.As(err, &cm) {
+		// The pool's errors say themselves what a client may see: a
+		// backend's refusal of the proxy's own connection (a PgError inside)
+		// is not the client's, and its words name the backend role.
+		code := fallbackCode
+		var ss sqlStater
+		if errors.As(err, &ss) {
+			code = ss.SQLState()
+		}
+		return &pgproto3.ErrorResponse{Severity: severity, SeverityUnlocalized: severity, Code: code, Message: cm.ClientMessage()}
 	}
 	var pge *pgconn.PgError
 	if errors.As(err, &pge) {
@@ -92,11 +105,6 @@ func toErrorResponse(err error, severity, fallbackCode string) *pgproto3.ErrorRe
 	var ss sqlStater
 	if errors.As(err, &ss) {
 		code = ss.SQLState()
-		msg = err.Error()
-	}
-	var cm clientMessager
-	if errors.As(err, &cm) {
-		msg = cm.ClientMessage()
 	}
 	return &pgproto3.ErrorResponse{Severity: severity, SeverityUnlocalized: severity, Code: code, Message: msg}
 }

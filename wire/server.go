@@ -246,8 +246,10 @@ func (s *Server) startSession(conn net.Conn) {
 	go func() {
 		defer func() {
 			if r := recover(); r != nil {
-				// A bug in one session must not take the proxy down.
-				s.log.Error().Str("session_id", sess.id).Interface("panic", r).Bytes("stack", debug.Stack()).Msg("session panicked")
+				// A bug in one session must not take the proxy down. run
+				// recovers its own panics (recover.go); this is the last
+				// resort, for a panic outside it or in its recovery.
+				s.log.Error().Str("session_id", sess.id).Interface("panic", r).Str("stack", string(debug.Stack())).Msg("session panicked")
 				sess.closeClient()
 			}
 			s.clients.Add(-1)
@@ -258,7 +260,11 @@ func (s *Server) startSession(conn net.Conn) {
 		}()
 		if limit := s.limits.Load().MaxClientConns; int(n) > limit {
 			s.counters.rejectedTotal.Add(1)
-			sess.refuse(fatalf(CodeTooManyConnections, "too many client connections (limit %d)", limit))
+			err := fatalf(CodeTooManyConnections, "too many client connections (limit %d)", limit)
+			// Refused before its startup message: a login attempt of no
+			// known user, audited as such.
+			sess.auditLogin(nil, err)
+			sess.refuse(err)
 			return
 		}
 		sess.run()

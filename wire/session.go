@@ -45,6 +45,9 @@ type session struct {
 	keyPID    uint32
 	keySecret uint32
 
+	accepted time.Time  // when the connection was accepted (the login's duration)
+	panics   panicState // see recover.go
+
 	be *pool.Conn // the backend held for the session (session pooling)
 
 	// Transaction pooling (txMode): a backend is leased per transaction.
@@ -104,6 +107,7 @@ func newSession(srv *Server, conn net.Conn) *session {
 		cr:   msgReader{r: bufio.NewReaderSize(conn, clientBufSize), max: srv.cfg.MaxMessageSize},
 		cw:   bufio.NewWriterSize(conn, clientBufSize),
 	}
+	sess.accepted = time.Now()
 	sess.reqs.init()
 	sess.cancelled.L = &sess.mu.Mutex
 	return sess
@@ -142,6 +146,7 @@ func (sess *session) writeError(err error, severity string) {
 // message loop and teardown.
 func (sess *session) run() {
 	defer sess.closeClient()
+	defer sess.recoverRun() // a panic ends this session only: see recover.go
 	setDeadline(sess.conn, sess.srv.cfg.StartupTimeout)
 	m, err := sess.readStartup()
 	if err != nil {
@@ -151,61 +156,12 @@ func (sess *session) run() {
 	if m == nil {
 		return // a cancel request, handled
 	}
-	if err := sess.checkStartup(m); err != nil {
-		sess.startupFailed(err)
-		return
-	}
-	sess.log = sess.log.With().Str("user", sess.user).Str("database", sess.database).Logger()
-	login, err := sess.authenticate()
-	release, err := sess.srv.admitLogin(login, err) // per-login limit, drain: see wire/server.go
-	sess.auditLogin(login, err)
+	release, err := sess.login(m) // see startup.go
 	if err != nil {
-		sess.startupFailed(err)
 		return
 	}
 	defer release()
-	sess.principal = Principal{User: login.Name, Role: login.Role, Claims: login.Claims}
-	if !sess.srv.databaseAllowed(sess.database) {
-		sess.startupFailed(fatalf(CodeInvalidCatalogName, "database %q is not served by this proxy", sess.database))
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), sess.srv.cfg.StartupTimeout)
-	be, err := sess.srv.cfg.Backends.Acquire(ctx, sess.database)
-	cancel()
-	if err != nil {
-		sess.startupFailed(err)
-		return
-	}
-	sess.attach(be)
-	ctx, cancel = context.WithTimeout(context.Background(), sess.srv.cfg.StartupTimeout)
-	if sess.srv.cfg.TransactionPooling {
-		sess.txMode, sess.tx = true, sess.srv.txShared()
-		sess.computeWantParams(be)
-		err = sess.syncParams(ctx, be)
-	} else {
-		err = sess.applyStartupParams(ctx)
-	}
-	cancel()
-	if err == nil {
-		for _, k := range lexerSettings {
-			if why := settingHazard(k, be.Params[k]); why != "" {
-				// The server's (or the role's) default (lexguard.go).
-				err = fatalf(CodeFeatureNotSupported, "%s", why)
-			}
-		}
-	}
-	if err != nil {
-		sess.startupFailed(err)
-		sess.releaseBackend()
-		return
-	}
-	sess.initStatements()
-	sess.srv.cancels.register(sess)
 	defer sess.srv.cancels.unregister(sess)
-	if err := sess.greet(); err != nil {
-		sess.releaseBackend()
-		return
-	}
 	setDeadline(sess.conn, 0)
 	sess.log.Debug().Str("role", sess.principal.Role).Msg("client connected")
 
@@ -214,42 +170,10 @@ func (sess *session) run() {
 		sess.putBackend(sess.detach())
 	} else {
 		sess.pumpDone = make(chan struct{})
-		go sess.pump(be)
+		go sess.pump(sess.be)
 	}
 	clean := sess.loop()
 	sess.teardown(clean)
-}
-
-// auditLogin records a login attempt.
-func (sess *session) auditLogin(login *Login, err error) {
-	if sess.srv.cfg.Auditor == nil {
-		return
-	}
-	rec := audit.Record{
-		Event: audit.EventLogin, Time: time.Now(), SessionID: sess.id, ClientAddr: sess.conn.RemoteAddr().String(),
-		User: sess.user, Database: sess.database, ApplicationName: sess.startupParams["application_name"],
-		Rows: -1, Success: err == nil, DecisionID: audit.NewDecisionID(),
-	}
-	if login != nil {
-		rec.Role = login.Role
-		rec.UserID = claimString(login.Claims, "user_id")
-	}
-	if err != nil {
-		var pe *Error
-		if errors.As(err, &pe) {
-			rec.SQLState, rec.Error = pe.Code, pe.Message
-		} else {
-			rec.SQLState, rec.Error = CodeProtocolViolation, "authentication did not complete"
-		}
-	}
-	sess.srv.cfg.Auditor.Log(&rec)
-}
-
-func claimString(claims map[string]any, name string) string {
-	if s, ok := claims[name].(string); ok {
-		return s
-	}
-	return ""
 }
 
 // initStatements prepares the per-statement state once the backend is known.
@@ -277,32 +201,6 @@ func (sess *session) initStatements() {
 		User: sess.principal.User, Role: sess.principal.Role, UserID: claimString(sess.principal.Claims, "user_id"),
 		Database: sess.database, ApplicationName: sess.info.ApplicationName,
 	}
-}
-
-// startupFailed reports an error during startup and logs it. I/O errors
-// (a client that went away, a startup timeout) are only logged.
-func (sess *session) startupFailed(err error) {
-	var pe *Error
-	if errors.As(err, &pe) {
-		sess.log.Info().Str("sqlstate", pe.Code).Str("error", pe.Message).Msg("connection refused")
-		sess.writeError(err, "FATAL")
-		_ = sess.cw.Flush()
-		return
-	}
-	if isClosedOrTimeout(err) {
-		sess.log.Debug().Err(err).Msg("client gave up during startup")
-		return
-	}
-	var ss sqlStater
-	if errors.As(err, &ss) {
-		sess.log.Warn().Err(err).Msg("backend unavailable for new client")
-		sess.writeError(err, "FATAL")
-		_ = sess.cw.Flush()
-		return
-	}
-	sess.log.Warn().Err(err).Msg("startup failed")
-	sess.writeError(err, "FATAL")
-	_ = sess.cw.Flush()
 }
 
 func isClosedOrTimeout(err error) bool {
@@ -409,6 +307,7 @@ func (sess *session) handle(be *pool.Conn, typ byte, n int) error {
 			return sess.drop(n)
 		}
 	}
+	sess.noteStatement(typ, n) // for the audit of a panic: see recover.go
 	var kind reqKind
 	switch typ {
 	case 'Q':
@@ -558,6 +457,7 @@ func (sess *session) forward(be *pool.Conn, n int) error {
 // stopPump interrupts it.
 func (sess *session) pump(be *pool.Conn) {
 	defer close(sess.pumpDone)
+	defer sess.recoverPump(be) // see recover.go
 	br := msgReader{r: be.R, max: 1 << 30}
 	for {
 		typ, n, err := br.header()
@@ -579,6 +479,9 @@ func (sess *session) pump(be *pool.Conn) {
 				}
 				sess.pumpFailed(be, err, true)
 				return
+			}
+			if testPumpHook != nil {
+				testPumpHook(typ, b)
 			}
 			out := sess.inspect(be, typ, b)
 			if out != nil {
@@ -805,7 +708,7 @@ func (sess *session) teardown(clean bool) {
 		sess.log.Debug().Msg("client disconnected without Terminate")
 	}
 	pending := sess.reqs.pending()
-	if pending != 0 || be.Broken() || be.R.Buffered() > 0 {
+	if pending != 0 || be.Broken() || be.R.Buffered() > 0 || sess.panics.failed.Load() {
 		if pending != 0 && !be.Broken() {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_ = be.Cancel(ctx)

@@ -5,13 +5,17 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/dbalproxy/dbalproxy/audit"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/xdg-go/scram"
 )
@@ -228,6 +232,185 @@ func checkStartupParam(name string) error {
 		}
 	}
 	return nil
+}
+
+// login takes a client from its StartupMessage to its first ReadyForQuery:
+// authentication, the login's limits, the backend connection and its
+// parameters, and the greeting. It writes the login's audit record once its
+// outcome is known, and on failure tells the client (FATAL) and gives back
+// whatever it took. On success the session holds its backend and its cancel
+// key, and the caller must call release when the session ends.
+func (sess *session) login(m *pgproto3.StartupMessage) (release func(), err error) {
+	var lg *Login
+	// A panic on the way skips what follows; recoverRun audits it then.
+	release, err = sess.loginSteps(m, &lg)
+	sess.auditLogin(lg, err)
+	if err != nil {
+		sess.startupFailed(err)
+	}
+	return release, err
+}
+
+// loginSteps is login up to its outcome; *lg is set once the client has
+// authenticated (or the login was refused for a reason of its own).
+func (sess *session) loginSteps(m *pgproto3.StartupMessage, lg **Login) (release func(), err error) {
+	if err := sess.checkStartup(m); err != nil {
+		return nil, err
+	}
+	sess.log = sess.log.With().Str("user", sess.user).Str("database", sess.database).Logger()
+	login, err := sess.authenticate()
+	*lg = login
+	admitted, err := sess.srv.admitLogin(login, err) // per-login limit, drain: see wire/server.go
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok { // a failure, or a panic on the way (recover.go)
+			sess.srv.cancels.unregister(sess)
+			admitted()
+		}
+	}()
+	sess.principal = Principal{User: login.Name, Role: login.Role, Claims: login.Claims}
+	if !sess.srv.databaseAllowed(sess.database) {
+		return nil, fatalf(CodeInvalidCatalogName, "database %q is not served by this proxy", sess.database)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), sess.srv.cfg.StartupTimeout)
+	be, err := sess.srv.cfg.Backends.Acquire(ctx, sess.database)
+	cancel()
+	if err != nil {
+		return nil, sess.acquireFailed(err)
+	}
+	sess.attach(be)
+	ctx, cancel = context.WithTimeout(context.Background(), sess.srv.cfg.StartupTimeout)
+	if sess.srv.cfg.TransactionPooling {
+		sess.txMode, sess.tx = true, sess.srv.txShared()
+		sess.computeWantParams(be)
+		err = sess.syncParams(ctx, be)
+	} else {
+		err = sess.applyStartupParams(ctx)
+	}
+	cancel()
+	if err != nil {
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) {
+			// The backend failed, not the client's parameters: the cause
+			// is the proxy's to log, the client learns only that much.
+			be.MarkBroken()
+			sess.log.Warn().Err(err).Msg("backend connection failed while setting the client's parameters")
+			err = fatalf(CodeConnectionFailure, "the proxy cannot connect to the database server")
+		}
+	}
+	if err == nil {
+		for _, k := range lexerSettings {
+			if why := settingHazard(k, be.Params[k]); why != "" {
+				// The server's (or the role's) default (lexguard.go).
+				err = fatalf(CodeFeatureNotSupported, "%s", why)
+			}
+		}
+	}
+	if err != nil {
+		sess.releaseBackend()
+		return nil, err
+	}
+	sess.initStatements()
+	sess.srv.cancels.register(sess)
+	if err := sess.greet(); err != nil {
+		sess.releaseBackend()
+		return nil, err
+	}
+	ok = true
+	return admitted, nil
+}
+
+// acquireFailed is the error a client gets when no backend connection
+// could be had, at login or for a transaction's lease: the pool's own
+// errors say what a client may see (never the backend's words about the
+// proxy's own connection); a startup timeout that ran out while waiting is
+// the pool's timeout; anything else is 08006.
+func (sess *session) acquireFailed(err error) error {
+	var ss sqlStater
+	switch {
+	case errors.As(err, &ss):
+		return err
+	case errors.Is(err, context.DeadlineExceeded):
+		sess.log.Warn().Err(err).Msg("no backend connection within the startup timeout")
+		return fatalf(CodeTooManyConnections, "timed out waiting for a free backend connection")
+	}
+	sess.log.Warn().Err(err).Msg("no backend connection for a new client")
+	return fatalf(CodeConnectionFailure, "the proxy cannot connect to the database server")
+}
+
+// startupFailed reports an error during startup to the client and logs it.
+// I/O errors (a client that went away, a startup timeout) are only logged.
+// The log has the whole error (a backend's refusal of the proxy's own
+// connection included); the client gets what toErrorResponse lets through.
+func (sess *session) startupFailed(err error) {
+	var pe *Error
+	var ss sqlStater
+	switch {
+	case errors.As(err, &pe):
+		sess.log.Info().Str("sqlstate", pe.Code).Str("error", pe.Message).Msg("connection refused")
+	case errors.As(err, &ss):
+		// The pool's or the backend's errors; checked before I/O errors:
+		// a dial that timed out is not a client that gave up.
+		sess.log.Warn().Err(err).Str("sqlstate", ss.SQLState()).Msg("login failed on the backend side")
+	case isClosedOrTimeout(err):
+		sess.log.Debug().Err(err).Msg("client gave up during startup")
+		return
+	default:
+		sess.log.Warn().Err(err).Msg("startup failed")
+	}
+	sess.writeError(err, "FATAL")
+	_ = sess.cw.Flush()
+}
+
+// auditLogin records the outcome of a login attempt (err nil: success),
+// with the SQLSTATE and message the client was given and the time from
+// accepting the connection to the outcome.
+func (sess *session) auditLogin(login *Login, err error) {
+	sess.panics.loginAudited = true
+	if sess.srv.cfg.Auditor == nil {
+		return
+	}
+	now := time.Now()
+	rec := audit.Record{
+		Event: audit.EventLogin, Time: now, SessionID: sess.id, ClientAddr: sess.conn.RemoteAddr().String(),
+		User: sess.user, Database: sess.database, ApplicationName: sess.startupParams["application_name"],
+		DurationMS: float64(now.Sub(sess.accepted).Microseconds()) / 1000,
+		Rows:       -1, Success: err == nil, DecisionID: audit.NewDecisionID(),
+	}
+	if login != nil {
+		rec.Role = login.Role
+		rec.UserID = claimString(login.Claims, "user_id")
+	}
+	if err != nil {
+		rec.SQLState, rec.Error = loginOutcome(err)
+	}
+	sess.srv.cfg.Auditor.Log(&rec)
+}
+
+// loginOutcome is the SQLSTATE and message of a failed login: what the
+// client was told, or for a client that went away, why the login ended.
+func loginOutcome(err error) (code, msg string) {
+	var pe *Error
+	var ss sqlStater
+	switch {
+	case errors.As(err, &pe), errors.As(err, &ss):
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return CodeQueryCanceled, "canceling authentication due to timeout"
+	case isClosedOrTimeout(err):
+		return CodeProtocolViolation, "the client closed the connection during login"
+	}
+	r := toErrorResponse(err, "FATAL", CodeInternalError)
+	return r.Code, r.Message
+}
+
+func claimString(claims map[string]any, name string) string {
+	if s, ok := claims[name].(string); ok {
+		return s
+	}
+	return ""
 }
 
 // authenticate checks the client's credentials and returns its login.

@@ -84,7 +84,10 @@ func (sess *session) armTimeout(run *stmtRun) {
 		ms += timeoutBackstop
 	}
 	st := &stmtTimer{ms: ms}
-	st.t = time.AfterFunc(time.Duration(ms)*time.Millisecond, func() { sess.timeoutFired(run, st) })
+	st.t = time.AfterFunc(time.Duration(ms)*time.Millisecond, func() {
+		defer sess.recoverTimer() // recover.go
+		sess.timeoutFired(run, st)
+	})
 	run.timer = st
 }
 

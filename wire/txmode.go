@@ -232,7 +232,7 @@ func (sess *session) newLease() (*pool.Conn, error) {
 		be, err := sess.srv.cfg.Backends.Acquire(ctx, sess.database)
 		if err != nil {
 			cancel()
-			return nil, err
+			return nil, sess.acquireFailed(err)
 		}
 		err = sess.syncParams(ctx, be)
 		cancel()
@@ -277,7 +277,11 @@ func (sess *session) leaseFailed(err error) {
 	sess.log.Warn().Err(err).Msg("no backend connection for a transaction")
 	_ = sess.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
+	var cm clientMessager
+	if !errors.As(err, &cm) && errors.As(err, &pe) {
+		// The server refused one of the client's parameters. A dial error
+		// (cm) may hold a PgError too, but one about the proxy's own
+		// connection: the client sees only what the pool lets through.
 		err = &Error{Severity: "FATAL", Code: pe.Code, Message: pe.Message}
 	}
 	sess.writeError(err, "FATAL")
