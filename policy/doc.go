@@ -32,7 +32,11 @@
 //
 //	{"session":     {"user", "role", "claims", "database", "application_name", "client_addr", "tls"},
 //	 "statement":   {"command", "class", "tables": [{"schema", "name", "access", "columns"}],
-//	                 "functions": [{"schema", "name"}], "flags", "setting": {"name", "local"},
+//	                 "functions": [{"schema", "name", "args", "field", "operator", "resolved",
+//	                                "candidates": [{"schema", "name", "arguments", "oid", "builtin",
+//	                                                "kind", "volatility", "language",
+//	                                                "security_definer", "returns_set"}]}],
+//	                 "flags", "configs", "setting": {"name", "local"},
 //	                 "fingerprint", "text"},
 //	 "transaction": {"active"},
 //	 "backend":     {"version", "version_num", "settings"}}
@@ -41,6 +45,13 @@
 // "ddl", "dcl", "transaction", "utility", as package parser gives them. An
 // unqualified table has schema "". Arrays and objects are never null.
 // "setting" is present only for statements that name a parameter.
+// "configs" are the settings set_config calls change ("?" for a name that
+// is not a constant). Each function is a call as written ("field" when
+// spelled as a field selection, "operator" for an operator the database
+// defines), with "candidates": every pg_proc entry it may run, looked up in
+// the database's catalog ("resolved" false when the proxy had none, as
+// explain without --backend). Policies should allow a call only when every
+// candidate is known to be safe; see Function.
 //
 // Data files (*.json, *.yaml, *.yml) are loaded under data as `opa eval -d
 // dir` would: a file at the top of the directory is merged into data, a file

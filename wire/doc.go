@@ -96,8 +96,11 @@
 //
 // Errors the proxy itself reports are *Error values with an SQLSTATE; one
 // mapping (toErrorResponse) turns any error into the ErrorResponse a client
-// sees, and internal causes are logged, never sent. Backend errors are relayed
-// byte for byte, every field intact.
+// sees, and internal causes are logged, never sent. Errors of a client's
+// statements are relayed byte for byte, every field intact; errors of the
+// proxy's own connection to the backend (a refused login, an unreachable
+// server) are not: they could name the backend role or host, so the client
+// gets 08006 (or the server's 57P03, 3D000) and the proxy's log the cause.
 //
 // # Bounds
 //
