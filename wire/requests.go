@@ -3,6 +3,7 @@ package wire
 import (
 	"bufio"
 	"sync"
+	"time"
 )
 
 // reqKind is what a forwarded client message waits for from the backend.
@@ -94,8 +95,19 @@ func (q *reqQueue) push(r request, w *bufio.Writer) bool {
 	}
 	q.buf[(q.head+q.n)%len(q.buf)] = r
 	q.n++
+	if q.n == 1 {
+		r.markFront()
+	}
 	q.mu.Unlock()
 	return true
+}
+
+// markFront notes that r is now the oldest request: the backend has
+// answered everything sent before it, so its statement runs from now on.
+func (r *request) markFront() {
+	if r.run != nil && r.run.timer != nil {
+		r.run.timer.frontAt.CompareAndSwap(0, time.Now().UnixNano())
+	}
 }
 
 // grow doubles the ring, keeping the order.
@@ -197,6 +209,9 @@ func (q *reqQueue) popLocked() {
 		q.notFull.Signal()
 	}
 	q.n--
+	if q.n > 0 {
+		q.buf[q.head].markFront()
+	}
 }
 
 // Answers of frontIs.

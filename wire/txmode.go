@@ -594,6 +594,8 @@ func (sess *session) txBind(be *pool.Conn, n int) error {
 	var plan *Plan
 	if ps := sess.stmts[stmt]; ps != nil {
 		plan = ps.plan
+	} else {
+		plan = sess.foreignStmtPlan(stmt)
 	}
 	sess.setPortal(portalName, plan)
 	if plan != nil && plan.switchTo != nil {
