@@ -188,6 +188,48 @@ func TestPolicyTimeoutHolds(t *testing.T) {
 	})
 }
 
+// TestPolicyTimeoutPipelined: statements sent together (one batch of the
+// extended protocol, each under the 200 ms timeout) are each timed from
+// when it starts, not from when it was sent: none is cancelled, and one
+// past its own timeout is.
+func TestPolicyTimeoutPipelined(t *testing.T) {
+	p := startLimitsProxy(t)
+	ctx := ctxT(t, 60*time.Second)
+	c, err := pgconn.Connect(ctx, p.URL("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	b := &pgconn.Batch{}
+	for range 4 {
+		b.ExecParams("SELECT pg_sleep(0.12)", nil, nil, nil, nil)
+	}
+	if _, err := c.ExecBatch(ctx, b).ReadAll(); err != nil {
+		t.Fatalf("four statements within their timeouts: %v", err)
+	}
+	b = &pgconn.Batch{}
+	b.ExecParams("SELECT pg_sleep(0.12)", nil, nil, nil, nil)
+	b.ExecParams("SELECT pg_sleep(5)", nil, nil, nil, nil)
+	start := time.Now()
+	res, err := c.ExecBatch(ctx, b).ReadAll()
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "57014" || len(res) != 2 || res[0].Err != nil {
+		t.Fatalf("got %d results, %v; want the first and the second timed out", len(res), err)
+	}
+	if el := time.Since(start); el > 2500*time.Millisecond {
+		t.Fatalf("cancelled after %s", el)
+	}
+	// An SQL-level prepared statement bound through the protocol has the
+	// row cap of EXECUTE.
+	if _, err := c.Exec(ctx, "PREPARE ten AS SELECT g FROM generate_series(1, 10) g").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	r := c.ExecPrepared(ctx, "ten", nil, nil, nil).Read()
+	if r.Err != nil || len(r.Rows) != 3 || r.CommandTag.String() != "SELECT 3" {
+		t.Fatalf("Bind of an SQL-level statement: %v, %d rows, %q", r.Err, len(r.Rows), r.CommandTag)
+	}
+}
+
 // TestPolicyTimeoutPipelinedQueries: simple queries sent back to back
 // without waiting (BEGIN's answer not yet seen when the next arrives) are
 // still timed, and the proxy's own timeout setting does not stay in the
