@@ -64,9 +64,9 @@ type stmtTimer struct {
 	ms    int
 	done  atomic.Bool // the statement completed; the timer must not cancel
 	fired atomic.Bool // the proxy cancelled the statement for its timeout
-	// frontAt is when the request became the oldest unanswered one (Unix
-	// nanoseconds), 0 while it waits behind others: the statement is timed
-	// from then.
+	// frontAt is when everything ahead of the request that runs a
+	// statement was answered (Unix nanoseconds; see reqQueue.frontIs), 0
+	// while it waits behind others: the statement is timed from then.
 	frontAt atomic.Int64
 }
 
@@ -662,12 +662,12 @@ func (sess *session) handleExecute(be *pool.Conn, n int) error {
 		r.run = newRun(pt.plan, &pt.sent)
 		sess.armTimeout(r.run, pt.plan.Statements)
 	}
-	if r.run != nil && r.run.timer != nil && sess.reqs.pending() > 0 {
-		// The proxy cancels the statement only once it sees the answers to
-		// what was sent before it (Parse, Bind, Describe), which the backend
-		// keeps in its buffer until a Sync or a Flush: without a Flush in
-		// front of the Execute, the timer would wait for them past the
-		// statement's end.
+	if r.run != nil && r.run.timer != nil && sess.reqs.execsPending() {
+		// The proxy cancels the statement only once it has seen the end of
+		// the Executes sent before it (see reqQueue.frontIs), whose answers
+		// the backend keeps in its buffer until a Sync or a Flush: without a
+		// Flush in front of this Execute, its timer would wait for them
+		// past its end.
 		if _, err := be.W.Write(flushMsg); err != nil {
 			return err
 		}
