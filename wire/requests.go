@@ -3,6 +3,7 @@ package wire
 import (
 	"bufio"
 	"sync"
+	"time"
 )
 
 // reqKind is what a forwarded client message waits for from the backend.
@@ -64,6 +65,8 @@ type reqQueue struct {
 	head    int       // index of the oldest request
 	n       int       // requests queued
 	closed  bool
+	slow    int // queued requests that are not quick (see request.quick)
+	execs   int // queued Executes
 	// unsynced is set when the last request answered was not a sync
 	// point: the backend has run messages whose ReadyForQuery, and the
 	// ParameterStatus messages that come before it, it has yet to send.
@@ -94,8 +97,43 @@ func (q *reqQueue) push(r request, w *bufio.Writer) bool {
 	}
 	q.buf[(q.head+q.n)%len(q.buf)] = r
 	q.n++
+	if !r.quick() {
+		if q.slow == 0 {
+			r.markFront()
+		}
+		q.slow++
+	}
+	if r.kind == reqExecute {
+		q.execs++
+	}
 	q.mu.Unlock()
 	return true
+}
+
+// quick reports whether the backend answers r at once: a Parse, Bind,
+// Describe or Close that runs no statement of the client's. For a
+// statement's timeout, the requests ahead of it that count are the others
+// (Executes, and Sync, Query and FunctionCall, which may commit).
+// PostgreSQL's own statement_timeout counts a Bind too.
+func (r *request) quick() bool {
+	return r.run == nil && !r.kind.isSyncPoint() && r.kind != reqExecute
+}
+
+// markFront notes that r is now the first request that is not quick: the
+// backend has answered, or is about to, everything sent before it, so its
+// statement runs from now on.
+func (r *request) markFront() {
+	if r.run != nil && r.run.timer != nil {
+		r.run.timer.frontAt.CompareAndSwap(0, time.Now().UnixNano())
+	}
+}
+
+// execsPending reports whether an Execute is waiting for its answer. The
+// backend keeps that answer in its buffer until a Sync or a Flush.
+func (q *reqQueue) execsPending() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.execs > 0
 }
 
 // grow doubles the ring, keeping the order.
@@ -190,13 +228,29 @@ func (q *reqQueue) popLocked() {
 	if q.n == 0 {
 		return
 	}
-	q.unsynced = !q.buf[q.head].kind.isSyncPoint()
+	r := q.buf[q.head]
+	q.unsynced = !r.kind.isSyncPoint()
 	q.buf[q.head] = request{}
 	q.head = (q.head + 1) % len(q.buf)
 	if q.n == len(q.buf) && len(q.buf) == maxPipeline {
 		q.notFull.Signal()
 	}
 	q.n--
+	if r.kind == reqExecute {
+		q.execs--
+	}
+	if !r.quick() {
+		q.slow--
+		if q.slow > 0 {
+			// The next request that is not quick runs now.
+			for i := 0; i < q.n; i++ {
+				if next := &q.buf[(q.head+i)%len(q.buf)]; !next.quick() {
+					next.markFront()
+					break
+				}
+			}
+		}
+	}
 }
 
 // Answers of frontIs.
@@ -206,23 +260,27 @@ const (
 	frontClosed
 )
 
-// frontIs tells whether the oldest unanswered request belongs to run (the
-// backend runs run's statement now), a later one does (it waits its turn),
-// or none does any more (frontClosed: it was answered, skipped after an
-// error, or the session ended).
+// frontIs tells whether the oldest unanswered request that is not quick
+// (see request.quick) belongs to run (the backend runs run's statement now,
+// or is about to), a later one does (it waits its turn), or none does any
+// more (frontClosed: it was answered, skipped after an error, or the
+// session ended).
 func (q *reqQueue) frontIs(run *stmtRun) int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
 		return frontClosed
 	}
+	waits := false
 	for i := 0; i < q.n; i++ {
-		if q.buf[(q.head+i)%len(q.buf)].run == run {
-			if i == 0 {
-				return frontIsRun
+		r := &q.buf[(q.head+i)%len(q.buf)]
+		if r.run == run {
+			if waits {
+				return frontOther
 			}
-			return frontOther
+			return frontIsRun
 		}
+		waits = waits || !r.quick()
 	}
 	return frontClosed
 }

@@ -517,15 +517,30 @@ func (sess *session) pump(be *pool.Conn) {
 // inspect does the bookkeeping for one whole backend message b (header
 // included) and returns what to relay: b itself, a replacement, or nil.
 func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
+	if typ == 'Z' {
+		// Before the request is popped: once nothing is pending, the
+		// status is the backend's (see timeEach).
+		be.TxStatus = b[5]
+		sess.txStatus.Store(uint32(b[5]))
+	}
 	relay, r := sess.reqs.onBackend(typ)
 	switch typ {
 	case 'D':
 		if r.run != nil && !r.run.countRow() {
 			return nil // over the policy's max_rows
 		}
+	case 'H':
+		if r.run != nil {
+			r.run.startCopy(b[5:])
+		}
+	case 'd':
+		if relay && r.run != nil && r.run.copy.on {
+			if k := r.run.copyRow(b[5:], len(b)-5); k != 0 {
+				return copyDataPart(b[5:], k) // over the policy's max_rows
+			}
+		}
 	case 'C', 's':
-		if r.run != nil && typ == 'C' && r.run.skipTags > 0 {
-			r.run.skipTags--
+		if r.run != nil && typ == 'C' && r.run.ownTag() {
 			return nil // the proxy's own SET LOCAL
 		}
 		if r.run != nil {
@@ -566,8 +581,8 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 			case timedOut:
 				nb = timeoutError(b[5:], r.run.policyMS(ms))
 			default:
-				if r.run.serverTimeoutMS > 0 {
-					nb = serverTimeoutError(b[5:], r.run.serverTimeoutMS)
+				if ms := r.run.serverTimeout(); ms > 0 {
+					nb = serverTimeoutError(b[5:], ms)
 				}
 				if nb == nil {
 					nb, r.run.violationID = checkViolation(b[5:])
@@ -580,9 +595,6 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 			sess.complete(r.run, typ, nb[5:])
 			return nb
 		}
-	case 'Z':
-		be.TxStatus = b[5]
-		sess.txStatus.Store(uint32(b[5]))
 	case 'S':
 		var ps pgproto3.ParameterStatus
 		if ps.Decode(b[5:]) == nil {
@@ -612,6 +624,22 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 // DataRow or CopyData) in pieces, or skips it if it answers a swallowed request.
 func (sess *session) streamLarge(br *msgReader, typ byte, n int) error {
 	relay, r := sess.reqs.onBackend(typ)
+	if relay && typ == 'd' && r.run != nil && r.run.copy.on {
+		// A row of a COPY TO under max_rows: its first bytes tell.
+		head, err := br.r.Peek(5 + min(n, 64))
+		if err != nil {
+			return err
+		}
+		if k := r.run.copyRow(head[5:], n); k != 0 {
+			if k > 0 {
+				if _, err := sess.cw.Write(copyDataPart(head[5:], k)); err != nil {
+					return err
+				}
+			}
+			_, err := br.r.Discard(5 + n)
+			return err
+		}
+	}
 	if relay && (typ != 'D' || r.run == nil || r.run.countRow()) {
 		return br.copyThrough(sess.cw, n)
 	}

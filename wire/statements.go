@@ -12,6 +12,7 @@ import (
 	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/pool"
 	"github.com/jackc/pgx/v5/pgproto3"
+	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
 
 // maxTrackedStatements bounds the prepared statements and portals a session
@@ -40,15 +41,19 @@ type stmtRun struct {
 	cut  bool // rows were withheld from the current statement
 	// timer is the policy timeout of the run, if it has one.
 	timer *stmtTimer
-	// skipTags is the number of CommandCompletes of statements the proxy
-	// put in front of the client's (SET LOCAL statement_timeout), which
-	// the client must not see.
-	skipTags int
-	// serverTimeoutMS is the policy timeout the backend enforces itself
-	// (the SET LOCAL statement_timeout in front), 0 if none; its 57014 is
-	// reported as the policy's.
-	serverTimeoutMS int
-	who             *endUser // the end user the run was decided for; nil for the login itself (identity.go)
+	// setNext is set while the next CommandComplete answers one of the
+	// SET LOCAL statement_timeout the proxy put in front of each of the
+	// first setStmts statements; the client must not see it.
+	setNext  bool
+	setStmts int
+	// serverTimed is set when the backend enforces the policy timeouts
+	// itself (the SET LOCAL statement_timeout in front of each statement);
+	// its 57014 is reported as the policy's.
+	serverTimed bool
+	// copy follows a COPY TO STDOUT of the current statement, whose
+	// CopyData messages are its rows (see copyRow).
+	copy copyOut
+	who  *endUser // the end user the run was decided for; nil for the login itself (identity.go)
 }
 
 // stmtTimer is a run's policy timeout. When it fires while the
@@ -59,16 +64,33 @@ type stmtTimer struct {
 	ms    int
 	done  atomic.Bool // the statement completed; the timer must not cancel
 	fired atomic.Bool // the proxy cancelled the statement for its timeout
+	// frontAt is when everything ahead of the request that runs a
+	// statement was answered (Unix nanoseconds; see reqQueue.frontIs), 0
+	// while it waits behind others: the statement is timed from then.
+	frontAt atomic.Int64
 }
 
-// armTimeout starts the policy timer of a run before it is queued. A single
+// left is how long the statement may still run, counted from when it
+// became the one the backend runs.
+func (st *stmtTimer) left() time.Duration {
+	at := st.frontAt.Load()
+	if at == 0 {
+		return 0
+	}
+	return time.Duration(st.ms)*time.Millisecond - time.Since(time.Unix(0, at))
+}
+
+// armTimeout starts the policy timer of a run that runs stmts (the plan's
+// statements, or those before a denied one) before it is queued. A single
 // statement gets its own timeout. PostgreSQL does not flush between the
 // statements of a multi-statement Query, so the proxy cannot see where one
 // ends; such a Query gets the sum of its statements' timeouts (none if one of
-// them has none) as one bound for the whole string.
-func (sess *session) armTimeout(run *stmtRun) {
+// them has none) as one bound for the whole string. The timer runs whatever
+// else times the statements: the backend's statement_timeout is the
+// client's to change, the proxy's deadline is not.
+func (sess *session) armTimeout(run *stmtRun, stmts []PlannedStatement) {
 	ms := 0
-	for _, st := range run.plan.Statements {
+	for _, st := range stmts {
 		if st.TimeoutMS <= 0 {
 			return
 		}
@@ -77,8 +99,8 @@ func (sess *session) armTimeout(run *stmtRun) {
 	if ms <= 0 {
 		return
 	}
-	if run.serverTimeoutMS > 0 && len(run.plan.Statements) == 1 {
-		// The backend times the statement itself, to the millisecond; the
+	if run.serverTimed {
+		// The backend times each statement itself, to the millisecond; the
 		// proxy's cancel (which costs PostgreSQL a process start, some
 		// milliseconds) is only the backstop.
 		ms += timeoutBackstop
@@ -99,12 +121,16 @@ func (sess *session) timeoutFired(run *stmtRun, st *stmtTimer) {
 		return
 	}
 	front := frontClosed
+	var wait time.Duration
 	// The check and the cancel are one step for the backend lease: it cannot
 	// pass to another client between them (see cancelIf).
 	sent := sess.cancelIf(func() bool {
 		front = sess.reqs.frontIs(run)
 		if front != frontIsRun || st.done.Load() {
 			return false
+		}
+		if wait = st.left(); wait > 0 {
+			return false // it started late, behind others
 		}
 		st.fired.Store(true)
 		sess.log.Info().Int("timeout_ms", st.ms).Msg("statement timed out by policy; cancelling it")
@@ -113,6 +139,8 @@ func (sess *session) timeoutFired(run *stmtRun, st *stmtTimer) {
 	switch {
 	case front == frontOther:
 		st.t.Reset(5 * time.Millisecond)
+	case wait > 0:
+		st.t.Reset(wait)
 	case sent:
 		// PostgreSQL drops a cancel that reaches the backend before the
 		// statement started (a busy server may still be reading the
@@ -124,10 +152,29 @@ func (sess *session) timeoutFired(run *stmtRun, st *stmtTimer) {
 
 // policyMS is the policy timeout a run's timer of ms stands for.
 func (r *stmtRun) policyMS(ms int) int {
-	if r.serverTimeoutMS > 0 && len(r.plan.Statements) == 1 {
-		return r.serverTimeoutMS
+	if t := r.serverTimeout(); t > 0 {
+		return t
 	}
 	return ms
+}
+
+// serverTimeout is the policy timeout the backend enforces on the current
+// statement, 0 if none.
+func (r *stmtRun) serverTimeout() int {
+	if !r.serverTimed || r.next >= len(r.plan.Statements) {
+		return 0
+	}
+	return r.plan.Statements[r.next].TimeoutMS
+}
+
+// ownTag reports whether a CommandComplete answers one of the proxy's own
+// SET LOCAL statement_timeout, which the client must not see.
+func (r *stmtRun) ownTag() bool {
+	if !r.setNext {
+		return false
+	}
+	r.setNext = false
+	return true
 }
 
 // timeoutBackstop is how much later than the backend's own
@@ -246,20 +293,11 @@ func (sess *session) handleQuery(be *pool.Conn, n int) error {
 		}
 	}
 	run := newRun(plan, nil)
-	if ms := perStatementTimeout(plan, byte(sess.txStatus.Load())); ms > 0 {
-		// PostgreSQL applies statement_timeout to each statement of a
-		// query string, and does not flush between them, so the proxy's own
-		// timer can only bound the whole string: let the backend time each
-		// statement, for this string only (SET LOCAL ends with the implicit
-		// transaction of a multi-statement query). Its "SET" is swallowed.
-		send = "SET LOCAL statement_timeout = " + strconv.Itoa(ms) + ";\n" + send
-		run.skipTags = 1
-		run.serverTimeoutMS = ms
-	}
+	send = sess.timeEach(run, send, plan.Statements)
 	if err := sess.lexGuard(be, true, send); err != nil {
 		return err
 	}
-	sess.armTimeout(run)
+	sess.armTimeout(run, plan.Statements)
 	if err := sess.push(be, request{kind: reqQuery, run: run}); err != nil {
 		return err
 	}
@@ -269,27 +307,58 @@ func (sess *session) handleQuery(be *pool.Conn, n int) error {
 	return sess.writeQuery(be, send)
 }
 
-// perStatementTimeout is the policy timeout to give each statement of a
-// multi-statement Query, or 0: only when every statement has the same one,
-// no transaction is open (SET LOCAL would outlive the string) and none of
-// the statements is transaction control (which would end or extend the
-// implicit transaction).
-func perStatementTimeout(plan *Plan, txStatus byte) int {
-	if len(plan.Statements) == 0 || txStatus != 'I' {
-		return 0
+// timeEach lets the backend time each statement of a simple Query (the
+// statements stmts, whose text is send) with its policy timeout, where it
+// can, and returns the text to send. PostgreSQL applies statement_timeout
+// to each statement of a query string and does not flush between them, so
+// the proxy's own timer can only bound the whole string. The proxy puts
+// SET LOCAL statement_timeout in front of every statement, not only the
+// first: a statement of the client's that changes statement_timeout (SET,
+// set_config, a function that calls it) changes it for the statements after
+// it, and the proxy's SET after it restores the policy's. SET LOCAL ends with
+// the string's implicit transaction; its "SET" answers are swallowed.
+//
+// It does so only when no transaction is open (SET LOCAL would outlive the
+// string) and nothing is pending (the last ReadyForQuery's status is then
+// the backend's), every statement has a timeout, and none is transaction
+// control (which would end or extend the implicit transaction); a single
+// statement only if it may run in an implicit transaction (not VACUUM,
+// say). Otherwise the proxy's timer alone bounds the string.
+func (sess *session) timeEach(run *stmtRun, send string, stmts []PlannedStatement) string {
+	if len(stmts) == 0 || byte(sess.txStatus.Load()) != 'I' || sess.reqs.pending() != 0 {
+		return send
 	}
-	if len(plan.Statements) == 1 && !shapeCommands[plan.Statements[0].Command] {
-		// A single statement goes in an implicit transaction with the SET:
-		// only for those that may run in one (not VACUUM, say).
-		return 0
+	if len(stmts) == 1 && !shapeCommands[stmts[0].Command] {
+		return send
 	}
-	ms := plan.Statements[0].TimeoutMS
-	for _, ps := range plan.Statements {
-		if ps.TimeoutMS != ms || ms <= 0 || transactionControl(ps.Command) {
-			return 0
+	for _, ps := range stmts {
+		if ps.TimeoutMS <= 0 || transactionControl(ps.Command) {
+			return send
 		}
 	}
-	return ms
+	parts := []string{send}
+	if len(stmts) > 1 {
+		var err error
+		parts, err = pg_query.SplitWithParser(send, true)
+		if err != nil || len(parts) != len(stmts) {
+			return send
+		}
+	}
+	var b strings.Builder
+	b.Grow(len(send) + len(stmts)*40)
+	for i, p := range parts {
+		if i > 0 {
+			// A newline first: the statement may end in a -- comment.
+			b.WriteString("\n;\n")
+		}
+		b.WriteString("SET LOCAL statement_timeout = ")
+		b.WriteString(strconv.Itoa(stmts[i].TimeoutMS))
+		b.WriteString(";\n")
+		b.WriteString(p)
+	}
+	run.serverTimed = true
+	run.setNext, run.setStmts = true, len(stmts)
+	return b.String()
 }
 
 // transactionControl reports whether a command tag is one of transaction
@@ -331,8 +400,14 @@ func (sess *session) sendDenial(be *pool.Conn, kind reqKind, plan *Plan, d *Deni
 	raise := denyStatement(d, id)
 	sess.log.Info().Str("sqlstate", d.Code).Str("reason", d.Message).Str("decision_id", id).Msg("statement denied")
 	if kind == reqQuery {
-		if d.Prefix != "" {
-			raise = d.Prefix + ";\n" + raise
+		timed := false
+		if d.Prefix != "" && d.Index > 0 && d.Index <= len(plan.Statements) {
+			// The statements before the denied one run, with their policy
+			// timeouts.
+			timed = true
+			raise = sess.timeEach(run, d.Prefix, plan.Statements[:d.Index]) + "\n;\n" + raise
+		} else if d.Prefix != "" {
+			raise = d.Prefix + "\n;\n" + raise
 		}
 		if d.Prefix != "" && sess.txMode {
 			// The statements before the denied one run: their session
@@ -341,7 +416,12 @@ func (sess *session) sendDenial(be *pool.Conn, kind reqKind, plan *Plan, d *Deni
 			// denies the whole text.
 			if dd := sess.txApply(stateOf(be, sess.tx), sess.tx.effectOf(d.Prefix)); dd != nil {
 				raise = denyStatement(dd, id)
+				timed = false
+				run.serverTimed, run.setNext, run.setStmts = false, false, 0
 			}
+		}
+		if timed {
+			sess.armTimeout(run, plan.Statements[:d.Index])
 		}
 		// The prefix runs, and the message may hold the client's names.
 		if err := sess.lexGuard(be, true, raise); err != nil {
@@ -466,6 +546,8 @@ func (sess *session) handleBind(be *pool.Conn, n int) error {
 				}
 			}
 			plan = ps.plan
+		} else {
+			plan = sess.foreignStmtPlan(stmt)
 		}
 		sess.setPortal(portalName, plan)
 	}
@@ -482,6 +564,18 @@ func (sess *session) handleBind(be *pool.Conn, n int) error {
 		return err
 	}
 	return sess.forward(be, n)
+}
+
+// foreignStmtPlan is the plan of a Bind of a statement the client did not
+// prepare through the protocol: one it prepared with SQL PREPARE, or none
+// (the backend then refuses the Bind). Binding it runs what EXECUTE of its
+// name runs, so it is decided as that EXECUTE, and its portal has that
+// decision's timeout and row cap. nil for the unnamed statement.
+func (sess *session) foreignStmtPlan(name string) *Plan {
+	if name == "" {
+		return nil
+	}
+	return sess.decide("EXECUTE " + quoteIdent(name))
 }
 
 // setPortal records which plan the portal a Bind creates runs (nil: the
@@ -569,13 +663,26 @@ func (sess *session) handleExecute(be *pool.Conn, n int) error {
 	r := request{kind: reqExecute}
 	if pt != nil {
 		r.run = newRun(pt.plan, &pt.sent)
-		sess.armTimeout(r.run)
+		sess.armTimeout(r.run, pt.plan.Statements)
+	}
+	if r.run != nil && r.run.timer != nil && sess.reqs.execsPending() {
+		// The proxy cancels the statement only once it has seen the end of
+		// the Executes sent before it (see reqQueue.frontIs), whose answers
+		// the backend keeps in its buffer until a Sync or a Flush: without a
+		// Flush in front of this Execute, its timer would wait for them
+		// past its end.
+		if _, err := be.W.Write(flushMsg); err != nil {
+			return err
+		}
 	}
 	if err := sess.push(be, r); err != nil {
 		return err
 	}
 	return sess.forward(be, n)
 }
+
+// flushMsg is a Flush message.
+var flushMsg = []byte{'H', 0, 0, 0, 4}
 
 // complete writes the audit record of the statement a backend answer (typ
 // 'C', 'I', 's' or 'E' with body) finishes. It runs on the pump.
@@ -587,6 +694,8 @@ func (sess *session) complete(run *stmtRun, typ byte, body []byte) {
 	if typ != 's' {
 		run.next++
 		run.own, run.cut = 0, false
+		run.copy = copyOut{}
+		run.setNext = typ != 'E' && run.next < run.setStmts
 	}
 	if typ == 'E' || typ == 's' || run.next >= len(run.plan.Statements) {
 		run.stopTimer() // the run's statements are done (or paused)
@@ -633,6 +742,127 @@ func (sess *session) complete(run *stmtRun, typ byte, body []byte) {
 	sess.auditor.Log(&rec)
 }
 
+// copyOut is what the pump knows of a COPY TO STDOUT in progress under a
+// row cap. PostgreSQL sends each row in a CopyData message of its own; in
+// text and CSV format a header line, if asked for, comes first in one of its
+// own; in binary format the file header shares the first row's message and
+// the trailer has one of its own.
+type copyOut struct {
+	on     bool // a CopyOutResponse started it and the statement has a cap
+	binary bool
+	first  bool // the next CopyData is the first
+	header bool // text or CSV: the first CopyData is the header line
+}
+
+// startCopy notes a CopyOutResponse (body) of the current statement.
+func (r *stmtRun) startCopy(body []byte) {
+	if r.next >= len(r.plan.Statements) || r.plan.Statements[r.next].MaxRows <= 0 {
+		return
+	}
+	r.copy = copyOut{on: true, first: true, binary: len(body) > 0 && body[0] == 1}
+	if !r.copy.binary {
+		r.copy.header = copyHasHeader(r.plan.Statements[r.next].QueryRaw)
+	}
+}
+
+// copyBinaryTrailer is the CopyData of a binary COPY's trailer: a field
+// count of -1.
+const copyBinaryTrailer = "\xff\xff"
+
+// copyRow counts a CopyData of the current COPY, of n data bytes that start
+// with data (at least its first 64 bytes, or all of it), against max_rows.
+// It returns 0 to relay the message, -1 to withhold it, or k > 0 to relay
+// only its first k bytes (a binary COPY's file header, without the row that
+// shares its message).
+func (r *stmtRun) copyRow(data []byte, n int) int {
+	c := &r.copy
+	first := c.first
+	c.first = false
+	if c.binary {
+		if n == len(copyBinaryTrailer) && string(data) == copyBinaryTrailer {
+			return 0
+		}
+		if h := binaryCopyHeaderLen(data); first && h > 0 {
+			if n == h || (n == h+len(copyBinaryTrailer) && string(data[h:n]) == copyBinaryTrailer) {
+				return 0 // the header alone, or with the trailer: no row
+			}
+			if !r.countRow() {
+				return h // the header goes, the row does not
+			}
+			return 0
+		}
+	} else if first && c.header {
+		return 0
+	}
+	if !r.countRow() {
+		return -1
+	}
+	return 0
+}
+
+// binaryCopyHeaderLen is the length of the binary COPY file header at the
+// start of data (signature, flags, extension area), or -1 if data does not
+// start with one.
+func binaryCopyHeaderLen(data []byte) int {
+	const sig = "PGCOPY\n\xff\r\n\x00"
+	if len(data) < 19 || string(data[:11]) != sig {
+		return -1
+	}
+	ext := int(int32(uint32(data[15])<<24 | uint32(data[16])<<16 | uint32(data[17])<<8 | uint32(data[18])))
+	if ext < 0 || ext > 32 || len(data) < 19+ext {
+		return -1 // PostgreSQL sends none; anything else counts as a row
+	}
+	return 19 + ext
+}
+
+// copyDataPart is a CopyData message of the first k bytes of data, or nil
+// for k < 0.
+func copyDataPart(data []byte, k int) []byte {
+	if k < 0 {
+		return nil
+	}
+	buf, _ := (&pgproto3.CopyData{Data: data[:k]}).Encode(nil)
+	return buf
+}
+
+// copyHasHeader reports whether a COPY statement's text asks for a header
+// line (HEADER, HEADER true/on/1, CSV HEADER, in any spelling of the
+// option's name). A text that does not parse as one COPY has none: each
+// message then counts as a row, which can only send fewer.
+func copyHasHeader(sql string) bool {
+	res, err := pg_query.Parse(sql)
+	if err != nil || len(res.Stmts) != 1 {
+		return false
+	}
+	cs := res.Stmts[0].GetStmt().GetCopyStmt()
+	if cs == nil || cs.IsFrom {
+		return false
+	}
+	header := false
+	for _, o := range cs.Options {
+		d := o.GetDefElem()
+		if d == nil || d.Defname != "header" {
+			continue
+		}
+		switch {
+		case d.Arg == nil:
+			header = true
+		case d.Arg.GetBoolean() != nil:
+			header = d.Arg.GetBoolean().Boolval
+		case d.Arg.GetInteger() != nil:
+			header = d.Arg.GetInteger().Ival != 0
+		case d.Arg.GetString_() != nil:
+			switch strings.ToLower(d.Arg.GetString_().Sval) {
+			case "true", "on":
+				header = true
+			default:
+				header = false
+			}
+		}
+	}
+	return header
+}
+
 // capOf returns the current statement's max_rows and whether rows were
 // withheld from it.
 func (r *stmtRun) capOf() (int, bool) {
@@ -653,7 +883,7 @@ func truncationNotice(max int, typ byte, b []byte) []byte {
 	}).Encode(nil)
 	if typ == 'C' {
 		tag, _, _ := cstring(b[5:])
-		for _, p := range []string{"SELECT ", "FETCH "} {
+		for _, p := range []string{"SELECT ", "FETCH ", "COPY "} {
 			if strings.HasPrefix(tag, p) {
 				out, _ = (&pgproto3.CommandComplete{CommandTag: []byte(p + strconv.Itoa(max))}).Encode(out)
 				return out

@@ -24,6 +24,7 @@ import (
 const (
 	codeDuplicatePStatement = "42P05"
 	codeInvalidPStatement   = "26000"
+	codeReservedName        = "42939"
 )
 
 // reportedSettable are parameters the server reports (ParameterStatus) that
@@ -51,10 +52,21 @@ func (srv *Server) txShared() *txShared {
 }
 
 // putBackend gives back a backend left idle outside a transaction with no
-// state of the client's own.
+// state of the client's own. One that reports a parameter changed during
+// the lease the client is not pinned for is closed instead: whatever changed
+// it (a function body the proxy cannot see into) may have left more, and no
+// other client may see it.
 func (sess *session) putBackend(be *pool.Conn) {
 	if be == nil {
 		return
+	}
+	if st, ok := be.State.(*beState); ok {
+		if name := st.endLease(be.Params); name != "" {
+			sess.log.Warn().Str("parameter", name).
+				Msg("a setting changed on the backend connection where the proxy could not see it; closing the connection rather than handing it to another client")
+			sess.srv.cfg.Backends.Destroy(be)
+			return
+		}
 	}
 	if p, ok := sess.srv.cfg.Backends.(txPutter); ok {
 		p.Put(be)
@@ -262,6 +274,7 @@ func (sess *session) startLease(be *pool.Conn) (*pool.Conn, error) {
 			return nil, fatalf(CodeFeatureNotSupported, "%s", why)
 		}
 	}
+	stateOf(be, sess.tx).beginLease(be.Params)
 	sess.stopping.Store(false)
 	sess.mu.Lock()
 	sess.mu.be = be
@@ -347,18 +360,13 @@ func (sess *session) pin(why string) {
 func (sess *session) txQuery(be *pool.Conn, text, sql string) (string, *Denial, error) {
 	st := stateOf(be, sess.tx)
 	e := sess.tx.effectOf(text)
-	if d := sess.txApply(st, e); d != nil {
-		return "", d, nil
-	}
-	// A simple query drops the unnamed statement, the client's and the
-	// backend's.
-	delete(sess.stmts, "")
-	st.setUnnamed("")
-	if len(e.deallocates) == 1 && e.statements == 1 {
+	if len(e.deallocates) == 1 && e.statements == 1 && !sess.sqlPrepared[e.deallocates[0]] {
 		name := e.deallocates[0]
-		if ps := sess.stmts[name]; ps != nil && ps.beName != "" && sql == text {
+		if ps := sess.stmts[name]; ps != nil && !ps.failed.Load() && ps.beName != "" && sql == text {
 			// DEALLOCATE of a protocol-level statement: the backend knows it
 			// under its own name. Make sure it is there, and drop that.
+			delete(sess.stmts, "")
+			st.setUnnamed("")
 			delete(sess.stmts, name)
 			if err := sess.ensureStmt(be, ps); err != nil {
 				return "", nil, err
@@ -367,6 +375,13 @@ func (sess *session) txQuery(be *pool.Conn, text, sql string) (string, *Denial, 
 			return "DEALLOCATE " + quoteIdent(ps.beName), nil, nil
 		}
 	}
+	if d := sess.txApply(st, e); d != nil {
+		return "", d, nil
+	}
+	// A simple query drops the unnamed statement, the client's and the
+	// backend's.
+	delete(sess.stmts, "")
+	st.setUnnamed("")
 	return sql, nil, nil
 }
 
@@ -377,10 +392,32 @@ func (sess *session) txApply(st *beState, e *txEffect) *Denial {
 	if e == noEffect {
 		return nil
 	}
+	for _, name := range e.prepares {
+		if strings.HasPrefix(name, beStmtPrefix) {
+			// The proxy's own names on shared backends (backendStmtName):
+			// a client's statement of that name could stand in for one of
+			// them, or take another client's name for its own.
+			return &Denial{Code: codeReservedName, Message: fmt.Sprintf("prepared statement names starting with %q are reserved by the proxy", beStmtPrefix),
+				Hint: "choose another name"}
+		}
+	}
+	own := func(name string) bool {
+		// The client's SQL-level statements, earlier or in this text.
+		return !strings.HasPrefix(name, beStmtPrefix) && (sess.sqlPrepared[name] || slices.Contains(e.prepares, name))
+	}
 	for _, name := range e.executes {
-		if !sess.sqlPrepared[name] {
+		if !own(name) {
 			// The backend may hold statements prepared for other clients:
 			// only the client's own SQL-level statements may run.
+			return &Denial{Code: codeInvalidPStatement, Message: fmt.Sprintf("prepared statement %q does not exist", name)}
+		}
+	}
+	for _, name := range e.deallocates {
+		if !own(name) {
+			// Nor may any other be dropped: a name the client did not
+			// PREPARE is either unknown to the backend or another's (a
+			// protocol-level statement of the client's is renamed on the
+			// backend; a DEALLOCATE of it alone is rewritten, see txQuery).
 			return &Denial{Code: codeInvalidPStatement, Message: fmt.Sprintf("prepared statement %q does not exist", name)}
 		}
 	}
@@ -598,6 +635,8 @@ func (sess *session) txBind(be *pool.Conn, n int) error {
 	var plan *Plan
 	if ps := sess.stmts[stmt]; ps != nil {
 		plan = ps.plan
+	} else {
+		plan = sess.foreignStmtPlan(stmt)
 	}
 	sess.setPortal(portalName, plan)
 	if plan != nil && plan.switchTo != nil {
@@ -720,6 +759,15 @@ func (sess *session) txOnError(be *pool.Conn, r request, body []byte) {
 		return
 	}
 	code, msg := errorFields(body)
+	if code == codeInvalidPStatement {
+		// The proxy's statement is gone from the backend, dropped where
+		// the proxy could not see it (dynamic SQL in a function body):
+		// prepare it again at its next use rather than fail every time.
+		st.mu.Lock()
+		delete(st.stmts, r.bind)
+		st.mu.Unlock()
+		return
+	}
 	if code == CodeFeatureNotSupported && strings.Contains(msg, "cached plan must not change result type") {
 		st.mu.Lock()
 		delete(st.stmts, r.bind)

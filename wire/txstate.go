@@ -113,6 +113,55 @@ type beState struct {
 	paramGen  atomic.Uint64
 	syncedFor uint64
 	syncedGen uint64
+	// leaseParams are the reported parameters the backend showed when the
+	// current lease began (after the client's parameters were set), nil
+	// between leases; leased says whether it is current.
+	leaseParams map[string]string
+	leaseGen    uint64 // paramGen when the lease began
+	leased      bool
+}
+
+// beginLease notes the parameters the backend reports as a lease begins.
+func (st *beState) beginLease(params map[string]string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.leaseParams == nil {
+		st.leaseParams = make(map[string]string, len(params))
+	}
+	clear(st.leaseParams)
+	for k, v := range params {
+		st.leaseParams[k] = v
+	}
+	st.leaseGen = st.paramGen.Load()
+	st.leased = true
+}
+
+// endLease ends the lease begun by beginLease and returns the name of a
+// reported parameter whose value changed during it and stayed changed, or
+// "". The client's own visible session settings pin it to the connection,
+// and SET LOCAL ends with its transaction: a parameter that is still
+// changed when the connection would go to another client was changed where
+// the proxy could not see it (set_config in a function body, say). Only the
+// server's own state (in_hot_standby) may change under everyone.
+func (st *beState) endLease(params map[string]string) string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.leased {
+		return ""
+	}
+	st.leased = false
+	if st.paramGen.Load() == st.leaseGen {
+		return "" // the backend reported nothing
+	}
+	for k, v := range params {
+		if k == "in_hot_standby" {
+			continue
+		}
+		if old, ok := st.leaseParams[k]; !ok || old != v {
+			return k
+		}
+	}
+	return ""
 }
 
 // wantIDs numbers the parameter sets of sessions (computeWantParams).
@@ -398,11 +447,6 @@ func classify(res *parser.Result) *txEffect {
 			if p := st.Tree.GetStmt().GetPrepareStmt(); p != nil {
 				e.prepares = append(e.prepares, p.Name)
 			}
-		case "EXECUTE":
-			pin("EXECUTE")
-			if x := st.Tree.GetStmt().GetExecuteStmt(); x != nil {
-				e.executes = append(e.executes, x.Name)
-			}
 		case "DEALLOCATE", "DEALLOCATE ALL":
 			if d := st.Tree.GetStmt().GetDeallocateStmt(); d != nil {
 				if d.Name == "" || d.Isall {
@@ -423,6 +467,16 @@ func classify(res *parser.Result) *txEffect {
 		}
 		if node != nil && createsTemp(node) {
 			pin("temporary object")
+		}
+		if node != nil {
+			// EXECUTE also stands inside EXPLAIN and CREATE TABLE AS.
+			walkProto(node.ProtoReflect(), func(msg protoreflect.Message) bool {
+				if x, ok := msg.Interface().(*pg_query.ExecuteStmt); ok {
+					pin("EXECUTE")
+					e.executes = append(e.executes, x.Name)
+				}
+				return true
+			})
 		}
 		for _, f := range st.Functions {
 			switch f.Name {
