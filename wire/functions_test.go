@@ -156,27 +156,7 @@ func TestFunctionCalls(t *testing.T) {
 // names it), and that a policy can allow a deployment's own function by
 // name.
 func TestFunctionCreatedLater(t *testing.T) {
-	dir := t.TempDir()
-	ents, err := os.ReadDir("../policies")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		if !strings.HasSuffix(e.Name(), ".rego") || strings.HasSuffix(e.Name(), "_test.rego") {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("../policies", e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if e.Name() == "matrix.rego" {
-			b = []byte(strings.Replace(string(b), "function_permissions := {", `function_permissions := {
-	"user": {"public.my_count"},`, 1))
-		}
-		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := shippedPoliciesWith(t, `"user": {"public.my_count"},`)
 	p := startProxy(t, withPolicy(t, policyEngine(t, dir, policy.ModeStrict), nil))
 	p.loadDemo(t)
 	ctx := ctxT(t, 60*time.Second)
@@ -265,4 +245,36 @@ func TestOperators(t *testing.T) {
 			t.Errorf("built-in operator function %s(%s), %s: not allowed to role user (%v): %s", f.Name, f.Arguments, f.Volatility, err, d.Reason)
 		}
 	}
+}
+
+// shippedPoliciesWith is a copy of the shipped policies whose
+// function_permissions (matrix.rego) also have the given entries, e.g.
+// `"user": {"public.app_set"},`.
+func shippedPoliciesWith(t testing.TB, permissions string) string {
+	t.Helper()
+	dir := t.TempDir()
+	ents, err := os.ReadDir("../policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".rego") || strings.HasSuffix(e.Name(), "_test.rego") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("../policies", e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Name() == "matrix.rego" {
+			const at = "function_permissions := {"
+			if !strings.Contains(string(b), at) {
+				t.Fatal("matrix.rego has no function_permissions")
+			}
+			b = []byte(strings.Replace(string(b), at, at+"\n\t"+permissions, 1))
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }

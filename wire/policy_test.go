@@ -161,10 +161,13 @@ func directString(t testing.TB, db *pgx.Conn, sql string, args ...any) string {
 
 // demoProxy starts a proxy with the shipped policies in mode, loads the demo
 // schema, and opens a direct connection to the database.
+//
+// The policies are the shipped ones, except that role user may also call
+// the function public.app_set, which some tests create (see appSet).
 func demoProxy(t *testing.T, mode policy.Mode) (*proxy, *auditSink, *pgx.Conn) {
 	t.Helper()
 	sink := &auditSink{}
-	p := startProxy(t, withPolicy(t, policyEngine(t, "", mode), sink))
+	p := startProxy(t, withPolicy(t, policyEngine(t, shippedPoliciesWith(t, `"user": {"public.app_set"},`), mode), sink))
 	p.loadDemo(t)
 	return p, sink, connect(t, p.DirectDB)
 }

@@ -1249,7 +1249,9 @@ func TestTxLargeBind(t *testing.T) {
 // the same query string count for pinning: a session advisory lock taken
 // there stays with its client.
 func TestTxDeniedStatementPrefix(t *testing.T) {
-	p := startProxy(t, withTxPooling(2), withPolicy(t, policyEngine(t, "", policy.ModeStrict), nil))
+	// admin may take session advisory locks here.
+	dir := shippedPoliciesWith(t, `"admin": {"pg_catalog.pg_advisory_lock"},`)
+	p := startProxy(t, withTxPooling(2), withPolicy(t, policyEngine(t, dir, policy.ModeStrict), nil))
 	p.loadDemo(t)
 	ctx := ctxT(t, 30*time.Second)
 	a, err := pgconn.Connect(ctx, p.URL("bob"))
