@@ -511,3 +511,31 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestCatalogNamesReported: an unqualified pg_* relation is reported as
+// PostgreSQL resolves it (pg_catalog is searched first) in the client's
+// DETAIL and in the audit record's tables, as in the policy's reason.
+func TestCatalogNamesReported(t *testing.T) {
+	s := startServe(t)
+	alice := s.connect("alice")
+	err := exec(t, alice, "SELECT usename FROM pg_stat_activity")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "42501" {
+		t.Fatalf("SELECT FROM pg_stat_activity as alice: %v", err)
+	}
+	if !strings.Contains(pe.Message, "pg_catalog.pg_stat_activity") || !strings.HasPrefix(pe.Detail, "statement: SELECT on pg_catalog.pg_stat_activity;") {
+		t.Errorf("message %q, detail %q: want pg_catalog.pg_stat_activity in both", pe.Message, pe.Detail)
+	}
+	if err := exec(t, alice, "DELETE FROM packages"); !errors.As(err, &pe) || !strings.HasPrefix(pe.Detail, "statement: DELETE on public.packages;") {
+		t.Fatalf("DELETE FROM packages as alice: %v (detail %q)", err, pe.Detail)
+	}
+	auditPath := filepath.Join(filepath.Dir(s.cfgPath), "audit.jsonl")
+	waitFor(t, "the denial's audit record", func() bool {
+		b, _ := os.ReadFile(auditPath)
+		return strings.Contains(string(b), `"command":"DELETE"`)
+	})
+	b, _ := os.ReadFile(auditPath)
+	if !strings.Contains(string(b), `"tables":["pg_catalog.pg_stat_activity"]`) || strings.Contains(string(b), "public.pg_stat_activity") {
+		t.Errorf("audit records name the catalog view wrongly:\n%s", b)
+	}
+}
