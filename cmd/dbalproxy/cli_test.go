@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -24,15 +25,61 @@ func TestPolicyTestCommand(t *testing.T) {
 
 func TestExplainCommand(t *testing.T) {
 	code, out, errs := runCLI(t, "explain", "--policies", "../../policies", "--login", "alice", "DELETE FROM packages")
-	if code != 0 || !strings.Contains(out, "DENIED (SQLSTATE 42501)") || !strings.Contains(out, "statement 1: DELETE") || !strings.Contains(out, "table:       packages [delete]") {
+	if code != exitDenied || !strings.Contains(out, "DENIED (SQLSTATE 42501)") || !strings.Contains(out, "statement 1: DELETE") || !strings.Contains(out, "table:       public.packages [delete]") {
 		t.Fatalf("explain deny: code %d\n%s\n%s", code, out, errs)
 	}
 	code, out, errs = runCLI(t, "explain", "--policies", "../../policies", "--role", "god", "--claims", `{"user_id":"u_x"}`, "SELECT * FROM workflows")
 	if code != 0 || !strings.Contains(out, "ALLOWED") {
 		t.Fatalf("explain allow: code %d\n%s\n%s", code, out, errs)
 	}
-	if code, _, _ := runCLI(t, "explain", "--login", "nobody", "SELECT 1"); code == 0 {
-		t.Fatal("explain with an unknown login succeeded")
+	if code, _, _ := runCLI(t, "explain", "--login", "nobody", "SELECT 1"); code != 1 {
+		t.Fatalf("explain with an unknown login: code %d, want 1", code)
+	}
+}
+
+// explain's exit status tells a script the decision (0 allowed, 3 denied,
+// 1 an error), and --json prints the same facts for a program.
+func TestExplainForCI(t *testing.T) {
+	code, out, errs := runCLI(t, "explain", "--json", "--policies", "../../policies", "--login", "alice", "SELECT 1; DELETE FROM packages")
+	if code != 3 {
+		t.Fatalf("explain --json of a denied statement: code %d, want 3\n%s\n%s", code, out, errs)
+	}
+	var rep explainReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("--json output is not JSON: %v\n%s", err, out)
+	}
+	if rep.Decision != "deny" || rep.Denial == nil || rep.Denial.SQLState != "42501" || rep.Denial.Statement != 2 ||
+		rep.Principal.User != "alice" || rep.Principal.Role != "user" || rep.Policies.Version == "" || len(rep.Statements) != 2 ||
+		rep.Statements[1].Decision != "deny" || len(rep.Statements[1].Tables) != 1 || rep.Statements[1].Tables[0].Name != "public.packages" ||
+		rep.Statements[0].Decision != "allow" || rep.BackendSQL != "" {
+		t.Fatalf("explain --json:\n%s", out)
+	}
+	code, out, errs = runCLI(t, "explain", "--json", "--policies", "../../policies", "--login", "alice", "SELECT email FROM users")
+	if code != 0 {
+		t.Fatalf("explain --json of an allowed statement: code %d\n%s\n%s", code, out, errs)
+	}
+	rep = explainReport{}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Decision != "allow" || rep.Denial != nil || !strings.Contains(rep.BackendSQL, "u_alice") || rep.Statements[0].Decision != "rewrite" ||
+		rep.Statements[0].Tables[0].Name != "public.users" || strings.Join(rep.Statements[0].Tables[0].Columns["select"], ",") != "email" {
+		t.Fatalf("explain --json:\n%s", out)
+	}
+	// A text the parser rejects is denied too.
+	if code, out, _ := runCLI(t, "explain", "--policies", "../../policies", "--login", "alice", "SELEC 1"); code != 3 || !strings.Contains(out, "DENIED (SQLSTATE 42601)") {
+		t.Fatalf("explain of a syntax error: code %d\n%s", code, out)
+	}
+	// Without --config, --login looks among the demo logins, and says so.
+	t.Setenv("DBALPROXY_CONFIG", "")
+	code, _, errs = runCLI(t, "explain", "--login", "zed", "SELECT 1")
+	if code != 1 || !strings.Contains(errs, `no login "zed" among the demo logins (alice, bob, carol, dave)`) || !strings.Contains(errs, "--config") {
+		t.Fatalf("explain --login zed: code %d, stderr %q", code, errs)
+	}
+	cfg := writeConfig(t, "logins:\n  - {name: amy, password: pw, role: user}\n")
+	code, _, errs = runCLI(t, "explain", "--config", cfg, "--login", "zed", "SELECT 1")
+	if code != 1 || !strings.Contains(errs, `no login "zed" in `+cfg) {
+		t.Fatalf("explain --config --login zed: code %d, stderr %q", code, errs)
 	}
 }
 
@@ -49,11 +96,11 @@ func TestExplainBackend(t *testing.T) {
 	db := testenv.NewDatabase(t)
 	sql := "SELECT lower('x'), (1).pg_terminate_backend"
 	code, out, errs := runCLI(t, "explain", "--policies", "../../policies", "--login", "alice", "--backend", c.AppURL(db), sql)
-	if code != 0 || !strings.Contains(out, "function:    pg_catalog.lower") || !strings.Contains(out, "may not call pg_catalog.pg_terminate_backend(pid integer") {
+	if code != exitDenied || !strings.Contains(out, "function:    pg_catalog.lower") || !strings.Contains(out, "may not call pg_catalog.pg_terminate_backend(pid integer") {
 		t.Fatalf("explain --backend: code %d\n%s\n%s", code, out, errs)
 	}
 	code, out, errs = runCLI(t, "explain", "--policies", "../../policies", "--login", "alice", "SELECT lower('x')")
-	if code != 0 || !strings.Contains(out, "functions: not resolved") || !strings.Contains(out, "could not look it up") {
+	if code != exitDenied || !strings.Contains(out, "functions: not resolved") || !strings.Contains(out, "could not look it up") {
 		t.Fatalf("explain without --backend: code %d\n%s\n%s", code, out, errs)
 	}
 }

@@ -77,6 +77,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		var es exitStatus
+		if errors.As(err, &es) {
+			return int(es) // the command has said what it had to say
+		}
 		// One line per problem (a configuration check reports them all).
 		for line := range strings.SplitSeq(err.Error(), "\n") {
 			fmt.Fprintln(stderr, "dbalproxy:", line)
@@ -85,6 +89,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// exitStatus is a command's outcome that is not an error but has its own
+// exit status (explain's denial); run prints nothing for it.
+type exitStatus int
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
