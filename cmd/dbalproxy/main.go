@@ -239,17 +239,21 @@ func buildLogins(cfg *Config) (wire.Logins, error) {
 	return out, nil
 }
 
-// newPlanner loads the policies and builds the statement planner. onReload,
-// if not nil, is told of every policy reload. cat resolves functions (nil:
-// not at all).
-func newPlanner(cfg *Config, log zerolog.Logger, onReload func(error), cat wire.FunctionCatalog) (*wire.Planner, *policy.Engine, error) {
+// newPlanner loads the policies and builds the statement planner. hook, if
+// not nil, sees the policy engine's log lines; onReload, if not nil, is told
+// of every policy reload. cat resolves functions (nil: not at all).
+func newPlanner(cfg *Config, log zerolog.Logger, hook zerolog.Hook, onReload func(error), cat wire.FunctionCatalog) (*wire.Planner, *policy.Engine, error) {
 	mode, err := policy.ParseMode(cfg.Policy.Mode)
 	if err != nil {
 		return nil, nil, &configError{key: "policy.mode", msg: err.Error()}
 	}
+	policyLog := log.With().Str("component", "policy").Logger()
+	if hook != nil {
+		policyLog = policyLog.Hook(hook)
+	}
 	engine, err := policy.New(policy.Options{
 		Dir: cfg.Policy.Dir, Mode: mode, RunTests: cfg.Policy.RunTests,
-		Logger:   log.With().Str("component", "policy").Logger(),
+		Logger:   policyLog,
 		OnReload: onReload,
 	})
 	if err != nil {
