@@ -2,11 +2,18 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dbalproxy/dbalproxy/testenv"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/rs/zerolog"
 )
 
 func runCLI(t *testing.T, args ...string) (int, string, string) {
@@ -102,5 +109,95 @@ func TestExplainBackend(t *testing.T) {
 	code, out, errs = runCLI(t, "explain", "--policies", "../../policies", "--login", "alice", "SELECT lower('x')")
 	if code != exitDenied || !strings.Contains(out, "functions: not resolved") || !strings.Contains(out, "could not look it up") {
 		t.Fatalf("explain without --backend: code %d\n%s\n%s", code, out, errs)
+	}
+}
+
+// The proxy's own log: JSON times as precise as the audit records' (UTC,
+// nanoseconds), durations with their unit, console times with their
+// milliseconds, and no colours when the output is not a terminal.
+func TestLogFormat(t *testing.T) {
+	at := time.Date(2026, 11, 28, 16, 59, 41, 68123456, time.UTC)
+	saved := zerolog.TimestampFunc
+	zerolog.TimestampFunc = func() time.Time { return at }
+	t.Cleanup(func() { zerolog.TimestampFunc = saved })
+
+	var buf bytes.Buffer
+	log := newLogger(LogConfig{Level: "info", Format: "json"}, &buf)
+	log.Info().Dur("took", 1500*time.Microsecond).Msg("policy set loaded")
+	if want := `{"level":"info","took":"1.5ms","time":"2026-11-28T16:59:41.068123456Z","message":"policy set loaded"}` + "\n"; buf.String() != want {
+		t.Errorf("JSON log line\n got %s want %s", buf.String(), want)
+	}
+
+	buf.Reset()
+	log = newLogger(LogConfig{Level: "info", Format: "console"}, &buf)
+	log.Info().Dur("took", 1500*time.Microsecond).Msg("policy set loaded")
+	line := buf.String()
+	if strings.Contains(line, "\x1b[") {
+		t.Errorf("console log to a non-terminal has ANSI colours: %q", line)
+	}
+	if want := at.Local().Format("15:04:05.000") + " INF policy set loaded took=1.5ms\n"; line != want {
+		t.Errorf("console log line\n got %q\nwant %q", line, want)
+	}
+}
+
+// TestDemo runs the demo as a new user would: it prints a psql line per
+// login, and a denial appears once, as its audit record, not also in the
+// proxy's log.
+func TestDemo(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- runDemo(ctx, []string{"--listen", "127.0.0.1:0", "--policies", "../../policies"}, &stdout, &stderr)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("demo: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("the demo did not stop")
+		}
+	})
+	re := regexp.MustCompile(`psql '(postgres://alice:alice@127\.0\.0\.1:\d+/app\?sslmode=disable)'`)
+	var url string
+	waitFor(t, "the demo's psql lines", func() bool {
+		m := re.FindStringSubmatch(stdout.String())
+		if m != nil {
+			url = m[1]
+		}
+		return m != nil
+	})
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	defer ccancel()
+	alice, err := pgx.Connect(cctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close(cctx)
+	_, err = alice.Exec(cctx, "DELETE FROM packages")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "42501" {
+		t.Fatalf("DELETE FROM packages as alice: %v", err)
+	}
+	waitFor(t, "the denial's audit record", func() bool { return strings.Contains(stdout.String(), "statement decision=deny") })
+	if n := strings.Count(stdout.String()+stderr.String(), "may not delete from public.packages"); n != 2 { // reason and error of the one record
+		t.Errorf("the denial appears %d times, want once (its audit record's reason and error):\nstdout:\n%s\nstderr:\n%s", n, stdout.String(), stderr.String())
+	}
+	if strings.Contains(stderr.String(), "\x1b[") {
+		t.Errorf("the demo's log has colours though stderr is not a terminal:\n%s", stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	whole := regexp.MustCompile(`^\d\d:\d\d:\d\d\.000 `)
+	n := 0
+	for _, l := range lines {
+		if whole.MatchString(l) {
+			n++
+		}
+	}
+	if len(lines) < 3 || n == len(lines) {
+		t.Errorf("the demo's log times have no milliseconds:\n%s", stderr.String())
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/dbalproxy/dbalproxy/identity"
 	"github.com/dbalproxy/dbalproxy/parser"
@@ -159,18 +160,40 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}()
-	return serve(ctx, c, log, serveOptions{load: load, reload: reload})
+	return serve(ctx, c, log, serveOptions{load: load, reload: reload, stdout: stdout})
 }
 
+func init() {
+	// The proxy's own log: times as the audit records write them (RFC 3339
+	// in UTC, to the nanosecond) rather than to the second, and durations
+	// with their unit ("took":"1.5ms") rather than a bare number.
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	zerolog.TimestampFunc = func() time.Time { return time.Now().UTC() }
+	zerolog.DurationFieldFormat = zerolog.DurationFormatString
+}
+
+// newLogger is the proxy's own log on w: JSON lines, or with format console
+// readable lines, coloured only when w is a terminal and NO_COLOR is unset.
 func newLogger(c LogConfig, w io.Writer) zerolog.Logger {
 	if c.Format == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000", NoColor: !colorTerminal(w)}
 	}
 	lvl, err := zerolog.ParseLevel(c.Level)
 	if err != nil || c.Level == "" {
 		lvl = zerolog.InfoLevel
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+}
+
+// colorTerminal reports whether w is a terminal that may get ANSI colours:
+// a character device, and NO_COLOR (https://no-color.org) unset.
+func colorTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok || os.Getenv("NO_COLOR") != "" {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // buildVerifiers loads the configured token verifiers and their key files.

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"reflect"
 	"strings"
@@ -33,6 +34,9 @@ type serveOptions struct {
 	// again for them.
 	reload <-chan struct{}
 	load   func() (*Config, error)
+	// stdout, if set, receives the audit records of audit.output stdout
+	// (the command's standard output; os.Stdout when nil).
+	stdout io.Writer
 }
 
 // loginSource is the server's LoginSource; a reload swaps its logins.
@@ -58,13 +62,20 @@ type proxy struct {
 	auditDropped atomic.Uint64 // records dropped by audit sinks already replaced
 	listening    atomic.Bool
 	policyQuiet  quietHook // on the policy engine's log
+	stdout       io.Writer // serveOptions.stdout
 }
 
-func openAudit(c AuditConfig) (*audit.Logger, error) {
-	l, err := audit.New(audit.Config{
+// openAudit opens the audit sink c names; stdout, if not nil, stands for
+// the process's standard output.
+func openAudit(c AuditConfig, stdout io.Writer) (*audit.Logger, error) {
+	ac := audit.Config{
 		Output: c.Output, Format: c.Format, QueueSize: c.QueueSize,
 		BlockTimeout: c.BlockTimeout.D(), LogLiterals: c.LogLiterals,
-	})
+	}
+	if stdout != nil && (c.Output == "stdout" || c.Output == "") {
+		ac.Writer = stdout
+	}
+	l, err := audit.New(ac)
 	if err != nil {
 		return nil, &configError{key: "audit", msg: err.Error()}
 	}
@@ -102,7 +113,7 @@ func logLevel(c LogConfig) zerolog.Level {
 // limits.shutdown_timeout.
 func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptions) error {
 	zerolog.SetGlobalLevel(logLevel(cfg.Log))
-	px := &proxy{log: log, metrics: metrics.New()}
+	px := &proxy{log: log, metrics: metrics.New(), stdout: opts.stdout}
 	px.mu.cfg = cfg
 	logins, err := buildLogins(cfg)
 	if err != nil {
@@ -117,7 +128,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	auditLog, err := openAudit(cfg.Audit)
+	auditLog, err := openAudit(cfg.Audit, opts.stdout)
 	if err != nil {
 		return err
 	}
@@ -387,7 +398,7 @@ func (px *proxy) apply(load func() (*Config, error)) error {
 	px.mu.Unlock()
 	var newAudit *audit.Logger
 	if cfg.Audit != old.Audit {
-		if newAudit, err = openAudit(cfg.Audit); err != nil {
+		if newAudit, err = openAudit(cfg.Audit, px.stdout); err != nil {
 			return err
 		}
 	}
@@ -468,7 +479,7 @@ func checkConfig(load func() (*Config, error)) error {
 		}
 	}
 	if cfg.Audit.Output != "stdout" && cfg.Audit.Output != "stderr" && cfg.Audit.Output != "off" && cfg.Audit.Output != "" {
-		if l, err := openAudit(cfg.Audit); err != nil {
+		if l, err := openAudit(cfg.Audit, nil); err != nil {
 			problems = append(problems, err)
 		} else {
 			_ = l.Close()
