@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -199,5 +200,23 @@ func TestDemo(t *testing.T) {
 	}
 	if len(lines) < 3 || n == len(lines) {
 		t.Errorf("the demo's log times have no milliseconds:\n%s", stderr.String())
+	}
+}
+
+// explain --config reads only the logins' names, roles and claims and the
+// policy settings: the backend's and the logins' ${PASSWORD} need not be
+// set, a claim's must.
+func TestExplainConfigWithoutBackendSecret(t *testing.T) {
+	os.Unsetenv("TEST_NO_BACKEND_PW")
+	os.Unsetenv("TEST_NO_AMY_PW")
+	os.Unsetenv("TEST_NO_AMY_ID")
+	cfg := writeConfig(t, "backend: {url: 'postgres://u:${TEST_NO_BACKEND_PW}@db/app'}\nlogins:\n  - {name: amy, password: '${TEST_NO_AMY_PW}', role: user, claims: {user_id: u_amy}}\n")
+	code, out, errs := runCLI(t, "explain", "--config", cfg, "--policies", "../../policies", "--login", "amy", "DELETE FROM packages")
+	if code != exitDenied || !strings.Contains(out, `principal: amy (role "user", claims {"user_id":"u_amy"})`) {
+		t.Fatalf("explain --config with an unset backend password: code %d\n%s\n%s", code, out, errs)
+	}
+	cfg = writeConfig(t, "logins:\n  - {name: amy, password: pw, role: user, claims: {user_id: '${TEST_NO_AMY_ID}'}}\n")
+	if code, _, errs := runCLI(t, "explain", "--config", cfg, "--policies", "../../policies", "--login", "amy", "SELECT 1"); code != 1 || !strings.Contains(errs, "logins[0].claims.user_id: environment variable TEST_NO_AMY_ID is not set") {
+		t.Fatalf("explain --config with an unset claim: code %d, %q", code, errs)
 	}
 }

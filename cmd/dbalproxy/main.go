@@ -86,6 +86,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		for line := range strings.SplitSeq(err.Error(), "\n") {
 			fmt.Fprintln(stderr, "dbalproxy:", line)
 		}
+		var ue usageError
+		if errors.As(err, &ue) {
+			return 2
+		}
 		return 1
 	}
 	return 0
@@ -97,24 +101,30 @@ type exitStatus int
 
 func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
+// usageError is a command used wrongly: exit status 2.
+type usageError struct{ error }
+
 func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", os.Getenv("DBALPROXY_CONFIG"), "configuration file (env DBALPROXY_CONFIG)")
 	check := fs.Bool("check", false, "validate the configuration and its policies (compile and Rego tests), print ok, and exit")
 	cfg := defaultConfig()
-	overrides := configOverrides(fs, &cfg)
+	ov := configOverrides(fs, &cfg)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *configPath == "" && os.Getenv("DBALPROXY_BACKEND_URL") == "" {
-		return errors.New("serve needs --config FILE (or DBALPROXY_BACKEND_URL and logins in a file)")
+	if *configPath == "" {
+		// Flags and the environment can give every key but the logins.
+		return usageError{errors.New("serve needs a configuration file: --config FILE or DBALPROXY_CONFIG=FILE " +
+			"(logins are given only in a file; the README's Configuration section has an example)\n" +
+			"to try dbalproxy without one, run: dbalproxy demo")}
 	}
 	load := func() (*Config, error) {
 		c := defaultConfig()
 		// c is returned with an error too: serve --check goes on to check
 		// the policies of a file with wrong keys.
-		err := loadConfig(*configPath, &c, func() error { return overrides(&c) })
+		err := loadConfig(*configPath, &c, ov)
 		return &c, err
 	}
 	if *check {

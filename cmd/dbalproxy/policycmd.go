@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/dbalproxy/dbalproxy/catalog"
@@ -137,7 +138,7 @@ func explainCmd(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return &configError{msg: fmt.Sprintf("cannot read %s: %v", *configPath, errors.Unwrap(err))}
 		}
-		if err := parseConfigFile(data, &cfg); err != nil {
+		if err := parseConfigFile(data, &cfg); err != nil && !onlyUnsetOutside(err, explainKeys) {
 			return err
 		}
 	}
@@ -316,6 +317,23 @@ func (rep *explainReport) writeText(w io.Writer) {
 	} else {
 		fmt.Fprintf(w, "\nALLOWED; the backend receives:\n  %s\n", rep.BackendSQL)
 	}
+}
+
+// explainKeys are the keys explain reads: the policy settings and the
+// logins' names, roles and claims.
+var explainKeys = regexp.MustCompile(`^(policy|logins\[\d+\]\.(name|role|claims))([.\[]|$)`)
+
+// onlyUnsetOutside reports whether err consists only of ${NAME} references
+// to unset variables at keys that needed does not match: explain needs
+// neither the backend's password nor the logins'.
+func onlyUnsetOutside(err error, needed *regexp.Regexp) bool {
+	for _, e := range splitErrors(err) {
+		var ce *configError
+		if !errors.As(e, &ce) || ce.unsetVar == "" || needed.MatchString(ce.key) {
+			return false
+		}
+	}
+	return true
 }
 
 func orDash(s string) string {

@@ -485,7 +485,9 @@ func checkConfig(load func() (*Config, error)) error {
 			_ = l.Close()
 		}
 	}
-	if p, err := pool.New(pool.Config{ConnString: cfg.Backend.URL}); err != nil {
+	if cfg.Backend.URL == "" {
+		// Already reported: required, or its variable is not set.
+	} else if p, err := pool.New(pool.Config{ConnString: cfg.Backend.URL}); err != nil {
 		problems = append(problems, &configError{key: "backend.url", msg: err.Error()})
 	} else {
 		p.Close()
