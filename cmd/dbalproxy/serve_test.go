@@ -602,3 +602,22 @@ func TestReloadFeedback(t *testing.T) {
 		t.Fatalf("a refused policy set logged %d lines, want one naming the file:\n%s", len(lines), strings.Join(lines, "\n"))
 	}
 }
+
+// TestPoolTimeoutError: a client that finds no free backend connection gets
+// PostgreSQL's wording: FATAL 53300, no internal prefix, and a hint naming
+// the keys to change.
+func TestPoolTimeoutError(t *testing.T) {
+	s := startServe(t, "pool: {max_conns: 1, acquire_timeout: 200ms}\n")
+	s.connect("alice") // holds the only backend connection
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := pgx.Connect(ctx, s.url("bob", "bob"))
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		t.Fatalf("second client with pool.max_conns 1: %v, want a server error", err)
+	}
+	if pe.Code != "53300" || pe.Severity != "FATAL" || pe.Message != "timed out waiting for a free backend connection" ||
+		!strings.Contains(pe.Hint, "pool.max_conns") || !strings.Contains(pe.Hint, "pool.acquire_timeout") {
+		t.Fatalf("got %s %s %q, hint %q", pe.Severity, pe.Code, pe.Message, pe.Hint)
+	}
+}
