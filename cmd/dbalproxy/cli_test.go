@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
+	osexec "os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -218,5 +220,114 @@ func TestExplainConfigWithoutBackendSecret(t *testing.T) {
 	cfg = writeConfig(t, "logins:\n  - {name: amy, password: pw, role: user, claims: {user_id: '${TEST_NO_AMY_ID}'}}\n")
 	if code, _, errs := runCLI(t, "explain", "--config", cfg, "--policies", "../../policies", "--login", "amy", "SELECT 1"); code != 1 || !strings.Contains(errs, "logins[0].claims.user_id: environment variable TEST_NO_AMY_ID is not set") {
 		t.Fatalf("explain --config with an unset claim: code %d, %q", code, errs)
+	}
+}
+
+// -h is help, exit 0, for every command; a missing subcommand is a usage
+// error, exit 2.
+func TestHelpExitsZero(t *testing.T) {
+	for _, args := range [][]string{
+		{"-h"}, {"help"}, {"policy", "-h"}, {"policy", "--help"}, {"policy", "test", "-h"},
+		{"explain", "-h"}, {"serve", "-h"}, {"demo", "-h"}, {"passwd", "-h"}, {"completion", "-h"},
+	} {
+		code, out, errs := runCLI(t, args...)
+		if code != 0 || out+errs == "" {
+			t.Errorf("dbalproxy %s: code %d, stdout %q, stderr %q", strings.Join(args, " "), code, out, errs)
+		}
+	}
+	for _, args := range [][]string{{"policy"}, {"policy", "frob"}, {"passwd"}, {"completion"}, {"completion", "tcsh"}} {
+		if code, _, errs := runCLI(t, args...); code != 2 || !strings.Contains(errs, "usage:") {
+			t.Errorf("dbalproxy %s: code %d, stderr %q", strings.Join(args, " "), code, errs)
+		}
+	}
+	if _, out, _ := runCLI(t, "help"); !strings.Contains(out, "dbalproxy passwd LOGIN") || !strings.Contains(out, "dbalproxy completion bash|zsh|fish") {
+		t.Errorf("help does not list passwd and completion:\n%s", out)
+	}
+}
+
+// passwd makes a scram_verifier from a password read on stdin; a login with
+// it logs in with that password.
+func TestPasswd(t *testing.T) {
+	passwd := func(in string) (int, string, string) {
+		t.Helper()
+		saved := stdin
+		stdin = strings.NewReader(in)
+		defer func() { stdin = saved }()
+		return runCLI(t, "passwd", "zoe")
+	}
+	code, out, errs := passwd("correct horse\n")
+	if code != 0 || !regexp.MustCompile(`^SCRAM-SHA-256\$4096:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+\n$`).MatchString(out) {
+		t.Fatalf("passwd: code %d, stdout %q, stderr %q", code, out, errs)
+	}
+	verifier := strings.TrimSpace(out)
+	if _, out2, _ := passwd("correct horse\n"); out2 == out {
+		t.Error("two verifiers of one password are equal: the salt is not random")
+	}
+	if code, _, errs := passwd(""); code != 1 || !strings.Contains(errs, "empty") {
+		t.Errorf("empty password: code %d, %q", code, errs)
+	}
+	if code, _, errs := passwd("a\nb\n"); code != 1 || !strings.Contains(errs, "one line") {
+		t.Errorf("two lines: code %d, %q", code, errs)
+	}
+
+	s := startServe(t, fmt.Sprintf("  - {name: zoe, scram_verifier: %q, role: user, claims: {user_id: u_zoe}}\n", verifier))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, s.url("zoe", "correct horse"))
+	if err != nil {
+		t.Fatalf("login with the verifier's password: %v", err)
+	}
+	c.Close(ctx)
+	if _, err := pgx.Connect(ctx, s.url("zoe", "wrong horse")); sqlstate(err) != "28P01" {
+		t.Fatalf("wrong password: %v, want 28P01", err)
+	}
+}
+
+// completion bash prints a script that completes commands and flags.
+func TestCompletion(t *testing.T) {
+	code, script, errs := runCLI(t, "completion", "bash")
+	if code != 0 || !strings.Contains(script, "complete -o default -F _dbalproxy dbalproxy") {
+		t.Fatalf("completion bash: code %d\n%s\n%s", code, script, errs)
+	}
+	bash, err := osexec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	complete := func(words ...string) string {
+		t.Helper()
+		quoted := make([]string, len(words))
+		for i, w := range words {
+			quoted[i] = "'" + w + "'"
+		}
+		prog := script + fmt.Sprintf("\nCOMP_WORDS=(%s); COMP_CWORD=%d; _dbalproxy; echo \"${COMPREPLY[*]}\"\n", strings.Join(quoted, " "), len(words)-1)
+		out, err := osexec.Command(bash, "--norc", "-c", prog).CombinedOutput()
+		if err != nil {
+			t.Fatalf("bash: %v\n%s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	for _, c := range []struct {
+		words []string
+		want  string
+	}{
+		{[]string{"dbalproxy", "se"}, "serve"},
+		{[]string{"dbalproxy", "p"}, "policy passwd"},
+		{[]string{"dbalproxy", "serve", "--pool.max"}, "--pool.max_conns"},
+		{[]string{"dbalproxy", "serve", "--ch"}, "--check"},
+		{[]string{"dbalproxy", "serve", "--config", ""}, ""}, // a file name: bash's default completion
+		{[]string{"dbalproxy", "explain", "--js"}, "--json"},
+		{[]string{"dbalproxy", "explain", "--bac"}, "--backend"},
+		{[]string{"dbalproxy", "demo", "--li"}, "--listen"},
+		{[]string{"dbalproxy", "policy", ""}, "test"},
+		{[]string{"dbalproxy", "completion", ""}, "bash fish zsh"},
+	} {
+		if got := complete(c.words...); got != c.want {
+			t.Errorf("%s: completions %q, want %q", strings.Join(c.words, " "), got, c.want)
+		}
+	}
+	for _, shell := range []string{"zsh", "fish"} {
+		if code, out, _ := runCLI(t, "completion", shell); code != 0 || !strings.Contains(out, "dbalproxy") || !strings.Contains(out, "--pool.max_conns") && !strings.Contains(out, "-l pool.max_conns") {
+			t.Errorf("completion %s: code %d\n%s", shell, code, out)
+		}
 	}
 }

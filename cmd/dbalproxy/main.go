@@ -5,6 +5,10 @@
 //
 //	dbalproxy serve --config dbalproxy.yaml   run the proxy
 //	dbalproxy demo                            a throwaway PostgreSQL with sample data behind the proxy
+//	dbalproxy policy test [-v] [DIR]          run a policy directory's Rego tests
+//	dbalproxy explain --login NAME 'SQL'      a statement's facts, decision and plan
+//	dbalproxy passwd LOGIN                    a scram_verifier from a password on stdin
+//	dbalproxy completion bash|zsh|fish        a shell completion script
 //	dbalproxy version                         print the version
 package main
 
@@ -36,6 +40,10 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// stdin is the standard input of commands that read it (passwd); tests
+// replace it.
+var stdin io.Reader = os.Stdin
+
 func usage(w io.Writer) {
 	fmt.Fprint(w, `dbalproxy: a PostgreSQL proxy with policies, row-level rewriting and audit.
 
@@ -44,7 +52,12 @@ Usage:
   dbalproxy demo [--listen ADDR]          throwaway PostgreSQL + sample schema behind the proxy
   dbalproxy policy test [-v] [DIR]        run the Rego tests of a policy directory
   dbalproxy explain --login NAME 'SQL'    show a statement's facts, decision and plan
+                                          (exit status 3 when it would be denied; --json)
+  dbalproxy passwd LOGIN                  print a scram_verifier for a password read on stdin
+  dbalproxy completion bash|zsh|fish      print a shell completion script
   dbalproxy version                       print the version
+
+Each command's -h lists its flags.
 `)
 }
 
@@ -63,6 +76,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = policyCmd(args[1:], stdout, stderr)
 	case "explain":
 		err = explainCmd(args[1:], stdout, stderr)
+	case "passwd":
+		err = passwdCmd(args[1:], stdin, stdout, stderr)
+	case "completion":
+		err = completionCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "dbalproxy", version)
 		return 0

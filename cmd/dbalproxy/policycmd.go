@@ -23,11 +23,20 @@ import (
 // policyCmd runs `dbalproxy policy test [dir]`: the Rego unit tests of a
 // policy directory, with the OPA built into the proxy.
 func policyCmd(args []string, stdout, stderr io.Writer) error {
+	const use = "usage: dbalproxy policy test [-v] [DIR]   run the Rego tests of a policy directory (default policies)"
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help") {
+		fmt.Fprintln(stdout, use)
+		return nil
+	}
 	if len(args) == 0 || args[0] != "test" {
-		return errors.New("usage: dbalproxy policy test [-v] [dir]")
+		return usageError{errors.New(use)}
 	}
 	fs := flag.NewFlagSet("policy test", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), use)
+		fs.PrintDefaults()
+	}
 	verbose := fs.Bool("v", false, "list every test")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
