@@ -33,8 +33,8 @@ func (*timeoutError) ClientMessage() string {
 
 // ClientHint is the hint a client sees: what the proxy's operator can change.
 func (*timeoutError) ClientHint() string {
-	return "All of the proxy's backend connections to this database stayed in use for the whole wait: " +
-		"raise pool.max_conns or pool.acquire_timeout in the proxy's configuration, or end the sessions that hold connections."
+	return "Every backend connection of the proxy's pool stayed in use: raise pool.max_conns or pool.acquire_timeout " +
+		"in the proxy's configuration, or end the sessions that hold connections."
 }
 
 // ErrClosed is returned by Acquire after Close.
