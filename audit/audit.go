@@ -73,7 +73,7 @@ type Config struct {
 	Output string
 	// Format is "json" (default when empty): one JSON object per line; or
 	// "console": zerolog.ConsoleWriter, human-readable text for the demo
-	// (colored only when the output is a terminal).
+	// (colored only when the output is a terminal and NO_COLOR is unset).
 	Format string
 	// QueueSize is the number of records that may wait for the sink.
 	// 0 means 4096; negative is an error. Memory grows with use up to about
@@ -249,7 +249,7 @@ func newLogger(cfg Config) (*Logger, error) {
 	if console {
 		enc = zerolog.ConsoleWriter{
 			Out:          buf,
-			NoColor:      !isTerminal(sink),
+			NoColor:      !isTerminal(sink) || os.Getenv("NO_COLOR") != "",
 			TimeFormat:   "15:04:05.000",
 			PartsExclude: []string{zerolog.LevelFieldName, zerolog.CallerFieldName},
 			FieldsOrder: []string{

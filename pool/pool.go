@@ -31,6 +31,12 @@ func (*timeoutError) ClientMessage() string {
 	return "timed out waiting for a free backend connection"
 }
 
+// ClientHint is the hint a client sees: what the proxy's operator can change.
+func (*timeoutError) ClientHint() string {
+	return "Every backend connection of the proxy's pool stayed in use: raise pool.max_conns or pool.acquire_timeout " +
+		"in the proxy's configuration, or end the sessions that hold connections."
+}
+
 // ErrClosed is returned by Acquire after Close.
 var ErrClosed = errors.New("pool: closed")
 

@@ -91,7 +91,12 @@ func toErrorResponse(err error, severity, fallbackCode string) *pgproto3.ErrorRe
 		if errors.As(err, &ss) {
 			code = ss.SQLState()
 		}
-		return &pgproto3.ErrorResponse{Severity: severity, SeverityUnlocalized: severity, Code: code, Message: cm.ClientMessage()}
+		var hint string
+		var ch interface{ ClientHint() string }
+		if errors.As(err, &ch) {
+			hint = ch.ClientHint()
+		}
+		return &pgproto3.ErrorResponse{Severity: severity, SeverityUnlocalized: severity, Code: code, Message: cm.ClientMessage(), Hint: hint}
 	}
 	var pge *pgconn.PgError
 	if errors.As(err, &pge) {

@@ -432,6 +432,8 @@ func prefixSQL(sql string, before []*parser.Statement) string {
 	return sql[:last.Location+last.Length]
 }
 
+// denialDetail is a denial's DETAIL: the command and the tables it names,
+// each qualified as the server resolves it (see qualified).
 func denialDetail(command string, tables []string) string {
 	if command == "" {
 		return ""
@@ -442,9 +444,18 @@ func denialDetail(command string, tables []string) string {
 	return "statement: " + command + " on " + strings.Join(tables, ", ")
 }
 
+// qualified is a table's name as reported in audit records and denials: an
+// unqualified name is resolved as the server does on the default search
+// path, where pg_catalog comes first, so a pg_* relation (pg_class,
+// pg_stat_activity, ...; every relation in pg_catalog is named pg_*) is
+// pg_catalog's and any other is public's. The shipped policies' qname
+// resolves names the same way.
 func qualified(schema, name string) string {
 	if schema == "" {
 		schema = "public"
+		if strings.HasPrefix(name, "pg_") {
+			schema = "pg_catalog"
+		}
 	}
 	return schema + "." + name
 }

@@ -72,3 +72,18 @@ logins:
 		t.Fatalf("policy that does not compile: code %d\n%s", code, errs)
 	}
 }
+
+// A backend URL whose variable is not set is one problem, not also an
+// empty connection string.
+func TestServeCheckUnsetBackendVariable(t *testing.T) {
+	os.Unsetenv("TEST_NO_SUCH_PW")
+	policies, err := filepath.Abs("../../policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, fmt.Sprintf("backend: {url: 'postgres://u:${TEST_NO_SUCH_PW}@db/app'}\nlogins:\n  - {name: a, password: pw, role: user}\npolicy: {dir: %q}\n", policies))
+	code, _, errs := runCLI(t, "serve", "--check", "--config", cfg)
+	if code != 1 || errs != "dbalproxy: config: backend.url: environment variable TEST_NO_SUCH_PW is not set\n" {
+		t.Fatalf("code %d, stderr %q", code, errs)
+	}
+}

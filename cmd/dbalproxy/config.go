@@ -238,6 +238,9 @@ const defaultAdminListen = "off"
 type configError struct {
 	key string
 	msg string
+	// unsetVar is the environment variable a ${NAME} reference at key
+	// names, when the problem is that it is not set.
+	unsetVar string
 }
 
 func (e *configError) Error() string {
@@ -251,7 +254,12 @@ var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
 // parseConfigFile reads YAML into cfg, refusing unknown keys and expanding
 // ${NAME} references.
-func parseConfigFile(data []byte, cfg *Config) error {
+func parseConfigFile(data []byte, cfg *Config) error { return parseConfig(data, cfg, nil) }
+
+// parseConfig is parseConfigFile where the keys in overridden (given by a
+// flag or the environment) are left as they are, references included: their
+// values come from elsewhere.
+func parseConfig(data []byte, cfg *Config, overridden map[string]bool) error {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return &configError{msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
@@ -262,9 +270,12 @@ func parseConfigFile(data []byte, cfg *Config) error {
 	doc := root.Content[0]
 	var problems, unset []error
 	checkKeys(doc, reflect.TypeOf(*cfg), "", &problems)
-	expandEnv(doc, "", &unset)
+	expandEnv(doc, "", overridden, &unset)
 	if len(unset) > 0 {
 		// Values are missing: validating them would only repeat the news.
+		// The rest is decoded as well as it can be (serve --check goes on
+		// to check the policy directory and logins the file names).
+		_ = doc.Decode(cfg)
 		return errors.Join(append(problems, unset...)...)
 	}
 	if err := doc.Decode(cfg); err != nil {
@@ -339,8 +350,12 @@ func join(path, key string) string {
 }
 
 // expandEnv replaces ${NAME} in scalar values, adding a problem for each
-// variable that is not set.
-func expandEnv(n *yaml.Node, path string, problems *[]error) {
+// variable that is not set. Keys in skip (and their list elements) are left
+// alone.
+func expandEnv(n *yaml.Node, path string, skip map[string]bool, problems *[]error) {
+	if skip[path] {
+		return
+	}
 	switch n.Kind {
 	case yaml.ScalarNode:
 		var missing string
@@ -353,15 +368,15 @@ func expandEnv(n *yaml.Node, path string, problems *[]error) {
 			return v
 		})
 		if missing != "" {
-			*problems = append(*problems, &configError{key: path, msg: fmt.Sprintf("environment variable %s is not set", missing)})
+			*problems = append(*problems, &configError{key: path, msg: fmt.Sprintf("environment variable %s is not set", missing), unsetVar: missing})
 		}
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			expandEnv(n.Content[i+1], join(path, n.Content[i].Value), problems)
+			expandEnv(n.Content[i+1], join(path, n.Content[i].Value), skip, problems)
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
-			expandEnv(c, fmt.Sprintf("%s[%d]", path, i), problems)
+			expandEnv(c, fmt.Sprintf("%s[%d]", path, i), skip, problems)
 		}
 	}
 }
@@ -440,53 +455,85 @@ func setScalar(f scalarField, s string) error {
 	return nil
 }
 
-// configFlags registers a string flag per scalar key on fs. The returned
-// function applies, after fs.Parse, the environment and then the flags that
-// were set.
-func configFlags(fs *flag.FlagSet, cfg *Config) func() error {
-	ov := configOverrides(fs, cfg)
-	return func() error { return ov(cfg) }
+// configFlags registers a string flag per scalar key on fs (cfg's fields
+// give the documentation). The returned overrides apply, after fs.Parse,
+// the environment and then the flags that were set.
+func configFlags(fs *flag.FlagSet, cfg *Config) *overrides {
+	return configOverrides(fs, cfg)
+}
+
+// overrides are the environment's and the flags' values of scalar keys
+// (DBALPROXY_POOL_MAX_CONNS, --pool.max_conns).
+type overrides struct {
+	fs   *flag.FlagSet
+	vals map[string]*string
 }
 
 // configOverrides registers a string flag per scalar key on fs (cfg's
-// fields give the documentation). The returned function applies, after
-// fs.Parse, the environment and then the flags that were set to any Config:
-// a reload applies them again to the freshly read file.
-func configOverrides(fs *flag.FlagSet, cfg *Config) func(*Config) error {
+// fields give the documentation). After fs.Parse, the overrides apply to
+// any Config: a reload applies them again to the freshly read file.
+func configOverrides(fs *flag.FlagSet, cfg *Config) *overrides {
 	fields := scalarFields(cfg)
-	vals := make(map[string]*string, len(fields))
+	o := &overrides{fs: fs, vals: make(map[string]*string, len(fields))}
 	for _, f := range fields {
-		vals[f.path] = fs.String(f.path, "", f.doc+" (env "+envName(f.path)+")")
+		o.vals[f.path] = fs.String(f.path, "", f.doc+" (env "+envName(f.path)+")")
 	}
-	return func(c *Config) error {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		for _, f := range scalarFields(c) {
-			if s, ok := os.LookupEnv(envName(f.path)); ok {
-				if err := setScalar(f, s); err != nil {
-					return err
-				}
-			}
-			if set[f.path] {
-				if err := setScalar(f, *vals[f.path]); err != nil {
-					return err
-				}
-			}
+	return o
+}
+
+// keys are the keys given by a flag or an environment variable: a file's
+// ${NAME} references at them need not be set.
+func (o *overrides) keys() map[string]bool {
+	set := map[string]bool{}
+	if o == nil {
+		return set
+	}
+	o.fs.Visit(func(f *flag.Flag) {
+		if _, ok := o.vals[f.Name]; ok {
+			set[f.Name] = true
 		}
+	})
+	for path := range o.vals {
+		if _, ok := os.LookupEnv(envName(path)); ok {
+			set[path] = true
+		}
+	}
+	return set
+}
+
+// apply sets the environment's and then the flags' values in c.
+func (o *overrides) apply(c *Config) error {
+	if o == nil {
 		return nil
 	}
+	set := map[string]bool{}
+	o.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, f := range scalarFields(c) {
+		if s, ok := os.LookupEnv(envName(f.path)); ok {
+			if err := setScalar(f, s); err != nil {
+				return err
+			}
+		}
+		if set[f.path] {
+			if err := setScalar(f, *o.vals[f.path]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // loadConfig builds the configuration: defaults, then the file (if any), then
-// the environment and flags through apply.
-func loadConfig(path string, cfg *Config, apply func() error) error {
+// the environment and flags of ov (nil: none). A key that ov gives needs no
+// variable its file value names.
+func loadConfig(path string, cfg *Config, ov *overrides) error {
 	var soft error
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return &configError{msg: fmt.Sprintf("cannot read %s: %v", path, errors.Unwrap(err))}
 		}
-		if err := parseConfigFile(data, cfg); err != nil {
+		if err := parseConfig(data, cfg, ov.keys()); err != nil {
 			var kp keyProblems
 			if !errors.As(err, &kp) {
 				return err
@@ -494,10 +541,8 @@ func loadConfig(path string, cfg *Config, apply func() error) error {
 			soft = kp.error
 		}
 	}
-	if apply != nil {
-		if err := apply(); err != nil {
-			return errors.Join(soft, err)
-		}
+	if err := ov.apply(cfg); err != nil {
+		return errors.Join(soft, err)
 	}
 	return errors.Join(soft, validateConfig(cfg))
 }

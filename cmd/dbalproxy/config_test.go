@@ -42,11 +42,11 @@ func load(t *testing.T, path string, args ...string) (*Config, error) {
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	cfg := defaultConfig()
-	apply := configFlags(fs, &cfg)
+	ov := configFlags(fs, &cfg)
 	if err := fs.Parse(args); err != nil {
 		t.Fatal(err)
 	}
-	err := loadConfig(path, &cfg, apply)
+	err := loadConfig(path, &cfg, ov)
 	return &cfg, err
 }
 
@@ -232,5 +232,47 @@ func TestPeeringConfig(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("got %v, want %q", err, want)
 		}
+	}
+}
+
+// A flag or environment override of a key lifts the file value's ${ENV}
+// requirement for that key (and only for that key).
+func TestOverrideLiftsEnvReference(t *testing.T) {
+	t.Setenv("TEST_ALICE_PW", "alicepw")
+	os.Unsetenv("TEST_BACKEND_PW")
+	path := writeConfig(t, goodConfig)
+	_, err := load(t, path)
+	if err == nil || !strings.Contains(err.Error(), "backend.url: environment variable TEST_BACKEND_PW is not set") {
+		t.Fatalf("without an override: %v", err)
+	}
+	cfg, err := load(t, path, "--backend.url", "postgres://v:pw@db:5432/app")
+	if err != nil || cfg.Backend.URL != "postgres://v:pw@db:5432/app" {
+		t.Fatalf("with --backend.url: %v, url %q", err, cfg.Backend.URL)
+	}
+	t.Setenv("DBALPROXY_BACKEND_URL", "postgres://w:pw@db:5432/app")
+	cfg, err = load(t, path)
+	if err != nil || cfg.Backend.URL != "postgres://w:pw@db:5432/app" {
+		t.Fatalf("with DBALPROXY_BACKEND_URL: %v, url %q", err, cfg.Backend.URL)
+	}
+	// Other keys' references still need their variables.
+	os.Unsetenv("TEST_ALICE_PW")
+	if _, err := load(t, path); err == nil || !strings.Contains(err.Error(), "logins[0].password: environment variable TEST_ALICE_PW is not set") {
+		t.Fatalf("a login's password without its variable: %v", err)
+	}
+	// A list key's elements too.
+	path = writeConfig(t, strings.Replace(goodConfig, "pool:", "  databases: [a, '${TEST_NO_SUCH_DB}']\npool:", 1))
+	t.Setenv("TEST_ALICE_PW", "alicepw")
+	if _, err := load(t, path, "--backend.databases", "x,y"); err != nil {
+		t.Fatalf("--backend.databases over a list with a reference: %v", err)
+	}
+}
+
+// serve without a configuration file says what it needs.
+func TestServeNeedsConfig(t *testing.T) {
+	t.Setenv("DBALPROXY_CONFIG", "")
+	t.Setenv("DBALPROXY_BACKEND_URL", "postgres://u@127.0.0.1:1/app")
+	code, _, errs := runCLI(t, "serve")
+	if code != 2 || !strings.Contains(errs, "dbalproxy: serve needs a configuration file: --config FILE or DBALPROXY_CONFIG=FILE") || !strings.Contains(errs, "dbalproxy demo") {
+		t.Fatalf("serve without a file: code %d, %q", code, errs)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/dbalproxy/dbalproxy/testenv"
+	"github.com/rs/zerolog"
 )
 
 // demoLogins are the seed's four roles, each with its own name as password
@@ -24,6 +25,13 @@ var demoLogins = []LoginConfig{
 }
 
 func demoCmd(args []string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runDemo(ctx, args, stdout, stderr)
+}
+
+// runDemo runs the demo until ctx ends.
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:6432", "client-facing listen address")
@@ -34,8 +42,6 @@ func demoCmd(args []string, stdout, stderr io.Writer) error {
 	if st, err := os.Stat(*policies); err != nil || !st.IsDir() {
 		return fmt.Errorf("no policy directory %q: run the demo from the repository root or pass --policies DIR", *policies)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 
 	fmt.Fprintln(stdout, "Starting a throwaway PostgreSQL...")
 	cluster, err := testenv.Start(ctx, testenv.Options{})
@@ -61,8 +67,10 @@ func demoCmd(args []string, stdout, stderr io.Writer) error {
 	if err := validateConfig(&cfg); err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, stderr)
-	return serve(ctx, &cfg, log, serveOptions{ready: func(addr net.Addr) {
+	// Each denial is shown by its audit record on stdout; the proxy's log
+	// line about it would say it again.
+	log := newLogger(cfg.Log, stderr).Hook(dropMessage("statement denied"))
+	return serve(ctx, &cfg, log, serveOptions{stdout: stdout, ready: func(addr net.Addr) {
 		host, port, _ := net.SplitHostPort(addr.String())
 		fmt.Fprintf(stdout, "\ndbalproxy demo is ready. Connect as one of the demo logins (password = login name):\n\n")
 		for _, l := range demoLogins {
@@ -73,4 +81,14 @@ func demoCmd(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "\nThe backend itself, for comparison (the proxy's own credentials):\n\n  psql '%s'\n", backend)
 		fmt.Fprintf(stdout, "\nCtrl-C stops the proxy and removes the database.\n\n")
 	}})
+}
+
+// dropMessage is a log hook that discards the lines with message msg.
+type dropMessage string
+
+// Run implements zerolog.Hook.
+func (m dropMessage) Run(e *zerolog.Event, _ zerolog.Level, msg string) {
+	if msg == string(m) {
+		e.Discard()
+	}
 }

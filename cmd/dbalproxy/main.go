@@ -5,6 +5,10 @@
 //
 //	dbalproxy serve --config dbalproxy.yaml   run the proxy
 //	dbalproxy demo                            a throwaway PostgreSQL with sample data behind the proxy
+//	dbalproxy policy test [-v] [DIR]          run a policy directory's Rego tests
+//	dbalproxy explain --login NAME 'SQL'      a statement's facts, decision and plan
+//	dbalproxy passwd LOGIN                    a scram_verifier from a password on stdin
+//	dbalproxy completion bash|zsh|fish        a shell completion script
 //	dbalproxy version                         print the version
 package main
 
@@ -19,6 +23,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/dbalproxy/dbalproxy/identity"
 	"github.com/dbalproxy/dbalproxy/parser"
@@ -35,6 +40,10 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// stdin is the standard input of commands that read it (passwd); tests
+// replace it.
+var stdin io.Reader = os.Stdin
+
 func usage(w io.Writer) {
 	fmt.Fprint(w, `dbalproxy: a PostgreSQL proxy with policies, row-level rewriting and audit.
 
@@ -43,7 +52,12 @@ Usage:
   dbalproxy demo [--listen ADDR]          throwaway PostgreSQL + sample schema behind the proxy
   dbalproxy policy test [-v] [DIR]        run the Rego tests of a policy directory
   dbalproxy explain --login NAME 'SQL'    show a statement's facts, decision and plan
+                                          (exit status 3 when it would be denied; --json)
+  dbalproxy passwd LOGIN                  print a scram_verifier for a password read on stdin
+  dbalproxy completion bash|zsh|fish      print a shell completion script
   dbalproxy version                       print the version
+
+Each command's -h lists its flags.
 `)
 }
 
@@ -62,6 +76,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = policyCmd(args[1:], stdout, stderr)
 	case "explain":
 		err = explainCmd(args[1:], stdout, stderr)
+	case "passwd":
+		err = passwdCmd(args[1:], stdin, stdout, stderr)
+	case "completion":
+		err = completionCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "dbalproxy", version)
 		return 0
@@ -77,14 +95,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		var es exitStatus
+		if errors.As(err, &es) {
+			return int(es) // the command has said what it had to say
+		}
 		// One line per problem (a configuration check reports them all).
 		for line := range strings.SplitSeq(err.Error(), "\n") {
 			fmt.Fprintln(stderr, "dbalproxy:", line)
+		}
+		var ue usageError
+		if errors.As(err, &ue) {
+			return 2
 		}
 		return 1
 	}
 	return 0
 }
+
+// exitStatus is a command's outcome that is not an error but has its own
+// exit status (explain's denial); run prints nothing for it.
+type exitStatus int
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// usageError is a command used wrongly: exit status 2.
+type usageError struct{ error }
 
 func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -92,18 +127,21 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	configPath := fs.String("config", os.Getenv("DBALPROXY_CONFIG"), "configuration file (env DBALPROXY_CONFIG)")
 	check := fs.Bool("check", false, "validate the configuration and its policies (compile and Rego tests), print ok, and exit")
 	cfg := defaultConfig()
-	overrides := configOverrides(fs, &cfg)
+	ov := configOverrides(fs, &cfg)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *configPath == "" && os.Getenv("DBALPROXY_BACKEND_URL") == "" {
-		return errors.New("serve needs --config FILE (or DBALPROXY_BACKEND_URL and logins in a file)")
+	if *configPath == "" {
+		// Flags and the environment can give every key but the logins.
+		return usageError{errors.New("serve needs a configuration file: --config FILE or DBALPROXY_CONFIG=FILE " +
+			"(logins are given only in a file; the README's Configuration section has an example)\n" +
+			"to try dbalproxy without one, run: dbalproxy demo")}
 	}
 	load := func() (*Config, error) {
 		c := defaultConfig()
 		// c is returned with an error too: serve --check goes on to check
 		// the policies of a file with wrong keys.
-		err := loadConfig(*configPath, &c, func() error { return overrides(&c) })
+		err := loadConfig(*configPath, &c, ov)
 		return &c, err
 	}
 	if *check {
@@ -149,18 +187,40 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}()
-	return serve(ctx, c, log, serveOptions{load: load, reload: reload})
+	return serve(ctx, c, log, serveOptions{load: load, reload: reload, stdout: stdout})
 }
 
+func init() {
+	// The proxy's own log: times as the audit records write them (RFC 3339
+	// in UTC, to the nanosecond) rather than to the second, and durations
+	// with their unit ("took":"1.5ms") rather than a bare number.
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	zerolog.TimestampFunc = func() time.Time { return time.Now().UTC() }
+	zerolog.DurationFieldFormat = zerolog.DurationFormatString
+}
+
+// newLogger is the proxy's own log on w: JSON lines, or with format console
+// readable lines, coloured only when w is a terminal and NO_COLOR is unset.
 func newLogger(c LogConfig, w io.Writer) zerolog.Logger {
 	if c.Format == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000", NoColor: !colorTerminal(w)}
 	}
 	lvl, err := zerolog.ParseLevel(c.Level)
 	if err != nil || c.Level == "" {
 		lvl = zerolog.InfoLevel
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+}
+
+// colorTerminal reports whether w is a terminal that may get ANSI colours:
+// a character device, and NO_COLOR (https://no-color.org) unset.
+func colorTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok || os.Getenv("NO_COLOR") != "" {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // buildVerifiers loads the configured token verifiers and their key files.
@@ -229,17 +289,21 @@ func buildLogins(cfg *Config) (wire.Logins, error) {
 	return out, nil
 }
 
-// newPlanner loads the policies and builds the statement planner. onReload,
-// if not nil, is told of every policy reload. cat resolves functions (nil:
-// not at all).
-func newPlanner(cfg *Config, log zerolog.Logger, onReload func(error), cat wire.FunctionCatalog) (*wire.Planner, *policy.Engine, error) {
+// newPlanner loads the policies and builds the statement planner. hook, if
+// not nil, sees the policy engine's log lines; onReload, if not nil, is told
+// of every policy reload. cat resolves functions (nil: not at all).
+func newPlanner(cfg *Config, log zerolog.Logger, hook zerolog.Hook, onReload func(error), cat wire.FunctionCatalog) (*wire.Planner, *policy.Engine, error) {
 	mode, err := policy.ParseMode(cfg.Policy.Mode)
 	if err != nil {
 		return nil, nil, &configError{key: "policy.mode", msg: err.Error()}
 	}
+	policyLog := log.With().Str("component", "policy").Logger()
+	if hook != nil {
+		policyLog = policyLog.Hook(hook)
+	}
 	engine, err := policy.New(policy.Options{
 		Dir: cfg.Policy.Dir, Mode: mode, RunTests: cfg.Policy.RunTests,
-		Logger:   log.With().Str("component", "policy").Logger(),
+		Logger:   policyLog,
 		OnReload: onReload,
 	})
 	if err != nil {

@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +34,9 @@ type serveOptions struct {
 	// again for them.
 	reload <-chan struct{}
 	load   func() (*Config, error)
+	// stdout, if set, receives the audit records of audit.output stdout
+	// (the command's standard output; os.Stdout when nil).
+	stdout io.Writer
 }
 
 // loginSource is the server's LoginSource; a reload swaps its logins.
@@ -56,13 +61,21 @@ type proxy struct {
 	}
 	auditDropped atomic.Uint64 // records dropped by audit sinks already replaced
 	listening    atomic.Bool
+	policyQuiet  quietHook // on the policy engine's log
+	stdout       io.Writer // serveOptions.stdout
 }
 
-func openAudit(c AuditConfig) (*audit.Logger, error) {
-	l, err := audit.New(audit.Config{
+// openAudit opens the audit sink c names; stdout, if not nil, stands for
+// the process's standard output.
+func openAudit(c AuditConfig, stdout io.Writer) (*audit.Logger, error) {
+	ac := audit.Config{
 		Output: c.Output, Format: c.Format, QueueSize: c.QueueSize,
 		BlockTimeout: c.BlockTimeout.D(), LogLiterals: c.LogLiterals,
-	})
+	}
+	if stdout != nil && (c.Output == "stdout" || c.Output == "") {
+		ac.Writer = stdout
+	}
+	l, err := audit.New(ac)
 	if err != nil {
 		return nil, &configError{key: "audit", msg: err.Error()}
 	}
@@ -100,7 +113,7 @@ func logLevel(c LogConfig) zerolog.Level {
 // limits.shutdown_timeout.
 func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptions) error {
 	zerolog.SetGlobalLevel(logLevel(cfg.Log))
-	px := &proxy{log: log, metrics: metrics.New()}
+	px := &proxy{log: log, metrics: metrics.New(), stdout: opts.stdout}
 	px.mu.cfg = cfg
 	logins, err := buildLogins(cfg)
 	if err != nil {
@@ -115,7 +128,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	auditLog, err := openAudit(cfg.Audit)
+	auditLog, err := openAudit(cfg.Audit, opts.stdout)
 	if err != nil {
 		return err
 	}
@@ -143,7 +156,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 			cat.Invalidate()
 		}
 	}
-	planner, engine, err := newPlanner(cfg, log, onReload, cat)
+	planner, engine, err := newPlanner(cfg, log, &px.policyQuiet, onReload, cat)
 	if err != nil {
 		return err
 	}
@@ -298,23 +311,59 @@ func (px *proxy) closeAudit() {
 	}
 }
 
-// restartKeys are the keys a reload cannot change; a change is logged and
-// takes effect at the next start.
-var restartKeys = []struct {
-	key string
-	get func(*Config) any
-}{
-	{"listen", func(c *Config) any { return c.Listen }},
-	{"backend", func(c *Config) any { return c.Backend }},
-	{"pool", func(c *Config) any { return c.Pool }},
-	{"auth.method", func(c *Config) any { return c.Auth.Method }},
-	{"tls", func(c *Config) any { return c.TLS }},
-	{"limits.startup_timeout", func(c *Config) any { return c.Limits.StartupTimeout }},
-	{"limits.max_message_bytes", func(c *Config) any { return c.Limits.MaxMessageBytes }},
-	{"log.format", func(c *Config) any { return c.Log.Format }},
-	{"policy", func(c *Config) any { return c.Policy }},
-	{"admin.listen", func(c *Config) any { return c.Admin.Listen }},
-	{"peering", func(c *Config) any { return c.Peering }},
+// restartKeys are the keys, and groups of keys, a reload cannot change; a
+// change is logged key by key (pool.max_conns, not pool) and takes effect at
+// the next start.
+var restartKeys = []string{
+	"listen", "backend", "pool", "auth.method", "tls", "limits.startup_timeout", "limits.max_message_bytes",
+	"log.format", "policy", "admin.listen", "peering",
+}
+
+// configValue is the field of c at a key path (dots between yaml names).
+func configValue(c *Config, key string) reflect.Value {
+	v := reflect.ValueOf(c).Elem()
+	for name := range strings.SplitSeq(key, ".") {
+		f, ok := fieldByTag(v.Type(), name)
+		if !ok {
+			panic("configValue: no key " + key)
+		}
+		v = v.FieldByIndex(f.Index)
+	}
+	return v
+}
+
+// changedRestartKeys lists the restart-only keys whose values differ
+// between old and cfg, leaf by leaf.
+func changedRestartKeys(old, cfg *Config) []string {
+	var out []string
+	var diff func(key string, a, b reflect.Value)
+	diff = func(key string, a, b reflect.Value) {
+		if a.Kind() == reflect.Struct && a.Type() != reflect.TypeOf(Duration(0)) {
+			for i := 0; i < a.NumField(); i++ {
+				tag, _, _ := strings.Cut(a.Type().Field(i).Tag.Get("yaml"), ",")
+				diff(join(key, tag), a.Field(i), b.Field(i))
+			}
+			return
+		}
+		if !reflect.DeepEqual(a.Interface(), b.Interface()) {
+			out = append(out, key)
+		}
+	}
+	for _, k := range restartKeys {
+		diff(k, configValue(old, k), configValue(cfg, k))
+	}
+	return out
+}
+
+// quietHook drops the policy engine's own error lines while a SIGHUP reload
+// runs: the reload reports a refused policy set in its one line.
+type quietHook struct{ on atomic.Bool }
+
+// Run implements zerolog.Hook.
+func (h *quietHook) Run(e *zerolog.Event, level zerolog.Level, _ string) {
+	if level >= zerolog.ErrorLevel && h.on.Load() {
+		e.Discard()
+	}
 }
 
 // reload reads the configuration again and applies what can change while
@@ -349,12 +398,15 @@ func (px *proxy) apply(load func() (*Config, error)) error {
 	px.mu.Unlock()
 	var newAudit *audit.Logger
 	if cfg.Audit != old.Audit {
-		if newAudit, err = openAudit(cfg.Audit); err != nil {
+		if newAudit, err = openAudit(cfg.Audit, px.stdout); err != nil {
 			return err
 		}
 	}
 	if px.engine != nil {
-		if err := px.engine.Reload(); err != nil {
+		px.policyQuiet.on.Store(true)
+		err := px.engine.Reload()
+		px.policyQuiet.on.Store(false)
+		if err != nil {
 			if newAudit != nil {
 				_ = newAudit.Close()
 			}
@@ -362,10 +414,8 @@ func (px *proxy) apply(load func() (*Config, error)) error {
 		}
 	}
 	// Everything checked: apply.
-	for _, k := range restartKeys {
-		if !reflect.DeepEqual(k.get(old), k.get(cfg)) {
-			px.log.Warn().Str("key", k.key).Msg("configuration key changed; it takes effect only after a restart")
-		}
+	for _, k := range changedRestartKeys(old, cfg) {
+		px.log.Warn().Str("key", k).Msg("configuration key changed; it takes effect only after a restart")
 	}
 	px.logins.p.Store(&logins)
 	px.srv.SetLimits(serverLimits(cfg))
@@ -396,11 +446,9 @@ func (px *proxy) apply(load func() (*Config, error)) error {
 // restoreRestartKeys puts the running values of the restart-only keys back
 // into c, so that the configuration in force says what actually runs.
 func restoreRestartKeys(c, running *Config) {
-	c.Listen, c.Backend, c.Pool = running.Listen, running.Backend, running.Pool
-	c.Auth.Method, c.TLS = running.Auth.Method, running.TLS
-	c.Limits.StartupTimeout, c.Limits.MaxMessageBytes = running.Limits.StartupTimeout, running.Limits.MaxMessageBytes
-	c.Log.Format, c.Policy, c.Admin.Listen = running.Log.Format, running.Policy, running.Admin.Listen
-	c.Peering = running.Peering
+	for _, k := range restartKeys {
+		configValue(c, k).Set(configValue(running, k))
+	}
 }
 
 // splitErrors undoes errors.Join.
@@ -431,13 +479,15 @@ func checkConfig(load func() (*Config, error)) error {
 		}
 	}
 	if cfg.Audit.Output != "stdout" && cfg.Audit.Output != "stderr" && cfg.Audit.Output != "off" && cfg.Audit.Output != "" {
-		if l, err := openAudit(cfg.Audit); err != nil {
+		if l, err := openAudit(cfg.Audit, nil); err != nil {
 			problems = append(problems, err)
 		} else {
 			_ = l.Close()
 		}
 	}
-	if p, err := pool.New(pool.Config{ConnString: cfg.Backend.URL}); err != nil {
+	if cfg.Backend.URL == "" {
+		// Already reported: required, or its variable is not set.
+	} else if p, err := pool.New(pool.Config{ConnString: cfg.Backend.URL}); err != nil {
 		problems = append(problems, &configError{key: "backend.url", msg: err.Error()})
 	} else {
 		p.Close()

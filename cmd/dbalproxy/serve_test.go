@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +39,25 @@ type served struct {
 	reload   chan struct{}
 	stop     context.CancelFunc
 	done     chan error
+	logs     *syncBuffer // the proxy's own log (JSON lines)
+}
+
+// syncBuffer is a bytes.Buffer safe for the proxy's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // serveConfig is the test's configuration file; %s are the backend URL, the
@@ -66,7 +87,7 @@ func startServe(t *testing.T, extra ...string) *served {
 	}
 	dir := t.TempDir()
 	s := &served{t: t, cfgPath: filepath.Join(dir, "dbalproxy.yaml"), policies: filepath.Join(dir, "policies"),
-		backend: c.AppURL(db), db: db, reload: make(chan struct{}), done: make(chan error, 1)}
+		backend: c.AppURL(db), db: db, reload: make(chan struct{}), done: make(chan error, 1), logs: &syncBuffer{}}
 	copyDir(t, "../../policies", s.policies)
 	s.writeConfig(strings.Join(extra, ""))
 	load := func() (*Config, error) {
@@ -84,7 +105,7 @@ func startServe(t *testing.T, extra ...string) *served {
 	sctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	ready, adminReady := make(chan string, 1), make(chan string, 1)
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.TraceLevel)
+	log := zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), s.logs)).Level(zerolog.TraceLevel)
 	go func() {
 		s.done <- serve(sctx, cfg, log, serveOptions{
 			ready:      func(a net.Addr) { ready <- a.String() },
@@ -509,5 +530,94 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestCatalogNamesReported: an unqualified pg_* relation is reported as
+// PostgreSQL resolves it (pg_catalog is searched first) in the client's
+// DETAIL and in the audit record's tables, as in the policy's reason.
+func TestCatalogNamesReported(t *testing.T) {
+	s := startServe(t)
+	alice := s.connect("alice")
+	err := exec(t, alice, "SELECT usename FROM pg_stat_activity")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "42501" {
+		t.Fatalf("SELECT FROM pg_stat_activity as alice: %v", err)
+	}
+	if !strings.Contains(pe.Message, "pg_catalog.pg_stat_activity") || !strings.HasPrefix(pe.Detail, "statement: SELECT on pg_catalog.pg_stat_activity;") {
+		t.Errorf("message %q, detail %q: want pg_catalog.pg_stat_activity in both", pe.Message, pe.Detail)
+	}
+	if err := exec(t, alice, "DELETE FROM packages"); !errors.As(err, &pe) || !strings.HasPrefix(pe.Detail, "statement: DELETE on public.packages;") {
+		t.Fatalf("DELETE FROM packages as alice: %v (detail %q)", err, pe.Detail)
+	}
+	auditPath := filepath.Join(filepath.Dir(s.cfgPath), "audit.jsonl")
+	waitFor(t, "the denial's audit record", func() bool {
+		b, _ := os.ReadFile(auditPath)
+		return strings.Contains(string(b), `"command":"DELETE"`)
+	})
+	b, _ := os.ReadFile(auditPath)
+	if !strings.Contains(string(b), `"tables":["pg_catalog.pg_stat_activity"]`) || strings.Contains(string(b), "public.pg_stat_activity") {
+		t.Errorf("audit records name the catalog view wrongly:\n%s", b)
+	}
+}
+
+// TestReloadFeedback: a reload names each restart-only key that changed
+// (not its group), and a refused policy set is reported in one log line.
+func TestReloadFeedback(t *testing.T) {
+	s := startServe(t)
+	body, _ := os.ReadFile(s.cfgPath)
+	changed := strings.Replace(string(body), "limits: {shutdown_timeout: 20s}", "limits: {shutdown_timeout: 20s}\npool: {max_conns: 3}", 1)
+	changed = strings.Replace(changed, "watch: false}", "watch: false, cache_size: 50}", 1)
+	if err := os.WriteFile(s.cfgPath, []byte(changed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.reload <- struct{}{}
+	s.waitMetric(`dbalproxy_config_reloads_total{result="ok"}`, 1)
+	logs := s.logs.String()
+	for _, key := range []string{"pool.max_conns", "policy.cache_size"} {
+		if !strings.Contains(logs, `"key":"`+key+`","message":"configuration key changed; it takes effect only after a restart"`) {
+			t.Errorf("no restart warning for %s:\n%s", key, logs)
+		}
+	}
+	for _, group := range []string{"pool", "policy", "pool.mode", "policy.dir"} {
+		if strings.Contains(logs, `"key":"`+group+`"`) {
+			t.Errorf("restart warning for %s, which did not change:\n%s", group, logs)
+		}
+	}
+
+	// A policy set that does not compile: one line says so.
+	if err := os.WriteFile(filepath.Join(s.policies, "broken.rego"), []byte("package dbal\nthis is not rego\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := len(s.logs.String())
+	s.reload <- struct{}{}
+	s.waitMetric(`dbalproxy_config_reloads_total{result="failed"}`, 1)
+	var lines []string
+	for l := range strings.SplitSeq(strings.TrimSpace(s.logs.String()[before:]), "\n") {
+		if l != "" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 || !strings.Contains(lines[0], "configuration reload refused") || !strings.Contains(lines[0], "broken.rego") {
+		t.Fatalf("a refused policy set logged %d lines, want one naming the file:\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+}
+
+// TestPoolTimeoutError: a client that finds no free backend connection gets
+// PostgreSQL's wording: FATAL 53300, no internal prefix, and a hint naming
+// the keys to change.
+func TestPoolTimeoutError(t *testing.T) {
+	s := startServe(t, "pool: {max_conns: 1, acquire_timeout: 200ms}\n")
+	s.connect("alice") // holds the only backend connection
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := pgx.Connect(ctx, s.url("bob", "bob"))
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		t.Fatalf("second client with pool.max_conns 1: %v, want a server error", err)
+	}
+	if pe.Code != "53300" || pe.Severity != "FATAL" || pe.Message != "timed out waiting for a free backend connection" ||
+		!strings.Contains(pe.Hint, "pool.max_conns") || !strings.Contains(pe.Hint, "pool.acquire_timeout") {
+		t.Fatalf("got %s %s %q, hint %q", pe.Severity, pe.Code, pe.Message, pe.Hint)
 	}
 }
