@@ -218,7 +218,9 @@ func New(opts Options) *Parser {
 
 // Parse returns the facts of sql, from the cache when the same text was
 // parsed before. The returned Result is shared and immutable. A text the
-// grammar rejects yields a *SyntaxError; errors are cached like results.
+// grammar rejects yields a *SyntaxError, one whose parse tree could be too
+// deep for pg_query (see CheckDepth) a *DepthError; errors are cached like
+// results.
 func (p *Parser) Parse(sql string) (*Result, error) {
 	cacheable := len(sql) <= p.maxLen
 	if cacheable {
@@ -271,7 +273,11 @@ func analyze(input string) (*Result, error) {
 		// receives one inside a query string.
 		return nil, &SyntaxError{Message: "query text contains a NUL byte", Position: charPos(input, i)}
 	}
-	tree, err := pg_query.Parse(input)
+	tree, err := ParseTree(input) // refuses a tree too deep for pg_query's C code
+	var de *DepthError
+	if errors.As(err, &de) {
+		return nil, de
+	}
 	if err != nil {
 		var pe *pgparser.Error
 		if errors.As(err, &pe) {
@@ -297,10 +303,10 @@ func analyzeStmt(input string, raw *pg_query.RawStmt) (*Statement, error) {
 	st := factsOf(raw.Stmt)
 	st.Text, st.Location, st.Length, st.Tree = text, loc, length, raw
 	var err error
-	if st.Normalized, err = pg_query.Normalize(text); err != nil {
+	if st.Normalized, err = Normalize(text); err != nil {
 		return nil, fmt.Errorf("normalize: %w", err)
 	}
-	if st.Fingerprint, err = pg_query.Fingerprint(text); err != nil {
+	if st.Fingerprint, err = fingerprint(text); err != nil {
 		return nil, fmt.Errorf("fingerprint: %w", err)
 	}
 	return st, nil

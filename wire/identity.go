@@ -8,6 +8,7 @@ import (
 
 	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/identity"
+	"github.com/dbalproxy/dbalproxy/parser"
 	"github.com/jackc/pgx/v5/pgproto3"
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -165,7 +166,15 @@ func (sess *session) identityDecide(sql string) *Plan {
 	if !containsFold(sql, "dbal") || !containsFold(sql, "token") {
 		return nil // not about dbal.token: no parse here
 	}
-	tree, err := pg_query.Parse(sql)
+	tree, err := parser.ParseTree(sql)
+	var de *parser.DepthError
+	if errors.As(err, &de) && sess.decider != nil {
+		// Too deep to tell whether it switches the end user: refused in
+		// every mode, as a switch that may not happen is.
+		v := sess.decider.Version()
+		return &Plan{Version: v, Statements: []PlannedStatement{{Decision: audit.DecisionDeny, Reason: parser.DepthMessage, PolicyVersion: v}},
+			Deny: &Denial{Code: de.SQLState(), Message: parser.DepthMessage, Hint: parser.DepthHint}}
+	}
 	if err != nil {
 		return nil // the planner reports the syntax error
 	}
@@ -296,7 +305,7 @@ func endsTransaction(ps *PlannedStatement) bool {
 	case "COMMIT", "PREPARE TRANSACTION":
 		return true
 	case "ROLLBACK":
-		tree, err := pg_query.Parse(ps.QueryRaw)
+		tree, err := parser.ParseTree(ps.QueryRaw)
 		if err != nil || len(tree.Stmts) != 1 {
 			return true
 		}

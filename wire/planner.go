@@ -14,7 +14,6 @@ import (
 	"github.com/dbalproxy/dbalproxy/parser"
 	"github.com/dbalproxy/dbalproxy/policy"
 	lru "github.com/hashicorp/golang-lru/v2"
-	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/rs/zerolog"
 )
 
@@ -206,7 +205,7 @@ func (p *Planner) shapeKey(key planKey) (planKey, bool) {
 	if strings.IndexByte(key.sql, '$') >= 0 || len(key.sql) > maxShapeText || !utf8.ValidString(key.sql) {
 		return key, false
 	}
-	norm, err := pg_query.Normalize(key.sql)
+	norm, err := parser.Normalize(key.sql) // a text too deep is refused by plan
 	if err != nil || norm == key.sql {
 		return key, false
 	}
@@ -390,9 +389,10 @@ func (p *Planner) rewrite(st *parser.Statement, d *policy.Decision) (string, boo
 }
 
 // normalized is sql with its literals replaced, for the audit log; the
-// rewritten text carries the filter's values.
+// rewritten text carries the filter's values. It is "" for a text too deep
+// to normalize safely.
 func normalized(sql string) string {
-	n, err := pg_query.Normalize(sql)
+	n, err := parser.Normalize(sql)
 	if err != nil {
 		return ""
 	}
@@ -400,15 +400,22 @@ func normalized(sql string) string {
 }
 
 // unparsable plans a text the parser rejects: denied in strict mode (the
-// backend never sees it), forwarded in the other modes.
+// backend never sees it), forwarded in the other modes. The denial is
+// 42601 for a syntax error, 54001 for a text nested too deeply.
 func (p *Planner) unparsable(sql string, err error, mode policy.Mode, version string) *Plan {
-	msg := "the proxy could not parse this statement"
+	msg, code, hint := "the proxy could not parse this statement", CodeSyntaxError, ""
 	var se *parser.SyntaxError
-	if errors.As(err, &se) {
+	var de *parser.DepthError
+	switch {
+	case errors.As(err, &se):
 		msg = se.Message
 		if se.Position > 0 {
 			msg += " at character " + strconv.Itoa(se.Position)
 		}
+	case errors.As(err, &de):
+		// PostgreSQL's answer to a statement nested too deeply (54001);
+		// pg_query never saw the text.
+		msg, code, hint = parser.DepthMessage, de.SQLState(), parser.DepthHint
 	}
 	ps := PlannedStatement{Reason: msg, PolicyVersion: version}
 	switch mode {
@@ -420,7 +427,7 @@ func (p *Planner) unparsable(sql string, err error, mode policy.Mode, version st
 		return &Plan{SQL: sql, Version: version, Statements: []PlannedStatement{ps}}
 	}
 	ps.Decision = audit.DecisionDeny
-	return &Plan{Version: version, Statements: []PlannedStatement{ps}, Deny: &Denial{Code: CodeSyntaxError, Message: msg}}
+	return &Plan{Version: version, Statements: []PlannedStatement{ps}, Deny: &Denial{Code: code, Message: msg, Hint: hint}}
 }
 
 // prefixSQL is the text of the statements that run before a denied one.
