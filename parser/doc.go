@@ -15,6 +15,9 @@
 //   - Fingerprint and Normalized (constants replaced by $n) per statement,
 //     each computed from the statement's own Text.
 //   - Syntax errors as *SyntaxError (SQLSTATE 42601, 1-based position).
+//   - A text nested deeper than the C parser can safely hold as *DepthError
+//     (SQLSTATE 54001, as PostgreSQL's "stack depth limit exceeded"),
+//     found by CheckDepth before any C code runs.
 //
 // Results, statements and parse trees are shared between callers through the
 // cache: nobody may modify them.

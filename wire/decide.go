@@ -82,7 +82,7 @@ type Denial struct {
 	// the denied statement is the first.
 	Prefix string
 	// Code is the SQLSTATE: 42501 for a policy denial, 42601 for a
-	// statement the parser cannot read.
+	// statement the parser cannot read, 54001 for one nested too deeply.
 	Code    string
 	Message string
 	// Detail names the statement's command and table; the decision id is
