@@ -303,7 +303,7 @@ func TestRLSDifferential(t *testing.T) {
 		}
 		// Reads first: a rolled-back write leaves its transaction id in
 		// xmax of the rows it touched, and reads may show xmax.
-		denied, errs := 0, 0
+		denied, errs, nonEmpty := 0, 0, 0
 		errCodes := map[string]int{}
 		var deniedSample []string
 		for _, c := range append(reads, writes...) {
@@ -319,6 +319,8 @@ func TestRLSDifferential(t *testing.T) {
 			if nr.code != "" {
 				errs++
 				errCodes[nr.code]++
+			} else if len(nr.rows) > 0 && nr.rows[0] != "0" {
+				nonEmpty++
 			}
 			if !rlsSame(nr, vr) {
 				mismatches++
@@ -329,7 +331,8 @@ func TestRLSDifferential(t *testing.T) {
 				}
 			}
 		}
-		t.Logf("%s: %d statements (%d reads, %d writes), %d refused by the proxy, %d errors on both sides %v", pr.login, n, len(reads), len(writes), denied, errs, errCodes)
+		t.Logf("%s: %d statements (%d reads, %d writes): %d with rows, %d refused by the proxy, %d errors on both sides %v",
+			pr.login, n, len(reads), len(writes), nonEmpty, denied, errs, errCodes)
 		for _, s := range deniedSample {
 			t.Logf("  refused: %s", s)
 		}
@@ -355,6 +358,7 @@ type grel struct {
 	cols   []gcol
 	table  string
 	joined bool // inside a JOIN: unqualified names do not reach it directly
+	plain  bool // an unaliased table: its columns may be schema-qualified
 }
 
 // gscope is one query level.
@@ -390,6 +394,7 @@ type rlsGen struct {
 	args    []any
 	seq     int
 	writing bool // inside UPDATE/DELETE: no system columns but ctid and tableoid
+	shadow  bool // a CTE named users is in scope: the table is public.users
 	own     map[string]any
 }
 
@@ -477,14 +482,24 @@ func nameInUse(sc *gscope, name string) bool {
 func (g *rlsGen) baseRel(sc *gscope, table string) (*grel, string) {
 	g.seq++
 	r := &grel{table: table, cols: slices.Clone(rlsTables[table])}
+	only, sample := "", ""
+	if g.chance(0.08) {
+		only = "ONLY "
+	}
+	if g.chance(0.08) {
+		sample = " TABLESAMPLE BERNOULLI (100)"
+	}
 	k := g.pick(10)
-	if k < 2 && !nameInUse(sc, table) {
-		r.qual = table
-		return r, g.oneOf(table, "public."+table)
+	if k < 2 && !nameInUse(sc, table) && !g.shadow {
+		r.qual, r.plain = table, true
+		return r, only + g.oneOf(table, "public."+table) + sample
 	}
 	r.qual = fmt.Sprintf("%c%d", table[0], g.seq)
+	if g.shadow {
+		table = "public." + table
+	}
 	if k < 6 {
-		return r, table + g.oneOf(" ", " AS ") + r.qual
+		return r, only + table + g.oneOf(" ", " AS ") + r.qual + sample
 	}
 	// A column list: rename the first n columns, mostly to each other's
 	// names (users AS u(username, id)), so that the client's id is not the
@@ -504,7 +519,7 @@ func (g *rlsGen) baseRel(sc *gscope, table string) (*grel, string) {
 	for i := range names {
 		r.cols[i].name = names[i]
 	}
-	return r, fmt.Sprintf("%s AS %s(%s)", table, r.qual, strings.Join(names, ", "))
+	return r, fmt.Sprintf("%s%s AS %s(%s)%s", only, table, r.qual, strings.Join(names, ", "), sample)
 }
 
 // ref refers to column c of r from level sc: qualified, or bare when r is
@@ -512,6 +527,9 @@ func (g *rlsGen) baseRel(sc *gscope, table string) (*grel, string) {
 func (g *rlsGen) ref(sc *gscope, r *grel, c gcol) string {
 	if len(sc.rels) == 1 && sc.rels[0] == r && !r.joined && g.chance(0.35) {
 		return c.name
+	}
+	if r.plain && g.chance(0.2) {
+		return "public." + r.qual + "." + c.name
 	}
 	return r.qual + "." + c.name
 }
@@ -769,6 +787,38 @@ func (g *rlsGen) derivedBody(sc *gscope, table string) (string, []gcol) {
 	return body, cols
 }
 
+// derivedJoin is a sub-select over users joined with page_views.
+func (g *rlsGen) derivedJoin(sc *gscope) (string, []gcol) {
+	inner := &gscope{parent: sc}
+	u, uf := g.baseRel(inner, "users")
+	p, pf := g.baseRel(inner, "page_views")
+	u.joined, p.joined = true, true
+	inner.rels = []*grel{u, p}
+	uc, _ := g.randCol(u, "text")
+	body := fmt.Sprintf("SELECT %s AS k, %s.%s AS uc, %s.level AS lv FROM %s %s %s ON %s",
+		g.idRef(&gscope{rels: []*grel{u}}), u.qual, uc.name, p.qual, uf, g.oneOf("JOIN", "LEFT JOIN"), pf, joinOn(u, p))
+	if g.chance(0.6) {
+		body += " WHERE " + g.pred(inner, 1)
+	}
+	return body, []gcol{{"k", "text", "users.id"}, {"uc", "text", uc.pool}, {"lv", "int", "page_views.level"}}
+}
+
+// derivedSetOp is a UNION of user ids from users and page_views.
+func (g *rlsGen) derivedSetOp(sc *gscope) (string, []gcol) {
+	var arms []string
+	for _, table := range []string{"users", "page_views"} {
+		inner := &gscope{parent: sc}
+		r, from := g.baseRel(inner, table)
+		inner.rels = []*grel{r}
+		arm := "SELECT " + g.idRef(inner) + " AS k FROM " + from
+		if g.chance(0.6) {
+			arm += " WHERE " + g.pred(inner, 1)
+		}
+		arms = append(arms, arm)
+	}
+	return arms[0] + g.oneOf(" UNION ", " UNION ALL ", " EXCEPT ") + arms[1], []gcol{{"k", "text", "users.id"}}
+}
+
 // fromClause adds the FROM items of a level to sc and returns the clause
 // and the join conditions its WHERE must hold.
 func (g *rlsGen) fromClause(sc *gscope, top bool) (string, []string) {
@@ -779,7 +829,7 @@ func (g *rlsGen) fromClause(sc *gscope, top bool) (string, []string) {
 		return "page_views"
 	}
 	switch k := g.pick(12); {
-	case k < 5:
+	case k < 4:
 		r, from := g.baseRel(sc, users())
 		sc.rels = append(sc.rels, r)
 		return from, nil
@@ -792,18 +842,32 @@ func (g *rlsGen) fromClause(sc *gscope, top bool) (string, []string) {
 		if g.chance(0.3) {
 			on += " AND " + g.simplePred(&gscope{rels: []*grel{u, p}, parent: sc.parent})
 		}
-		join := g.oneOf(" JOIN ", " LEFT JOIN ", " INNER JOIN ")
-		if g.chance(0.5) {
-			return uf + join + pf + " ON " + on, nil
+		switch g.pick(5) {
+		case 0:
+			return uf + g.oneOf(" JOIN ", " INNER JOIN ") + pf + " ON " + on, nil
+		case 1:
+			return uf + " LEFT JOIN " + pf + " ON " + on, nil
+		case 2:
+			return pf + " JOIN " + uf + " ON " + on, nil
 		}
-		return pf + join + uf + " ON " + on, nil
+		// Pages and their owner, if the principal may see it.
+		return pf + " LEFT JOIN " + uf + " ON " + on, nil
 	case k < 8:
 		u, uf := g.baseRel(sc, "users")
 		p, pf := g.baseRel(sc, "page_views")
 		sc.rels = append(sc.rels, u, p)
 		return uf + ", " + pf, []string{joinOn(u, p)}
 	case k < 10 && top:
-		body, cols := g.derivedBody(sc, users())
+		var body string
+		var cols []gcol
+		switch g.pick(5) {
+		case 0:
+			body, cols = g.derivedJoin(sc)
+		case 1:
+			body, cols = g.derivedSetOp(sc)
+		default:
+			body, cols = g.derivedBody(sc, users())
+		}
 		g.seq++
 		r := &grel{qual: fmt.Sprintf("s%d", g.seq), cols: cols}
 		sc.rels = append(sc.rels, r)
@@ -857,9 +921,17 @@ func (g *rlsGen) selectItems(sc *gscope, ordered bool) (string, int) {
 		return r.qual + ".*", len(r.cols)
 	}
 	var items []string
+	// A system column and a whole row of one fenced table make the proxy
+	// refuse the statement: one select list has one or the other.
+	sys, whole := false, false
 	for range 1 + g.pick(4) {
 		r := g.randRel(sc)
-		switch k := g.pick(20); {
+		switch k := g.pick(22); {
+		case k < 13 && r.joined && r.table != "" && !sys && g.chance(0.3):
+			// The whole row of a joined table, often an outer join's
+			// nullable side.
+			items = append(items, r.qual+"::text")
+			whole = true
 		case k < 13:
 			c, _ := g.randCol(r)
 			items = append(items, g.ref(sc, r, c))
@@ -869,23 +941,43 @@ func (g *rlsGen) selectItems(sc *gscope, ordered bool) (string, int) {
 			} else {
 				items = append(items, "coalesce("+r.qual+"."+r.cols[0].name+", "+r.qual+"."+r.cols[0].name+")")
 			}
-		case k < 18 && r.table != "":
-			sys := g.oneOf("ctid", "tableoid", "xmin", "xmax", "cmin", "cmax")
-			if ordered && sys != "ctid" && sys != "tableoid" {
-				items = append(items, r.qual+"."+sys+"::text")
+		case k < 18 && r.table != "" && !whole:
+			sys = true
+			col := g.oneOf("ctid", "tableoid", "xmin", "xmax", "cmin", "cmax")
+			if ordered && col != "ctid" && col != "tableoid" {
+				items = append(items, r.qual+"."+col+"::text")
 			} else {
-				items = append(items, r.qual+"."+sys)
+				items = append(items, r.qual+"."+col)
 			}
 		case k < 19:
 			if id := g.idRef(sc); id != "" {
 				g.seq++
-				q := fmt.Sprintf("p%d", g.seq)
-				items = append(items, fmt.Sprintf("(SELECT count(*) FROM page_views %s WHERE %s.owner_id = %s)", q, q, id))
+				q := fmt.Sprintf("q%d", g.seq)
+				users := "users"
+				if g.shadow {
+					users = "public.users"
+				}
+				switch g.pick(3) {
+				case 0:
+					items = append(items, fmt.Sprintf("(SELECT count(*) FROM page_views %s WHERE %s.owner_id = %s)", q, q, id))
+				case 1:
+					items = append(items, fmt.Sprintf("(SELECT max(%s.email) FROM %s %s WHERE %s.id = %s)", q, users, q, q, id))
+				default:
+					items = append(items, fmt.Sprintf("(SELECT count(*) FROM %s %s WHERE %s.id <> %s AND %s.role LIKE 'u%%')", users, q, q, id, q))
+				}
 				continue
 			}
 			fallthrough
+		case k < 20:
+			items = append(items, "count(*) OVER ()")
 		default:
+			if sys {
+				items = append(items, "1")
+				continue
+			}
+			// A whole row: NULL where an outer join found no match.
 			items = append(items, r.qual+"::text")
+			whole = true
 		}
 	}
 	return strings.Join(items, ", "), len(items)
@@ -919,6 +1011,11 @@ func (g *rlsGen) plainSelect() (string, bool) {
 		body, cols := g.derivedBody(sc, table)
 		g.seq++
 		name := fmt.Sprintf("c%d", g.seq)
+		if table == "users" && g.chance(0.3) {
+			// WITH users AS (... FROM users ...): the CTE hides the table
+			// in the rest of the statement.
+			name, g.shadow = "users", true
+		}
 		with = "WITH " + name + " AS (" + body + ") "
 		r := &grel{qual: name, cols: cols}
 		sc.rels = append(sc.rels, r)
@@ -1116,7 +1213,7 @@ func (g *rlsGen) write() string {
 
 // statement is the next generated statement.
 func (g *rlsGen) statement() rlsCase {
-	g.args, g.seq = nil, 0
+	g.args, g.seq, g.shadow = nil, 0, false
 	g.params = g.chance(0.6)
 	var c rlsCase
 	switch k := g.pick(20); {
