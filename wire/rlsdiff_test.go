@@ -99,6 +99,19 @@ func TestAdminCannotTouchGodRows(t *testing.T) {
 // and SQLSTATEs must agree. A statement the proxy refuses with its own 42501
 // is counted, not compared; too many refusals fail the test.
 //
+// The grammar (rlsGen): selects over users and page_views, unaliased,
+// aliased and aliased with column lists that swap the columns' names;
+// joins (inner, left, comma, LATERAL), sub-selects in FROM (one table, a
+// join, a UNION), CTEs (one named users), EXISTS and IN sub-selects,
+// scalar sub-selects, UNION/INTERSECT/EXCEPT [ALL], aggregates with GROUP
+// BY and HAVING, windows, DISTINCT, ORDER BY, LIMIT/OFFSET (then ORDER BY
+// every output column), system columns in select lists and conditions,
+// whole rows, ONLY and TABLESAMPLE BERNOULLI (100); conditions with
+// comparisons, IN, BETWEEN, LIKE, IS NULL, OR, NOT, lower/upper/length/
+// coalesce; literals inline or as parameters, in the simple and extended
+// protocols; and UPDATE/DELETE of users (with FROM/USING page_views,
+// RETURNING, in a CTE) in transactions that are rolled back, after all reads.
+//
 // DBALPROXY_RLSDIFF_N sets the number of statements per principal (default
 // 150, 50 with -short) and DBALPROXY_RLSDIFF_SEED the seed (default 1).
 
