@@ -25,9 +25,10 @@ row_columns["public.users"] := {"id", "role"}
 every_row if input.session.role in {"god", "supergod", "migrator"}
 
 # users: role "user" sees and updates only its own row (id = its user_id
-# claim); admins see and change every row but may not write a role above
-# admin, so they cannot make anyone god or supergod (nor change a row that
-# already is one: the row after the update would still be).
+# claim); admins see every row but update and delete only rows whose role is
+# user or admin, and may not write a role above admin: they cannot make
+# anyone god or supergod, nor change or remove a row that already is one
+# (an UPDATE that would demote it, or a DELETE, finds no row to change).
 
 rows["public.users"].select if every_row
 
@@ -40,7 +41,10 @@ rows["public.users"].select if {
 
 rows["public.users"].update if every_row
 
-rows["public.users"].update if input.session.role == "admin"
+rows["public.users"].update if {
+	input.session.role == "admin"
+	input.row.role in {"user", "admin"}
+}
 
 rows["public.users"].update if {
 	input.session.role == "user"
@@ -49,7 +53,10 @@ rows["public.users"].update if {
 
 rows["public.users"].delete if every_row
 
-rows["public.users"].delete if input.session.role == "admin"
+rows["public.users"].delete if {
+	input.session.role == "admin"
+	input.row.role in {"user", "admin"}
+}
 
 new_rows["public.users"].insert if every_row
 

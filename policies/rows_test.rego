@@ -47,11 +47,26 @@ test_user_without_claim_sees_nothing if {
 
 # --- role admin: every row, but never writes a role above admin --------------
 
-test_admin_sees_and_changes_every_row if {
-	every r in [row("u_alice", "user"), row("u_carol", "god"), row("u_dave", "supergod")] {
+test_admin_sees_every_row if {
+	every r in [row("u_alice", "user"), row("u_bob", "admin"), row("u_carol", "god"), row("u_dave", "supergod"), row("u_x", null)] {
 		dbal.rows["public.users"].select with input as {"session": admin, "row": r}
+	}
+}
+
+test_admin_changes_user_and_admin_rows if {
+	every r in [row("u_alice", "user"), row("u_bob", "admin")] {
 		dbal.rows["public.users"].update with input as {"session": admin, "row": r}
 		dbal.rows["public.users"].delete with input as {"session": admin, "row": r}
+	}
+}
+
+# A god or supergod row is out of an admin's reach: an UPDATE (even one that
+# would demote it to "user", which new_rows allows) or DELETE of it changes
+# no row, as under PostgreSQL's RLS USING.
+test_admin_cannot_change_god_or_supergod_rows if {
+	every r in [row("u_carol", "god"), row("u_dave", "supergod"), row("u_x", "root"), row("u_x", null)] {
+		not dbal.rows["public.users"].update with input as {"session": admin, "row": r}
+		not dbal.rows["public.users"].delete with input as {"session": admin, "row": r}
 	}
 }
 

@@ -46,16 +46,28 @@
 // uses the primary key; such a comparison shows nothing of a hidden row,
 // and the original stays outside, so the result is unchanged. For the same
 // reason the guard of an UPDATE or DELETE repeats them outside its CASE.
+// Nothing is copied for a reference whose alias has a column list (users
+// AS u(x, id), where u.id is the table's second column): it keeps the
+// fence, with the column list outside, and no flat form (see unfence).
 // SELECT * keeps the table's column set, so *, u.* and column
 // references keep working; a column reference qualified with the table's
 // schema (public.users.email) loses the schema, since the fence's alias is a
 // plain name. A table reference keeps ONLY and TABLESAMPLE (which move into
-// the fence). A whole-row reference (SELECT u FROM users u) is cast back to
-// the table's row type (u::public.users), since the sub-select's whole row
-// is an anonymous record: the row description the client sees is unchanged.
-// (A bare name is taken for a whole row when the nearest relation in scope
-// has that name; a column named like its own table's alias would be cast
-// too, and fail.)
+// the fence). System columns (ctid, xmin, xmax, cmin, cmax, tableoid) that
+// the statement references through a fenced table, qualified or bare, are
+// added to the fence's select list under their own names
+// (SELECT *, ctid FROM ...), as row-level security leaves them readable; a
+// statement that also expands that table's columns (*, u.*, a whole-row
+// reference, NATURAL JOIN, a join alias's *) would then get more columns
+// than the table has, and is refused (*DeniedError). The targets of UPDATE,
+// DELETE and MERGE are not fenced and keep their system columns. A
+// whole-row reference (SELECT u FROM users u) becomes `CASE WHEN u IS
+// DISTINCT FROM NULL THEN u::public.users END` (named u in a select list),
+// since the sub-select's whole row is an anonymous record: the row
+// description the client sees is unchanged, and the row is NULL, not a row
+// of NULLs, where an outer join has no match. (A bare name is taken for a
+// whole row when the nearest relation in scope has that name; a column
+// named like its own table's alias would be rewritten too, and fail.)
 //
 // Unqualified names mean schema public; schema-qualified, quoted and
 // differently cased spellings (public.users, "users", USERS) are the same
@@ -130,6 +142,8 @@
 //   - COPY <filtered table> FROM (COPY ... TO becomes COPY (SELECT * FROM
 //     <fence> AS t) TO, keeping its column list and options);
 //   - UPDATE/DELETE ... WHERE CURRENT OF on a filtered table;
+//   - a system column of a fenced table in a statement that also expands
+//     all of that table's columns (see above);
 //   - any other statement naming a filtered table outside FROM: TRUNCATE,
 //     LOCK, VACUUM/ANALYZE, CLUSTER, GRANT, DDL;
 //   - while any filter or column read rule applies, functions that run SQL

@@ -124,6 +124,17 @@ var attacks = []attack{
 	{name: "data-modifying cte delete", sql: "WITH d AS (DELETE FROM users WHERE id <> 'u_alice' RETURNING id) SELECT count(*) FROM d", want: rows("0")},
 	{name: "upsert onto a hidden row", sql: "INSERT INTO users (id, username, email, role) VALUES ('u_bob', 'bob2', 'b2@example.com', 'user') ON CONFLICT (id) DO UPDATE SET email = excluded.email RETURNING id", dbErr: CheckViolationMarker},
 	{name: "upsert onto the own row", sql: "INSERT INTO users AS u (id, username, email, role) VALUES ('u_alice', 'x', 'new@example.com', 'user') ON CONFLICT (id) DO UPDATE SET email = excluded.email WHERE u.role = 'user' RETURNING u.email", want: rows("new@example.com")},
+	// fidelity: what row-level security would return
+	{name: "column list renames id: not copied into the fence", sql: "SELECT x, id FROM users AS u(x, id) WHERE id = 'alice' AND length(x) > 0", want: rows("u_alice alice")},
+	{name: "column list, simple comparison only", sql: "SELECT x FROM users AS u(x, id) WHERE u.id = 'alice'", want: rows("u_alice")},
+	{name: "column list with a name the table lacks", sql: "SELECT u.a FROM users AS u(a) JOIN page_views p ON p.owner_id = u.a WHERE u.a = 'u_alice'", want: rows("u_alice")},
+	{name: "system columns through the fence", sql: "SELECT u.ctid, u.tableoid::regclass, u.xmin::text <> '0', u.cmin::text FROM users u JOIN page_views p ON p.owner_id = u.id", want: rows("(0,1) users t 0")},
+	{name: "bare system column through the fence", sql: "SELECT ctid, email FROM users WHERE email LIKE '%e%' AND xmax::text <> 'x' ORDER BY xmin::text", want: rows("(0,1) alice@example.com")},
+	{name: "system column from a sublink", sql: "SELECT (SELECT u.ctid) FROM users u WHERE u.email LIKE '%'", want: rows("(0,1)")},
+	{name: "system column of an update's FROM", sql: "UPDATE page_views p SET title = p.title FROM users u WHERE u.id = p.owner_id AND u.email LIKE '%' RETURNING u.ctid", want: rows("(0,1)"), changes: []string{"page_views"}},
+	{name: "system columns of an update target", sql: "UPDATE users SET email = email WHERE email LIKE '%' RETURNING tableoid::regclass, users.xmin::text <> '0'", want: rows("users t")},
+	{name: "whole row of an outer join's missing side is NULL", sql: "SELECT p.slug, u IS DISTINCT FROM NULL, to_jsonb(u) IS NULL FROM page_views p LEFT JOIN users u ON u.id = p.owner_id ORDER BY p.id",
+		want: rows("home f t", "about f t", "pricing f t", "admin f t", "drafts t f")},
 	// refused outright
 	{name: "merge into: only the visible row matches", setup: "DELETE FROM page_views WHERE owner_id = 'u_alice'",
 		sql:   "MERGE INTO users u USING (SELECT id FROM (VALUES ('u_alice'), ('u_bob'), ('u_carol')) v(id)) s ON u.id = s.id WHEN MATCHED THEN UPDATE SET email = s.id || '@merged'",

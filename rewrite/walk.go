@@ -31,6 +31,43 @@ type rel struct {
 	// qualifiedOnly rels (ON CONFLICT's EXCLUDED) never own an unqualified
 	// column.
 	qualifiedOnly bool
+	// table is set for a reference to a table (fenced or not, also a DML
+	// target), which has system columns; joined for one inside a JOIN,
+	// whose names an unqualified column does not reach directly (only
+	// through the join, which has no system columns).
+	table, joined bool
+	// renamed is set when the alias has a column list (users AS u(a, b)):
+	// the client's names are not the table's.
+	renamed bool
+	// use records what the statement reads of a fenced table: see
+	// finishLevel. For a join alias, inner are the uses of the fenced
+	// tables inside the join, which its * and whole row expand too.
+	use   *fenceUse
+	inner []*fenceUse
+}
+
+// fenceUse is what a statement reads of one fenced table besides its
+// ordinary columns.
+type fenceUse struct {
+	// sys are the system columns referenced (ctid, xmin, ...), which the
+	// fence's SELECT * does not carry and must select by name.
+	sys map[string]bool
+	// star is set when *, t.*, a whole-row reference or NATURAL JOIN
+	// expands the fence's columns, which must then be the table's.
+	star bool
+}
+
+// systemColumns are PostgreSQL's system columns: every table has them, no
+// sub-select does.
+var systemColumns = []string{"tableoid", "ctid", "xmin", "cmin", "xmax", "cmax"}
+
+func isSystemColumn(name string) bool {
+	for _, c := range systemColumns {
+		if c == name {
+			return true
+		}
+	}
+	return false
 }
 
 // scope is one query level.
@@ -67,6 +104,9 @@ type walker struct {
 	sc      *scope
 	mutable bool // the tree is our own copy
 	changed bool
+	// aborted is set once the walk fails: levels are left without being
+	// finished.
+	aborted bool
 	// inlinable counts the enclosing query levels whose conditions the
 	// planner may push into the level being walked (a sub-select in FROM,
 	// a CTE body), and is 1 for statements whose queries are kept for
@@ -98,7 +138,10 @@ func (w *walker) run(root *pg_query.Node) (err error) {
 	return nil
 }
 
-func (w *walker) fail(err error) { panic(abort{err}) }
+func (w *walker) fail(err error) {
+	w.aborted = true
+	panic(abort{err})
+}
 
 // mutate is called before every change to the tree.
 func (w *walker) mutate() {
@@ -108,10 +151,83 @@ func (w *walker) mutate() {
 	w.changed = true
 }
 
+// push opens a query level; the function it returns finishes the level
+// (see finishLevel) and closes it.
 func (w *walker) push() func() {
 	saved := w.sc
 	w.sc = &scope{parent: saved}
-	return func() { w.sc = saved }
+	return func() {
+		if !w.aborted {
+			w.finishLevel()
+		}
+		w.sc = saved
+	}
+}
+
+// finishLevel completes the fences of the closing level once every
+// reference to them, from this level and the levels inside it, has been
+// seen. A fence is `SELECT * FROM table ...`, which has the table's columns
+// but not its system columns; those the statement references (u.ctid,
+// xmin) are added to its select list under their own names, as row-level
+// security leaves them readable. A fence whose columns are also expanded
+// (*, u.*, a whole-row reference, NATURAL JOIN) cannot have more columns
+// than the table without changing the row the client gets, so such a
+// statement is refused.
+func (w *walker) finishLevel() {
+	for i := range w.sc.rels {
+		r := &w.sc.rels[i]
+		if r.fence == nil || r.use == nil || len(r.use.sys) == 0 {
+			continue // not fenced (any more: see unfence), or nothing to add
+		}
+		var cols []string
+		for _, c := range systemColumns {
+			if r.use.sys[c] {
+				cols = append(cols, c)
+			}
+		}
+		if r.use.star {
+			w.fail(denied(r.key.String(), "system column %s of %s cannot be read in a statement that also reads every column of %q (*, %s.*, a whole-row reference or NATURAL JOIN) while a row filter applies: list the columns you need", cols[0], r.key, r.name, r.name))
+		}
+		w.mutate()
+		for _, c := range cols {
+			r.fence.TargetList = append(r.fence.TargetList,
+				pg_query.MakeResTargetNodeWithVal(pg_query.MakeColumnRefNode([]*pg_query.Node{pg_query.MakeStrNode(c)}, -1), -1))
+		}
+	}
+}
+
+// useSystem records a reference to system column name of r.
+func (r *rel) useSystem(name string) {
+	if r.use == nil {
+		return
+	}
+	if r.use.sys == nil {
+		r.use.sys = make(map[string]bool)
+	}
+	r.use.sys[name] = true
+}
+
+// useStar records that every column of r is read.
+func (r *rel) useStar() {
+	if r.use != nil {
+		r.use.star = true
+	}
+	for _, u := range r.inner {
+		u.star = true
+	}
+}
+
+// uses returns the fence uses of rels: their own and, for join aliases,
+// those inside.
+func uses(rels []rel) []*fenceUse {
+	var out []*fenceUse
+	for _, r := range rels {
+		if r.use != nil {
+			out = append(out, r.use)
+		}
+		out = append(out, r.inner...)
+	}
+	return out
 }
 
 // nodeOneof is the "node" oneof of pg_query.Node.
@@ -173,18 +289,9 @@ func (w *walker) node(n *pg_query.Node) {
 		w.dropStmt(x.DropStmt)
 	case *pg_query.Node_ColumnRef:
 		w.columnRef(x.ColumnRef)
-		if k, ok := w.fencedWholeRow(x.ColumnRef); ok {
-			// The fence's whole row is an anonymous record; the client
-			// asked for the table's row type.
+		if k, ok := w.wholeRow(x.ColumnRef); ok {
 			w.mutate()
-			n.Node = &pg_query.Node_TypeCast{TypeCast: &pg_query.TypeCast{
-				Arg: &pg_query.Node{Node: &pg_query.Node_ColumnRef{ColumnRef: x.ColumnRef}},
-				TypeName: &pg_query.TypeName{
-					Names:   []*pg_query.Node{pg_query.MakeStrNode(k.schema), pg_query.MakeStrNode(k.name)},
-					Typemod: -1, Location: -1,
-				},
-				Location: -1,
-			}}
+			n.Node = wholeRowOf(x.ColumnRef, k).Node
 		}
 	case *pg_query.Node_AExpr:
 		w.node(x.AExpr.Lexpr)
@@ -192,8 +299,16 @@ func (w *walker) node(n *pg_query.Node) {
 	case *pg_query.Node_BoolExpr:
 		w.nodes(x.BoolExpr.Args)
 	case *pg_query.Node_ResTarget:
-		w.nodes(x.ResTarget.Indirection)
-		w.node(x.ResTarget.Val)
+		// A select-list or RETURNING item.
+		rt := x.ResTarget
+		w.nodes(rt.Indirection)
+		name := outputName(rt.Val)
+		w.node(rt.Val)
+		if rt.Name == "" && name != "" && outputName(rt.Val) != name {
+			// A whole-row reference became an expression PostgreSQL
+			// would name "case": keep the name it had.
+			rt.Name = name
+		}
 	case *pg_query.Node_TypeCast:
 		w.node(x.TypeCast.Arg)
 	case *pg_query.Node_SubLink:
@@ -370,6 +485,9 @@ func (w *walker) fromItem(n *pg_query.Node) {
 		inside := w.sc.rels[start:]
 		if j.IsNatural {
 			// NATURAL compares every column the two sides share.
+			for _, u := range uses(inside) {
+				u.star = true
+			}
 			for _, r := range inside {
 				for _, cr := range r.rules {
 					if len(cr.readList) > 0 {
@@ -392,12 +510,18 @@ func (w *walker) fromItem(n *pg_query.Node) {
 		for _, r := range inside {
 			rules = append(rules, r.rules...)
 		}
+		inner := uses(inside)
 		w.node(j.Quals)
+		// Past its ON clause, a join's members are reached by unqualified
+		// names only through the join.
+		for i := range inside {
+			inside[i].joined = true
+		}
 		if a := j.JoinUsingAlias; a != nil && a.Aliasname != "" {
-			w.sc.rels = append(w.sc.rels, rel{name: a.Aliasname, aliased: true, rules: rules})
+			w.sc.rels = append(w.sc.rels, rel{name: a.Aliasname, aliased: true, rules: rules, inner: inner})
 		}
 		if a := j.Alias; a != nil && a.Aliasname != "" {
-			w.sc.rels = append(w.sc.rels, rel{name: a.Aliasname, aliased: true, rules: rules})
+			w.sc.rels = append(w.sc.rels, rel{name: a.Aliasname, aliased: true, rules: rules, inner: inner})
 		}
 	case *pg_query.Node_RangeSubselect:
 		rs := x.RangeSubselect
@@ -444,6 +568,8 @@ func (w *walker) fromRangeVar(n *pg_query.Node, rv *pg_query.RangeVar, sample *p
 		return
 	}
 	k := keyOf(rv)
+	r.table = true
+	r.renamed = len(rv.Alias.GetColnames()) > 0
 	if cr := w.c.columns[k]; cr != nil {
 		r.rules = []*columnRule{cr}
 	}
@@ -467,7 +593,7 @@ func (w *walker) fromRangeVar(n *pg_query.Node, rv *pg_query.RangeVar, sample *p
 			Subquery: sub,
 			Alias:    alias,
 		}}
-		r.fenced, r.key, r.fence, r.filter = true, k, sub.GetSelectStmt(), f
+		r.fenced, r.key, r.fence, r.filter, r.use = true, k, sub.GetSelectStmt(), f, &fenceUse{}
 	}
 	w.sc.rels = append(w.sc.rels, r)
 }
@@ -545,7 +671,9 @@ func (w *walker) pushDown(where *pg_query.Node) {
 	single := len(w.sc.rels) == 1
 	for i := range w.sc.rels {
 		r := &w.sc.rels[i]
-		if r.fence == nil {
+		if r.fence == nil || r.renamed {
+			// With a column list (users AS u(a, id)) the client's names
+			// are not the table's: u.id is its second column.
 			continue
 		}
 		for _, c := range conjuncts(where) {
@@ -589,8 +717,8 @@ func (w *walker) unfence(s *pg_query.SelectStmt) {
 		len(r.fence.FromClause) != 1 || r.fence.FromClause[0].GetRangeVar() == nil {
 		return // not fenced here, or fenced with its TABLESAMPLE
 	}
-	if len(rs.Alias.GetColnames()) > 0 {
-		return // u(a, b) renames the columns the filter names
+	if r.renamed {
+		return // u(a, b) renames the columns the filter and the client's conditions name
 	}
 	client := conjuncts(s.WhereClause)
 	for _, c := range client {
@@ -766,7 +894,7 @@ func (w *walker) selectStmt(s *pg_query.SelectStmt) {
 // targetRel is the rel of a DML target, with its filter if any.
 func (w *walker) targetRel(rv *pg_query.RangeVar) (rel, *filter) {
 	k := keyOf(rv)
-	r := rel{name: rv.Relname, schema: rv.Schemaname}
+	r := rel{name: rv.Relname, schema: rv.Schemaname, table: true}
 	if a := rv.Alias.GetAliasname(); a != "" {
 		r.name, r.aliased = a, true
 	}
@@ -994,10 +1122,55 @@ func (w *walker) copyStmt(s *pg_query.CopyStmt) {
 	s.Attlist = nil
 }
 
-// fencedWholeRow reports whether c is a whole-row reference (a bare name)
-// to a fenced table, and which: the nearest relation of that name, as
-// PostgreSQL resolves it when no column has the name.
-func (w *walker) fencedWholeRow(c *pg_query.ColumnRef) (tableKey, bool) {
+// wholeRowOf is the fenced table's row for the whole-row reference c to
+// its fence: `CASE WHEN c IS DISTINCT FROM NULL THEN c::schema.table END`.
+// The fence's whole row is an anonymous record; the client asked for the
+// table's row type. A plain cast would not do: PostgreSQL turns a cast of a
+// record to a table's type into ROW(c.col1, c.col2, ...), which is a row
+// of NULLs, not NULL, when an outer join null-extends the fence, where the
+// table's own whole row is NULL.
+func wholeRowOf(c *pg_query.ColumnRef, k tableKey) *pg_query.Node {
+	ref := func() *pg_query.Node {
+		return &pg_query.Node{Node: &pg_query.Node_ColumnRef{ColumnRef: proto.Clone(c).(*pg_query.ColumnRef)}}
+	}
+	notNull := &pg_query.Node{Node: &pg_query.Node_AExpr{AExpr: &pg_query.A_Expr{
+		Kind:     pg_query.A_Expr_Kind_AEXPR_DISTINCT,
+		Name:     []*pg_query.Node{pg_query.MakeStrNode("=")},
+		Lexpr:    ref(),
+		Rexpr:    &pg_query.Node{Node: &pg_query.Node_AConst{AConst: &pg_query.A_Const{Isnull: true, Location: -1}}},
+		Location: -1,
+	}}}
+	cast := &pg_query.Node{Node: &pg_query.Node_TypeCast{TypeCast: &pg_query.TypeCast{
+		Arg: ref(),
+		TypeName: &pg_query.TypeName{
+			Names:   []*pg_query.Node{pg_query.MakeStrNode(k.schema), pg_query.MakeStrNode(k.name)},
+			Typemod: -1, Location: -1,
+		},
+		Location: -1,
+	}}}
+	return &pg_query.Node{Node: &pg_query.Node_CaseExpr{CaseExpr: &pg_query.CaseExpr{
+		Args:     []*pg_query.Node{pg_query.MakeCaseWhenNode(notNull, cast, -1)},
+		Location: -1,
+	}}}
+}
+
+// outputName is the name PostgreSQL gives a select-list item without AS
+// when it is a column reference, possibly cast (its last name), else "".
+func outputName(e *pg_query.Node) string {
+	for e.GetTypeCast() != nil {
+		e = e.GetTypeCast().Arg
+	}
+	if c := e.GetColumnRef(); c != nil && len(c.Fields) > 0 {
+		return c.Fields[len(c.Fields)-1].GetString_().GetSval()
+	}
+	return ""
+}
+
+// wholeRow reports whether c is a whole-row reference (a bare name) to a
+// fenced table, and which: the nearest relation of that name, as
+// PostgreSQL resolves it when no column has the name. It records that the
+// relation's columns are all read (see finishLevel).
+func (w *walker) wholeRow(c *pg_query.ColumnRef) (tableKey, bool) {
 	if len(c.Fields) != 1 || !w.mutable {
 		return tableKey{}, false
 	}
@@ -1008,6 +1181,7 @@ func (w *walker) fencedWholeRow(c *pg_query.ColumnRef) (tableKey, bool) {
 	for s := w.sc; s != nil; s = s.parent {
 		for i := range s.rels {
 			if r := &s.rels[i]; !r.qualifiedOnly && r.name == name {
+				r.useStar()
 				return r.key, r.fenced
 			}
 		}
@@ -1042,12 +1216,16 @@ func (w *walker) columnRef(c *pg_query.ColumnRef) {
 		if len(names) <= 3 {
 			if r := w.findRel(names); r != nil {
 				checkStar(r)
+				r.useStar()
 				w.dropSchema(c, r, len(names))
 			}
 		}
 	default:
 		for take := min(len(names)-1, 3); take >= 1; take-- {
 			if r := w.findRel(names[:take]); r != nil {
+				if take == len(names)-1 && isSystemColumn(names[take]) {
+					r.useSystem(names[take])
+				}
 				for _, cr := range r.rules {
 					if cr.read[names[take]] {
 						w.fail(&ColumnError{Table: cr.table, Column: names[take]})
@@ -1092,6 +1270,7 @@ func (w *walker) starAll() {
 		for i := range s.rels {
 			if !s.rels[i].qualifiedOnly {
 				checkStar(&s.rels[i])
+				s.rels[i].useStar()
 			}
 		}
 		return
@@ -1105,6 +1284,9 @@ func (w *walker) starAll() {
 func (w *walker) unqualified(name string) {
 	if w.sc.useOutputs && w.sc.outputs[name] {
 		return
+	}
+	if isSystemColumn(name) {
+		w.unqualifiedSystem(name)
 	}
 	first := true
 	for s := w.sc; s != nil; s = s.parent {
@@ -1135,6 +1317,32 @@ func (w *walker) unqualified(name string) {
 			}
 		}
 		first = false
+	}
+}
+
+// unqualifiedSystem records a bare system column name for the table it
+// names: the one table reference of the nearest level that has table
+// references visible to bare names (several: PostgreSQL finds the name
+// ambiguous).
+func (w *walker) unqualifiedSystem(name string) {
+	for s := w.sc; s != nil; s = s.parent {
+		if len(s.rels) == 0 && s.opaque {
+			return
+		}
+		var found *rel
+		n := 0
+		for i := range s.rels {
+			if r := &s.rels[i]; r.table && !r.joined && !r.qualifiedOnly {
+				found = r
+				n++
+			}
+		}
+		if n == 1 {
+			found.useSystem(name)
+		}
+		if n > 0 {
+			return
+		}
 	}
 }
 

@@ -31,7 +31,6 @@ func TestChecksThroughProxy(t *testing.T) {
 		}{
 			{bob, "admin", "UPDATE users SET role = 'god' WHERE id = 'u_erin'", nil},
 			{bob, "admin", "UPDATE users SET role = $1 WHERE id = $2", []any{"supergod", "u_erin"}},
-			{bob, "admin", "UPDATE users SET email = email WHERE id = 'u_carol'", nil},
 			{bob, "admin", "INSERT INTO users (id, username, email, role) VALUES ($1, $2, $3, $4)", []any{"u_x", "x", "x@example.com", "god"}},
 			{bob, "admin", "INSERT INTO users (id, username, email, role) VALUES ('u_y', 'y', 'y@example.com', 'user') ON CONFLICT (id) DO NOTHING; UPDATE users SET role = 'god' WHERE id = 'u_y'", nil},
 			{bob, "admin", "INSERT INTO users (id, username, email, role) VALUES ('u_erin', 'erin', 'erin@example.com', 'user') ON CONFLICT (id) DO UPDATE SET role = 'god'", nil},
