@@ -290,6 +290,11 @@ func FuzzApplyChecks(f *testing.F) {
 			if _, err := pg_query.Parse(out); err != nil {
 				t.Fatalf("Apply(%q) = %q, which does not parse: %v", st.Text, out, err)
 			}
+			// FOR UPDATE/SHARE gives the locked tables the update access
+			// kind (PostgreSQL's privilege) without writing a row.
+			if slices.Contains(st.Flags, parser.FlagSelectForUpdate) && !slices.Contains(st.Flags, parser.FlagDataModifyingCTE) {
+				continue
+			}
 			for _, tbl := range st.Tables {
 				if tbl.Name == "users" && (tbl.Schema == "" || tbl.Schema == "public") && writes(&tbl) &&
 					!strings.Contains(out, CheckViolationMarker+"public.users") {

@@ -166,7 +166,9 @@ func TestDemo(t *testing.T) {
 	})
 	re := regexp.MustCompile(`psql '(postgres://alice:alice@127\.0\.0\.1:\d+/app\?sslmode=disable)'`)
 	var url string
-	waitFor(t, "the demo's psql lines", func() bool {
+	// The demo starts its own cluster and tests the policies first: slow
+	// under -race on two busy cores.
+	waitForWithin(t, 90*time.Second, "the demo's psql lines", func() bool {
 		m := re.FindStringSubmatch(stdout.String())
 		if m != nil {
 			url = m[1]
