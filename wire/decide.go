@@ -89,6 +89,10 @@ type Denial struct {
 	// appended per execution.
 	Detail string
 	Hint   string
+	// Position is the 1-based character position of a syntax error in the
+	// client's text, 0 for none; the client gets it as PostgreSQL's
+	// Position field, so psql can show the line and a caret.
+	Position int
 }
 
 // Auditor records decisions; *audit.Logger implements it. Log must not block

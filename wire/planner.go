@@ -403,15 +403,13 @@ func normalized(sql string) string {
 // backend never sees it), forwarded in the other modes. The denial is
 // 42601 for a syntax error, 54001 for a text nested too deeply.
 func (p *Planner) unparsable(sql string, err error, mode policy.Mode, version string) *Plan {
-	msg, code, hint := "the proxy could not parse this statement", CodeSyntaxError, ""
+	msg, code, hint, pos := "the proxy could not parse this statement", CodeSyntaxError, "", 0
 	var se *parser.SyntaxError
 	var de *parser.DepthError
 	switch {
 	case errors.As(err, &se):
-		msg = se.Message
-		if se.Position > 0 {
-			msg += " at character " + strconv.Itoa(se.Position)
-		}
+		// PostgreSQL's own message; the position goes in its own field.
+		msg, pos = se.Message, se.Position
 	case errors.As(err, &de):
 		// PostgreSQL's answer to a statement nested too deeply (54001);
 		// pg_query never saw the text.
@@ -427,7 +425,7 @@ func (p *Planner) unparsable(sql string, err error, mode policy.Mode, version st
 		return &Plan{SQL: sql, Version: version, Statements: []PlannedStatement{ps}}
 	}
 	ps.Decision = audit.DecisionDeny
-	return &Plan{Version: version, Statements: []PlannedStatement{ps}, Deny: &Denial{Code: code, Message: msg, Hint: hint}}
+	return &Plan{Version: version, Statements: []PlannedStatement{ps}, Deny: &Denial{Code: code, Message: msg, Hint: hint, Position: pos}}
 }
 
 // prefixSQL is the text of the statements that run before a denied one.

@@ -63,6 +63,9 @@ func wantProxyError(t testing.TB, err error, code string) (*pgconn.PgError, stri
 	if pe.Where != "" {
 		t.Errorf("a denial reached the client with a CONTEXT field: %q", pe.Where)
 	}
+	if pe.File != "" || pe.Line != 0 || pe.Routine != "" {
+		t.Errorf("a denial names a source location that is not the client's: %s:%d %s", pe.File, pe.Line, pe.Routine)
+	}
 	for _, f := range []string{pe.Message, pe.Detail, pe.Hint, pe.Where, pe.InternalQuery} {
 		if strings.Contains(f, "PL/pgSQL") || strings.Contains(f, "$dbalproxy$") {
 			t.Errorf("a denial leaks the injected statement: %+v", pe)

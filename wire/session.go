@@ -577,7 +577,7 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 			var nb []byte
 			switch {
 			case denied:
-				nb = stripWhere(b[5:])
+				nb = denialError(b[5:], r.run.denyPos)
 			case timedOut:
 				nb = timeoutError(b[5:], r.run.policyMS(ms))
 			default:

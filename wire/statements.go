@@ -30,6 +30,7 @@ type stmtRun struct {
 	start      time.Time
 	denyIdx    int    // index of the denied statement, -1 if none
 	decisionID string // the denied statement's decision id
+	denyPos    int    // the denial's error position (Denial.Position)
 	// violationID is set when the current statement failed the policy's
 	// write check: the decision id the client's error carries.
 	violationID string
@@ -396,7 +397,7 @@ func (sess *session) sendDenial(be *pool.Conn, kind reqKind, plan *Plan, d *Deni
 		delete(sess.stmts, "")
 	}
 	run := newRun(plan, nil)
-	run.denyIdx, run.decisionID = d.Index, id
+	run.denyIdx, run.decisionID, run.denyPos = d.Index, id, d.Position
 	raise := denyStatement(d, id)
 	sess.log.Info().Str("sqlstate", d.Code).Str("reason", d.Message).Str("decision_id", id).Msg("statement denied")
 	if kind == reqQuery {
@@ -998,14 +999,19 @@ func errorFields(body []byte) (code, msg string) {
 	return code, msg
 }
 
-// stripWhere re-encodes an ErrorResponse without its context ('W') field:
-// the PL/pgSQL context of an injected denial means nothing to the client.
-func stripWhere(body []byte) []byte {
+// denialError re-encodes the backend's error for an injected denial as the
+// client should see it: without the PL/pgSQL context and source location,
+// with the syntax error's position (0 for none).
+func denialError(body []byte, pos int) []byte {
 	var m pgproto3.ErrorResponse
 	if m.Decode(body) != nil {
 		return nil
 	}
-	m.Where = ""
+	// The backend raised it from the proxy's DO block: its context and
+	// source location (pl_exec.c) describe that block, not the client's
+	// statement.
+	m.Where, m.File, m.Line, m.Routine = "", "", 0, ""
+	m.Position = int32(pos)
 	buf, err := m.Encode(nil)
 	if err != nil {
 		return nil
