@@ -4,6 +4,8 @@ package wire_test
 // show (issue 12).
 
 import (
+	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -45,4 +47,54 @@ func TestSyntaxErrorFields(t *testing.T) {
 	if strings.Contains(stderr, "at character") {
 		t.Errorf("psql's output has the old suffix:\n%s", stderr)
 	}
+}
+
+// TestBackendPID checks that in session pooling the process id a client
+// gets in BackendKeyData is its backend's: pg_backend_pid() agrees, its
+// own notifications name it as sender, pg_terminate_backend of that pid
+// from elsewhere ends it, and a cancel with the key still goes through the
+// proxy (the secret is the proxy's own).
+func TestBackendPID(t *testing.T) {
+	if txPoolingSuite() {
+		t.Skip("transaction pooling hands out the proxy's own pid (see the README)")
+	}
+	t.Parallel()
+	p := startProxy(t)
+	ctx := ctxT(t, 30*time.Second)
+	a := openConn(t, p.URL("dave"), nil)
+	var pid uint32
+	if err := a.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.PgConn().PID(); got != pid {
+		t.Fatalf("BackendKeyData pid %d, pg_backend_pid() %d", got, pid)
+	}
+	mustExec(t, ctx, a, "LISTEN fidelity_self")
+	mustExec(t, ctx, a, "NOTIFY fidelity_self, 'x'")
+	n, err := a.WaitForNotification(ctx)
+	if err != nil || n.PID != pid {
+		t.Fatalf("own notification: %+v %v, want sender %d", n, err, pid)
+	}
+	// The secret is not the backend's: a cancel sent straight to the
+	// server with the client's key does nothing.
+	direct := openConn(t, p.DirectDB, nil)
+	done := make(chan error, 1)
+	go func() { _, err := a.Exec(ctx, "SELECT pg_sleep(2)"); done <- err }()
+	time.Sleep(300 * time.Millisecond)
+	sendCancel(t, net.JoinHostPort(p.Cluster.Host(), fmt.Sprint(p.Cluster.Port())), a.PgConn().PID(), a.PgConn().SecretKey())
+	time.Sleep(200 * time.Millisecond)
+	if err := a.PgConn().CancelRequest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; pgCode(err) != "57014" {
+		t.Fatalf("cancel through the proxy: %v, want 57014", err)
+	}
+	var ok bool
+	if err := direct.QueryRow(ctx, "SELECT pg_terminate_backend($1)", a.PgConn().PID()).Scan(&ok); err != nil || !ok {
+		t.Fatalf("pg_terminate_backend(%d): %v %v", a.PgConn().PID(), ok, err)
+	}
+	waitFor(t, "the terminated session's next statement to fail", 5*time.Second, func() bool {
+		_, err := a.Exec(ctx, "SELECT 1")
+		return err != nil
+	})
 }

@@ -180,7 +180,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if _, err := rand.Read(s.mockSecret); err != nil {
 		return nil, err
 	}
-	s.cancels.m = map[uint32]*session{}
+	s.cancels.m = map[uint64]*session{}
 	s.SetLimits(Limits{MaxClientConns: cfg.MaxClientConns, MaxLoginConns: cfg.MaxLoginConns, LoginMaxConns: cfg.LoginMaxConns})
 	s.logins.m = map[string]int{}
 	s.mu.listeners = map[net.Listener]struct{}{}
@@ -489,8 +489,13 @@ func (sess *session) drainWake(err error) (again bool) {
 // 31-bit cancel key process id.
 const maxPeerID = 127
 
-// peerShift is where the peer id sits in a cancel key's process id.
+// peerShift is where the peer id sits in a random cancel key process id.
+// Real process ids stay below it (Linux's pid_max is at most 2^22).
 const peerShift = 24
+
+// peerSecretShift is where the peer id sits in a cancel key's secret when
+// the process id is a backend's real one.
+const peerSecretShift = 25
 
 // withPeerID puts a peer id into the top bits of a random 31-bit process id
 // (unchanged when id is 0).
@@ -513,6 +518,10 @@ func (s *Server) forwardCancel(pid uint32, secret []byte) bool {
 		return false
 	}
 	id := int(pid >> peerShift)
+	if id == 0 && len(secret) == 4 {
+		// A backend's real process id: the peer id is in the secret.
+		id = int(secret[0] >> (peerSecretShift - 24))
+	}
 	addr, ok := s.cfg.Peers[id]
 	if id == 0 || id == s.cfg.PeerID || !ok || len(secret) != 4 {
 		return false

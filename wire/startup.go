@@ -314,7 +314,11 @@ func (sess *session) loginSteps(m *pgproto3.StartupMessage, lg **Login) (release
 		return nil, err
 	}
 	sess.initStatements()
-	sess.srv.cancels.register(sess)
+	var backendPID uint32
+	if !sess.txMode {
+		backendPID = be.PID // session pooling: the client's one backend
+	}
+	sess.srv.cancels.register(sess, backendPID)
 	if err := sess.greet(); err != nil {
 		sess.releaseBackend()
 		return nil, err
