@@ -97,6 +97,9 @@ type Snapshot struct {
 // Len is the number of functions in the snapshot.
 func (s *Snapshot) Len() int { return s.count }
 
+// ByOID returns the function with that OID, or nil.
+func (s *Snapshot) ByOID(oid uint32) *Function { return s.byOID[oid] }
+
 // Resolve returns every function a call of schema.name (schema "" for an
 // unqualified name) with args arguments (-1 when unknown) may be. The
 // result is shared: callers must not modify it.

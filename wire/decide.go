@@ -30,6 +30,11 @@ type SessionInfo struct {
 // returns the same *Plan, which callers must not modify.
 type Decider interface {
 	Decide(ctx context.Context, s *SessionInfo, sql string) (*Plan, error)
+	// DecideFunctionCall decides a fast-path FunctionCall of the function
+	// with that OID and number of arguments: a plan of one statement,
+	// allowed only if the same call written in SQL would be, and never
+	// rewritten (the message goes to the backend as the client sent it).
+	DecideFunctionCall(ctx context.Context, s *SessionInfo, oid uint32, args int) (*Plan, error)
 	// Version names the policy set that decides now. A prepared statement
 	// decided under another version is decided again before it runs.
 	Version() string

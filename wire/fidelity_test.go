@@ -6,6 +6,8 @@ package wire_test
 import (
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -97,4 +99,64 @@ func TestBackendPID(t *testing.T) {
 		_, err := a.Exec(ctx, "SELECT 1")
 		return err != nil
 	})
+}
+
+// TestFastPathFunctionCall checks that psql's \lo_import and \lo_export,
+// which libpq runs as fast-path FunctionCalls (lo_creat, lo_open, lowrite,
+// loread, lo_close), are decided like the same calls written in SQL: a
+// login whose policy allows the functions gets them through, with audit
+// records naming them; one whose policy does not gets 42501 with a
+// decision id, and its session goes on.
+func TestFastPathFunctionCall(t *testing.T) {
+	t.Parallel()
+	p, sink, _ := demoProxy(t, policy.ModeStrict)
+	dir := t.TempDir()
+	payload := strings.Repeat("large object payload ☃\n", 5000)
+	if err := os.WriteFile(filepath.Join(dir, "in.txt"), []byte(payload), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, err := runClient(t, p, p.proxyTarget("dave"), dir, "psql", "-X", "-v", "ON_ERROR_STOP=1", "-At",
+		"-c", `\lo_import in.txt`, "-c", `\lo_export :LASTOID out.txt`)
+	if err != nil {
+		t.Fatalf("psql as supergod: %v\n%s%s", err, out, stderr)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "out.txt"))
+	if err != nil || string(got) != payload {
+		t.Fatalf("the exported large object differs from the imported file (%d bytes, %v)", len(got), err)
+	}
+	seen := map[string]bool{}
+	for _, r := range sink.Records() {
+		if r.Command == "FUNCTION CALL" && r.Decision == "allow" && r.Success && r.User == "dave" {
+			for _, f := range r.Functions {
+				seen[f] = true
+			}
+		}
+	}
+	for _, f := range []string{"pg_catalog.lo_creat", "pg_catalog.lo_open", "pg_catalog.lowrite", "pg_catalog.loread", "pg_catalog.lo_close"} {
+		if !seen[f] {
+			t.Errorf("no audit record of an allowed fast-path call of %s (saw %v)", f, seen)
+		}
+	}
+
+	// god may not call lo_creat (volatile, not on the reviewed list).
+	out, stderr, err = runClient(t, p, p.proxyTarget("carol"), dir, "psql", "-X", "-At", "-v", "VERBOSITY=verbose",
+		"-c", `\lo_import in.txt`, "-c", "SELECT 'still here'")
+	if err == nil && !strings.Contains(stderr, "42501") {
+		t.Fatalf("psql as god: want a denial, got\n%s%s", out, stderr)
+	}
+	if !strings.Contains(stderr, "ERROR:  42501") || !decisionIDRe.MatchString(stderr) || !strings.Contains(stderr, "lo_") {
+		t.Errorf("psql as god: want 42501 naming the function with a decision id, got\n%s", stderr)
+	}
+	if !strings.Contains(out, "still here") {
+		t.Errorf("the session did not go on after the denial:\n%s%s", out, stderr)
+	}
+	denied := false
+	for _, r := range sink.Records() {
+		if r.Command == "FUNCTION CALL" && r.Decision == "deny" && r.User == "carol" && r.DecisionID != "" {
+			denied = true
+		}
+	}
+	if !denied {
+		t.Error("no audit record of the denied fast-path call")
+	}
 }

@@ -3,7 +3,10 @@ package wire
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 
+	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/catalog"
 	"github.com/dbalproxy/dbalproxy/parser"
 	"github.com/dbalproxy/dbalproxy/policy"
@@ -133,4 +136,74 @@ func qualifiedFunction(schema, name string) string {
 // not be read.
 func catalogDenial(err error) string {
 	return fmt.Sprintf("the proxy could not look up the functions this statement calls in the database's catalog, so it is denied: %v", err)
+}
+
+// CodeUndefinedFunction is PostgreSQL's SQLSTATE for a function that does
+// not exist.
+const CodeUndefinedFunction = "42883"
+
+// DecideFunctionCall implements Decider. The function is looked up by OID
+// in the database's catalog (read again once if the OID is unknown) and
+// decided as the SQL call "schema"."name"($1, …, $n): the policy sees the
+// same input (every candidate of that name and arity, so never less than
+// the OID's own function), and the audit record the same query. Without a
+// catalog, or for an OID no function has, the call is denied.
+func (p *Planner) DecideFunctionCall(ctx context.Context, s *SessionInfo, oid uint32, args int) (*Plan, error) {
+	version := p.cfg.Policy.Version()
+	deny := func(code, msg string) *Plan {
+		return &Plan{Version: version,
+			Statements: []PlannedStatement{{Command: "FUNCTION CALL", Decision: audit.DecisionDeny, Reason: msg, PolicyVersion: version}},
+			Deny:       &Denial{Code: code, Message: msg}}
+	}
+	if p.cfg.Catalog == nil {
+		return deny(CodeInsufficientPriv, "a fast-path function call needs the proxy's function catalog, which is not configured"), nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, p.cfg.EvalTimeout)
+	defer cancel()
+	snap, err := p.cfg.Catalog.Snapshot(cctx, s.Database)
+	if err != nil {
+		p.cfg.Logger.Error().Err(err).Str("database", s.Database).Msg("function catalog unavailable; the fast-path call is denied")
+		return deny(CodeInsufficientPriv, catalogDenial(err)), nil
+	}
+	f := snap.ByOID(oid)
+	if f == nil {
+		if snap, err = p.cfg.Catalog.Refresh(cctx, s.Database); err == nil {
+			f = snap.ByOID(oid)
+		}
+	}
+	if f == nil {
+		return deny(CodeUndefinedFunction, fmt.Sprintf("function with OID %d does not exist", oid)), nil
+	}
+	if args < 0 || args > 100 {
+		return deny(CodeProtocolViolation, "invalid number of arguments in a function call"), nil
+	}
+	var b strings.Builder
+	b.WriteString("SELECT ")
+	b.WriteString(quoteIdent(f.Schema))
+	b.WriteByte('.')
+	b.WriteString(quoteIdent(f.Name))
+	b.WriteByte('(')
+	for i := 1; i <= args; i++ {
+		if i > 1 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('$')
+		b.WriteString(strconv.Itoa(i))
+	}
+	b.WriteByte(')')
+	plan, err := p.Decide(ctx, s, b.String())
+	if err != nil || plan == nil {
+		return plan, err
+	}
+	if plan.Deny == nil && (len(plan.Statements) != 1 || plan.SQL != b.String()) {
+		// The policy would rewrite the call: there is nothing to rewrite
+		// in a FunctionCall message, so it is denied.
+		return deny(CodeInsufficientPriv, "the policy rewrites this function call, which the fast-path protocol cannot carry"), nil
+	}
+	out := *plan // plans are shared: copy what changes
+	out.Statements = append([]PlannedStatement(nil), plan.Statements...)
+	for i := range out.Statements {
+		out.Statements[i].Command = "FUNCTION CALL"
+	}
+	return &out, nil
 }

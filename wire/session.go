@@ -353,13 +353,7 @@ func (sess *session) handle(be *pool.Conn, typ byte, n int) error {
 		kind = reqSync
 	case 'F':
 		if sess.decider != nil {
-			// A fast-path function call names a function by OID, past any SQL
-			// the policy could see: refused like a denied statement.
-			if err := sess.drop(n); err != nil {
-				return err
-			}
-			return sess.sendDenial(be, reqQuery, &Plan{Statements: []PlannedStatement{{Command: "FUNCTION CALL", Decision: audit.DecisionDeny}}},
-				&Denial{Code: CodeInsufficientPriv, Message: "the fast-path function call protocol is not allowed through the proxy"})
+			return sess.handleFunctionCall(be, n)
 		}
 		if sess.txMode {
 			// A function named by OID may change session state the proxy
@@ -393,6 +387,50 @@ func (sess *session) drop(n int) error {
 		return errClientRead
 	}
 	return nil
+}
+
+// handleFunctionCall decides a fast-path FunctionCall (psql's \lo_import,
+// libpq's lo_* functions) like the same call written in SQL: the function
+// is found by OID in the catalog, the policy decides, the call is audited
+// and, if allowed, forwarded as sent, under the policy's timeout.
+func (sess *session) handleFunctionCall(be *pool.Conn, n int) error {
+	body, err := sess.readWhole(n)
+	if err != nil {
+		return err
+	}
+	var m pgproto3.FunctionCall
+	if err := m.Decode(body); err != nil {
+		return fatalf(CodeProtocolViolation, "invalid FunctionCall message")
+	}
+	sess.info.InTransaction = sess.txStatus.Load() != 'I'
+	plan, err := sess.decider.DecideFunctionCall(context.Background(), &sess.info, m.Function, len(m.Arguments))
+	if err != nil || plan == nil {
+		sess.log.Error().Err(err).Msg("deciding a fast-path function call failed; denying it")
+		plan = &Plan{Statements: []PlannedStatement{{Command: "FUNCTION CALL", Decision: audit.DecisionDeny, Reason: "decision failed"}},
+			Deny: &Denial{Code: CodeInsufficientPriv, Message: "the proxy could not decide this function call, so it was denied",
+				Hint: "the proxy's log has the cause"}}
+	}
+	if plan.Deny != nil {
+		return sess.sendDenial(be, reqQuery, plan, plan.Deny)
+	}
+	if sess.txMode {
+		// A function named by OID may change session state the proxy
+		// cannot see (a large object descriptor, a setting): keep the
+		// backend.
+		sess.pin("fast-path function call")
+	}
+	run := newRun(plan, nil)
+	sess.armTimeout(run, plan.Statements)
+	if err := sess.push(be, request{kind: reqFunctionCall, run: run}); err != nil {
+		return err
+	}
+	buf, err := m.Encode(sess.scratch[:0])
+	if err != nil {
+		return err
+	}
+	sess.scratch = buf
+	_, err = be.W.Write(buf)
+	return err
 }
 
 // readWhole returns the body of the message whose header was peeked, and
@@ -550,7 +588,7 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 				return truncationNotice(max, typ, b)
 			}
 		}
-	case 'I':
+	case 'I', 'V':
 		if r.run != nil {
 			sess.complete(r.run, typ, b[5:])
 		}

@@ -737,6 +737,8 @@ func (sess *session) complete(run *stmtRun, typ byte, body []byte) {
 		rec.Rows = tagRows(body)
 	case 'I':
 		rec.Success = true
+	case 'V': // a fast-path call's result
+		rec.Success, rec.Rows = true, 1
 	case 'E':
 		rec.SQLState, rec.Error = errorFields(body)
 	}
