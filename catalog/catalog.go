@@ -1,5 +1,8 @@
 // Package catalog knows the functions of a backend database, read from its
-// pg_proc, so that the proxy can say what a statement really calls.
+// pg_proc, so that the proxy can say what a statement really calls, and the
+// columns of its relations with their defaults (pg_attribute, pg_attrdef),
+// so that a write without a column list, or one that leaves a checked
+// column to its default, can still be checked.
 //
 // A statement names functions; what runs depends on the catalog: whether
 // `ts_rewrite` is the immutable overload or the one that runs its second
@@ -21,7 +24,8 @@
 // the proxy's own credentials, reloaded when it is older than its MaxAge
 // (in the background) or when a statement names a function the snapshot
 // does not know (at most once per MinInterval), and dropped by Invalidate
-// (on a policy reload). Generation changes whenever a snapshot's content
+// (on a policy reload), or for one database by InvalidateDatabase (after DDL
+// through the proxy commits). Generation changes whenever a snapshot's content
 // does, so that plans decided under an older catalog are not reused.
 package catalog
 
@@ -88,6 +92,7 @@ type Snapshot struct {
 	byName map[string][]*Function
 	byOID  map[uint32]*Function
 	ops    map[string][]operator
+	rels   map[string]*Relation // "schema.name"
 	hash   [32]byte
 	count  int
 	// Loaded is when the snapshot was read.
@@ -227,6 +232,13 @@ func Load(ctx context.Context, conn *pgconn.PgConn) (*Snapshot, error) {
 		}
 		name := string(row[1])
 		s.ops[name] = append(s.ops[name], operator{schema: string(row[0]), prefix: isTrue(row[2]), code: uint32(code)})
+	}
+	cres := conn.ExecParams(ctx, columnQuery, nil, nil, nil, nil).Read()
+	if cres.Err != nil {
+		return nil, fmt.Errorf("catalog: read pg_attribute: %w", cres.Err)
+	}
+	if err := s.loadRelations(cres.Rows, h); err != nil {
+		return nil, err
 	}
 	copy(s.hash[:], h.Sum(nil))
 	return s, nil
@@ -377,6 +389,18 @@ func (c *Cache) Invalidate() {
 	c.gen.Add(1)
 }
 
+// InvalidateDatabase drops the snapshot of one database (after a schema
+// change): its next use loads it again.
+func (c *Cache) InvalidateDatabase(database string) {
+	c.mu.Lock()
+	if e := c.dbs[database]; e != nil {
+		e.snap.Store(nil)
+		e.tried = time.Time{}
+	}
+	c.mu.Unlock()
+	c.gen.Add(1)
+}
+
 func (c *Cache) entry(database string) *entry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -513,3 +537,6 @@ func (c Static) Refresh(context.Context, string) (*Snapshot, error) { return c.S
 
 // Generation is always 0.
 func (c Static) Generation() uint64 { return 0 }
+
+// InvalidateDatabase does nothing: the snapshot is static.
+func (c Static) InvalidateDatabase(string) {}

@@ -3,6 +3,7 @@ package catalog_test
 import (
 	"context"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -157,5 +158,64 @@ func TestCacheError(t *testing.T) {
 	start := time.Now()
 	if _, err := cache.Snapshot(context.Background(), "x"); err == nil || time.Since(start) > time.Second {
 		t.Fatalf("second try: %v after %s", err, time.Since(start))
+	}
+}
+
+// TestRelations checks the columns a snapshot knows: in order, without
+// dropped ones, with defaults, generated and identity columns marked, and
+// InvalidateDatabase making the next Snapshot read a schema change.
+func TestRelations(t *testing.T) {
+	c := testenv.Shared(t)
+	db := testenv.NewDatabase(t)
+	url := c.AppURL(db)
+	exec(t, url, `CREATE TABLE t (a int, gone int, b text DEFAULT 'x', id int GENERATED ALWAYS AS IDENTITY,
+			g int GENERATED ALWAYS AS (a * 2) STORED, s serial);
+		ALTER TABLE t DROP COLUMN gone;
+		CREATE VIEW v AS SELECT a, b FROM t`)
+	conn := &connector{url: url}
+	cache := catalog.NewCache(catalog.CacheConfig{Connector: conn})
+	ctx := context.Background()
+	snap, err := cache.Snapshot(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := snap.Relation("public", "t")
+	if r == nil || !r.Table {
+		t.Fatalf("table t: %+v", r)
+	}
+	var names []string
+	for _, col := range r.Columns {
+		names = append(names, col.Name)
+	}
+	if strings.Join(names, ",") != "a,b,id,g,s" {
+		t.Fatalf("columns %v", names)
+	}
+	if b := r.Column("b"); b.Default != "'x'::text" || b.Generated {
+		t.Errorf("b: %+v", b)
+	}
+	if id := r.Column("id"); !id.IdentityAlways {
+		t.Errorf("id: %+v", id)
+	}
+	if g := r.Column("g"); !g.Generated || g.Default != "" {
+		t.Errorf("g: %+v", g)
+	}
+	if s := r.Column("s"); !strings.HasPrefix(s.Default, "nextval(") {
+		t.Errorf("s: %+v", s)
+	}
+	if v := snap.Relation("public", "v"); v == nil || v.Table || len(v.Columns) != 2 {
+		t.Errorf("view v: %+v", v)
+	}
+	if snap.Relation("pg_catalog", "pg_class") != nil {
+		t.Error("system relations are not kept")
+	}
+	g := cache.Generation()
+	exec(t, url, "ALTER TABLE t ALTER COLUMN a SET DEFAULT 7")
+	cache.InvalidateDatabase(db)
+	if cache.Generation() == g {
+		t.Error("InvalidateDatabase did not change the generation")
+	}
+	snap, err = cache.Snapshot(ctx, db)
+	if err != nil || snap.Relation("public", "t").Column("a").Default != "7" {
+		t.Fatalf("after InvalidateDatabase: %v", err)
 	}
 }

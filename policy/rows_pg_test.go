@@ -116,7 +116,7 @@ func TestRowRulesAgreeWithPostgreSQL(t *testing.T) {
 			if err != nil || !d.Allow {
 				t.Fatalf("Decide: %+v, %v", d, err)
 			}
-			sql, _, err := rw.Rewrite(st, &d)
+			sql, _, err := rw.Rewrite(st, &d, nil)
 			if err != nil {
 				t.Fatalf("rewrite refused %#v: %v", d.Filters, err)
 			}

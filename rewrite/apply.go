@@ -7,6 +7,7 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/dbalproxy/dbalproxy/catalog"
 	"github.com/dbalproxy/dbalproxy/parser"
 )
 
@@ -33,7 +34,21 @@ var errNeedClone = errors.New("rewrite: internal: the statement needs rewriting"
 // the visible rows, or another error if the statement could not be rewritten.
 // Apply never modifies st or its Tree; it is safe for concurrent use.
 func Apply(st *parser.Statement, c *Compiled) (sql string, changed bool, err error) {
-	sql, tree, err := apply(st, c)
+	return ApplyWith(st, c, nil)
+}
+
+// Tables tells the rewriter what the database's catalog says of a
+// relation: its columns in order, with their defaults. Relation returns nil
+// for a relation it does not know.
+type Tables = catalog.Relations
+
+// ApplyWith is Apply with the database's catalog: an INSERT into a checked
+// table without a column list, or one that leaves a column the check reads
+// to its default, is rewritten with the columns and defaults the catalog
+// gives (without one, or for a relation it does not know, such an INSERT
+// is denied).
+func ApplyWith(st *parser.Statement, c *Compiled, tables Tables) (sql string, changed bool, err error) {
+	sql, tree, err := applyWith(st, c, tables)
 	if err != nil {
 		return "", false, err
 	}
@@ -42,6 +57,10 @@ func Apply(st *parser.Statement, c *Compiled) (sql string, changed bool, err err
 
 // apply is Apply, also returning the rewritten tree (nil when unchanged).
 func apply(st *parser.Statement, c *Compiled) (string, *pg_query.Node, error) {
+	return applyWith(st, c, nil)
+}
+
+func applyWith(st *parser.Statement, c *Compiled, tables Tables) (string, *pg_query.Node, error) {
 	if st == nil {
 		return "", nil, errors.New("rewrite: no statement")
 	}
@@ -87,13 +106,13 @@ func apply(st *parser.Statement, c *Compiled) (string, *pg_query.Node, error) {
 	if needRewrite {
 		root = proto.Clone(root).(*pg_query.Node)
 	}
-	w := &walker{c: c, mutable: needRewrite}
+	w := &walker{c: c, mutable: needRewrite, tables: tables}
 	err := w.run(root)
 	if errors.Is(err, errNeedClone) {
 		// The facts did not show a filtered table the walk found: redo it
 		// on a copy.
 		root = proto.Clone(st.Tree.Stmt).(*pg_query.Node)
-		w = &walker{c: c, mutable: true}
+		w = &walker{c: c, mutable: true, tables: tables}
 		err = w.run(root)
 	}
 	if err != nil {

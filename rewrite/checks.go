@@ -1,10 +1,13 @@
 package rewrite
 
 import (
+	"errors"
 	"sort"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/dbalproxy/dbalproxy/catalog"
 )
 
 // CheckViolationMarker starts the text of the error a rewritten statement
@@ -298,18 +301,50 @@ func (w *walker) checkUpdate(f *filter, qual string, rv *pg_query.RangeVar, targ
 //	=> INSERT INTO t (a, b) SELECT * FROM (VALUES (...), (...)) AS dbal_v(a, b)
 //	   WHERE CASE WHEN <check over dbal_v> THEN true ELSE <error> END
 //
-// (the same for INSERT ... SELECT). The client's column list must name every
-// column the check reads: the proxy does not know the columns' defaults.
-func (w *walker) checkInsert(f *filter, s *pg_query.InsertStmt) {
-	if len(s.Cols) == 0 {
-		what := "without a column list"
-		if s.SelectStmt == nil {
-			what = "with DEFAULT VALUES"
-		}
-		w.fail(denied(f.key.String(), "INSERT into %s %s is not allowed: the table has a check; list the columns (at least %s)", f.key, what, joinNames(f.columns)))
+// (the same for INSERT ... SELECT). The check must see every column it
+// reads. Without a column list the catalog's columns are listed, as many as
+// the source gives (width, -1 when that is not known: a `*` over anything
+// but one table). A column the check reads that the list leaves out takes
+// its default from the catalog, evaluated once per row:
+//
+//	INSERT INTO t (a, b, c) SELECT * FROM
+//	  (SELECT dbal_s.*, <default of c> FROM (<source>) AS dbal_s) AS dbal_v(a, b, c)
+//	WHERE ...
+//
+// (PostgreSQL does not flatten a sub-select whose output calls a volatile
+// function, so a nextval default runs once a row, as it would). Without a
+// catalog, or for a relation it does not know, such an INSERT is denied.
+func (w *walker) checkInsert(f *filter, s *pg_query.InsertStmt, width int) {
+	var rel *catalog.Relation
+	if w.tables != nil {
+		rel = w.tables.Relation(f.key.schema, f.key.name)
+	}
+	src := s.SelectStmt.GetSelectStmt()
+	if s.SelectStmt != nil && src == nil {
+		w.fail(denied(f.key.String(), "INSERT into %s: this form of INSERT cannot be checked", f.key))
 	}
 	cols := make([]string, 0, len(s.Cols))
 	listed := make(map[string]bool, len(s.Cols))
+	implicit := len(s.Cols) == 0
+	if implicit {
+		what := "without a column list"
+		if src == nil {
+			what = "with DEFAULT VALUES"
+		}
+		switch {
+		case rel == nil:
+			w.fail(denied(f.key.String(), "INSERT into %s %s is not allowed: the table has a check and the proxy does not know its columns; list the columns (at least %s)", f.key, what, joinNames(f.columns)))
+		case src != nil && width < 0:
+			w.fail(denied(f.key.String(), "INSERT into %s %s is not allowed: the table has a check and the proxy cannot tell which columns the source gives; list the columns (at least %s)", f.key, what, joinNames(f.columns)))
+		}
+		for i, c := range rel.Columns {
+			if src == nil || i >= width {
+				break
+			}
+			cols = append(cols, c.Name)
+			listed[c.Name] = true
+		}
+	}
 	for _, c := range s.Cols {
 		rt := c.GetResTarget()
 		if rt == nil || len(rt.Indirection) > 0 {
@@ -318,49 +353,100 @@ func (w *walker) checkInsert(f *filter, s *pg_query.InsertStmt) {
 		cols = append(cols, rt.Name)
 		listed[rt.Name] = true
 	}
+	var defCols []string
+	var defVals []*pg_query.Node
 	for _, c := range f.columns {
-		if !listed[c] {
+		if listed[c] {
+			continue
+		}
+		if rel == nil || !rel.Table {
 			w.fail(denied(f.key.String(), "INSERT into %s must give column %s: the table's check reads it and the proxy cannot see its default", f.key, c))
 		}
-	}
-	src := s.SelectStmt.GetSelectStmt()
-	if src == nil {
-		w.fail(denied(f.key.String(), "INSERT into %s: this form of INSERT cannot be checked", f.key))
-	}
-	switch {
-	case len(src.ValuesLists) > 0:
-		for _, row := range src.ValuesLists {
-			items := row.GetList().GetItems()
-			for i, it := range items {
-				if it.GetSetToDefault() != nil {
-					w.fail(denied(f.key.String(), "INSERT into %s may not use DEFAULT in VALUES: the table has a check; omit the column instead", f.key))
-				}
-				if i < len(cols) {
-					items[i] = columnTyped(it, s.Relation, cols[i])
-				}
-			}
+		col := rel.Column(c)
+		switch {
+		case col == nil:
+			w.fail(denied(f.key.String(), "INSERT into %s: the table's check reads column %s, which the table does not have", f.key, c))
+		case col.Generated || col.IdentityAlways:
+			w.fail(denied(f.key.String(), "INSERT into %s: the table's check reads column %s, whose value PostgreSQL generates; the proxy cannot check it", f.key, c))
 		}
-	case src.Op == pg_query.SetOperation_SETOP_NONE:
-		for i, t := range src.TargetList {
-			if rt := t.GetResTarget(); rt != nil && i < len(cols) && rt.Val != nil {
-				rt.Val = columnTyped(rt.Val, s.Relation, cols[i])
+		v, err := defaultExpr(col.Default)
+		if err != nil {
+			w.fail(denied(f.key.String(), "INSERT into %s: the default of column %s cannot be read (%v); give the column", f.key, c, err))
+		}
+		defCols = append(defCols, c)
+		defVals = append(defVals, v)
+	}
+	if src != nil {
+		switch {
+		case len(src.ValuesLists) > 0:
+			for _, row := range src.ValuesLists {
+				items := row.GetList().GetItems()
+				for _, it := range items {
+					if it.GetSetToDefault() != nil {
+						w.fail(denied(f.key.String(), "INSERT into %s may not use DEFAULT in VALUES: the table has a check; omit the column instead", f.key))
+					}
+				}
 			}
 		}
 	}
 	w.mutate()
-	colNames := make([]*pg_query.Node, len(cols))
-	for i, c := range cols {
-		colNames[i] = pg_query.MakeStrNode(c)
+	if implicit {
+		for _, c := range cols {
+			s.Cols = append(s.Cols, &pg_query.Node{Node: &pg_query.Node_ResTarget{ResTarget: &pg_query.ResTarget{Name: c, Location: -1}}})
+		}
+	}
+	if src != nil {
+		switch {
+		case len(src.ValuesLists) > 0:
+			for _, row := range src.ValuesLists {
+				items := row.GetList().GetItems()
+				for i, it := range items {
+					if i < len(cols) {
+						items[i] = columnTyped(it, s.Relation, cols[i])
+					}
+				}
+			}
+		case src.Op == pg_query.SetOperation_SETOP_NONE:
+			for i, t := range src.TargetList {
+				if rt := t.GetResTarget(); rt != nil && i < len(cols) && rt.Val != nil {
+					rt.Val = columnTyped(rt.Val, s.Relation, cols[i])
+				}
+			}
+		}
 	}
 	// A WITH clause (possibly data-modifying) stays at the top level, where
 	// PostgreSQL requires data-modifying CTEs to be; the sub-select still
 	// sees it.
-	with := src.WithClause
-	src.WithClause = nil
+	var with *pg_query.WithClause
+	if src != nil {
+		with = src.WithClause
+		src.WithClause = nil
+	}
+	source := s.SelectStmt
+	if len(defCols) > 0 {
+		inner := &pg_query.SelectStmt{LimitOption: pg_query.LimitOption_LIMIT_OPTION_DEFAULT, Op: pg_query.SetOperation_SETOP_NONE}
+		if source != nil {
+			inner.TargetList = append(inner.TargetList, qualifiedStar(defaultsAlias))
+			inner.FromClause = []*pg_query.Node{{Node: &pg_query.Node_RangeSubselect{RangeSubselect: &pg_query.RangeSubselect{
+				Subquery: source,
+				Alias:    &pg_query.Alias{Aliasname: defaultsAlias},
+			}}}}
+		}
+		for i, v := range defVals {
+			inner.TargetList = append(inner.TargetList, pg_query.MakeResTargetNodeWithVal(v, -1))
+			cols = append(cols, defCols[i])
+			s.Cols = append(s.Cols, &pg_query.Node{Node: &pg_query.Node_ResTarget{ResTarget: &pg_query.ResTarget{Name: defCols[i], Location: -1}}})
+		}
+		source = &pg_query.Node{Node: &pg_query.Node_SelectStmt{SelectStmt: inner}}
+	}
+	colNames := make([]*pg_query.Node, len(cols))
+	for i, c := range cols {
+		colNames[i] = pg_query.MakeStrNode(c)
+	}
 	outer := &pg_query.SelectStmt{
 		TargetList: []*pg_query.Node{starTarget()},
 		FromClause: []*pg_query.Node{{Node: &pg_query.Node_RangeSubselect{RangeSubselect: &pg_query.RangeSubselect{
-			Subquery: s.SelectStmt,
+			Subquery: source,
 			Alias:    &pg_query.Alias{Aliasname: valuesAlias, Colnames: colNames},
 		}}}},
 		WhereClause: checkCase(f, f.checkInstance(valuesAlias, nil)),
@@ -369,6 +455,117 @@ func (w *walker) checkInsert(f *filter, s *pg_query.InsertStmt) {
 		Op:          pg_query.SetOperation_SETOP_NONE,
 	}
 	s.SelectStmt = &pg_query.Node{Node: &pg_query.Node_SelectStmt{SelectStmt: outer}}
+}
+
+// defaultsAlias names the client's source inside the sub-select that adds
+// the defaults of the columns a checked INSERT leaves out.
+const defaultsAlias = "dbal_s"
+
+// qualifiedStar is the target `alias.*`.
+func qualifiedStar(alias string) *pg_query.Node {
+	return pg_query.MakeResTargetNodeWithVal(&pg_query.Node{Node: &pg_query.Node_ColumnRef{ColumnRef: &pg_query.ColumnRef{
+		Fields:   []*pg_query.Node{pg_query.MakeStrNode(alias), {Node: &pg_query.Node_AStar{AStar: &pg_query.A_Star{}}}},
+		Location: -1,
+	}}}, -1)
+}
+
+// defaultExpr parses a column default as pg_get_expr prints it ("" is
+// NULL).
+func defaultExpr(text string) (*pg_query.Node, error) {
+	if text == "" {
+		return &pg_query.Node{Node: &pg_query.Node_AConst{AConst: &pg_query.A_Const{Isnull: true, Location: -1}}}, nil
+	}
+	res, err := pg_query.Parse("SELECT " + text)
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Stmts) != 1 {
+		return nil, errors.New("not one expression")
+	}
+	sel := res.Stmts[0].GetStmt().GetSelectStmt()
+	if sel == nil || len(sel.TargetList) != 1 || len(sel.FromClause) != 0 {
+		return nil, errors.New("not one expression")
+	}
+	rt := sel.TargetList[0].GetResTarget()
+	if rt == nil || rt.Val == nil {
+		return nil, errors.New("not one expression")
+	}
+	return rt.Val, nil
+}
+
+// sourceWidth is the number of columns an INSERT's source gives, or -1
+// when the proxy cannot tell: a `*` counts only over a single table of the
+// catalog (not a CTE of that name).
+func (w *walker) sourceWidth(sel *pg_query.SelectStmt, outer *pg_query.WithClause) int {
+	if sel == nil {
+		return -1
+	}
+	if sel.Op != pg_query.SetOperation_SETOP_NONE {
+		return w.sourceWidth(sel.Larg, outer)
+	}
+	if len(sel.ValuesLists) > 0 {
+		return len(sel.ValuesLists[0].GetList().GetItems())
+	}
+	n := 0
+	for _, t := range sel.TargetList {
+		rt := t.GetResTarget()
+		if rt == nil {
+			return -1
+		}
+		cr := rt.Val.GetColumnRef()
+		if cr == nil || len(cr.Fields) == 0 || cr.Fields[len(cr.Fields)-1].GetAStar() == nil {
+			n++
+			continue
+		}
+		k := w.starWidth(sel, outer, cr.Fields[:len(cr.Fields)-1])
+		if k < 0 {
+			return -1
+		}
+		n += k
+	}
+	return n
+}
+
+// starWidth is the number of columns `*` (qual empty) or `qual.*` gives in
+// sel, or -1 when sel's FROM is not one table of the catalog.
+func (w *walker) starWidth(sel *pg_query.SelectStmt, outer *pg_query.WithClause, qual []*pg_query.Node) int {
+	if w.tables == nil || len(sel.FromClause) != 1 {
+		return -1
+	}
+	rv := sel.FromClause[0].GetRangeVar()
+	if rv == nil || rv.Catalogname != "" {
+		return -1
+	}
+	if rv.Schemaname == "" {
+		for _, wc := range []*pg_query.WithClause{sel.WithClause, outer} {
+			for _, cte := range wc.GetCtes() {
+				if cte.GetCommonTableExpr().GetCtename() == rv.Relname {
+					return -1
+				}
+			}
+		}
+		if w.sc.isCTE(rv.Relname) {
+			return -1
+		}
+	}
+	switch len(qual) {
+	case 0:
+	case 1:
+		name := rv.Relname
+		if rv.Alias != nil {
+			name = rv.Alias.Aliasname
+		}
+		if qual[0].GetString_().GetSval() != name {
+			return -1
+		}
+	default:
+		return -1
+	}
+	rel := w.tables.Relation(keyOf(rv).schema, keyOf(rv).name)
+	if rel == nil {
+		return -1
+	}
+	return len(rel.Columns)
 }
 
 // checkMergeAction holds a MERGE action that writes rows to the target's

@@ -118,9 +118,14 @@
 //     dbal_v(<columns>) WHERE <check case>`; string literals, NULLs and
 //     parameters that took their type from the target column keep it
 //     through `COALESCE(x, (NULL::<table>).<column>)`, so a prepared
-//     statement's parameter types are unchanged. The column list must name
-//     every column the check reads (defaults are unknown to the proxy);
-//     DEFAULT VALUES and DEFAULT items are refused.
+//     statement's parameter types are unchanged. Without a column list (or
+//     with DEFAULT VALUES) the columns come from the catalog (ApplyWith's
+//     Tables), as many as the source gives; a column the check reads that
+//     the list leaves out takes its catalog default in a sub-select
+//     `SELECT dbal_s.*, <default> FROM (<source>) AS dbal_s`, which
+//     PostgreSQL does not flatten when the default is volatile, so it runs
+//     once a row. Without a catalog these are refused; DEFAULT items are
+//     refused.
 //   - ON CONFLICT DO UPDATE: as UPDATE, in its WHERE clause (EXCLUDED is
 //     visible there).
 //   - MERGE: each WHEN action that updates (as UPDATE) or inserts (the new

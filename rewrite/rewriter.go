@@ -35,7 +35,8 @@ func NewRewriter(size int) *Rewriter {
 // Rewrite applies d's filters, checks and column rules to st. It returns the new
 // text and whether it differs; an error (invalid rules, a forbidden column,
 // a statement the rules cannot be applied to) means st must not run.
-func (r *Rewriter) Rewrite(st *parser.Statement, d *policy.Decision) (string, bool, error) {
+// tables is the database's catalog (see ApplyWith); nil for none.
+func (r *Rewriter) Rewrite(st *parser.Statement, d *policy.Decision, tables Tables) (string, bool, error) {
 	rules := Rules{Filters: d.Filters, Checks: d.Checks, Columns: d.Columns}
 	key, err := json.Marshal(rules) // map keys are sorted: a canonical key
 	if err != nil {
@@ -50,5 +51,5 @@ func (r *Rewriter) Rewrite(st *parser.Statement, d *policy.Decision) (string, bo
 	if e.err != nil {
 		return "", false, fmt.Errorf("the policy's row rules are invalid: %v", e.err)
 	}
-	return Apply(st, e.c)
+	return ApplyWith(st, e.c, tables)
 }

@@ -101,6 +101,7 @@ func (s *scope) isCTE(name string) bool {
 // relation or a column have a case of their own.
 type walker struct {
 	c       *Compiled
+	tables  Tables // the catalog's relations; nil: none
 	sc      *scope
 	mutable bool // the tree is our own copy
 	changed bool
@@ -921,13 +922,22 @@ func (w *walker) setTargets(targets []*pg_query.Node) {
 func (w *walker) insertStmt(s *pg_query.InsertStmt) {
 	defer w.push()()
 	w.with(s.WithClause)
+	var chk *filter
+	width := -1 // columns the source gives, for a checked INSERT without a column list
+	if s.Relation != nil {
+		chk = w.c.checks[keyOf(s.Relation)]
+		if chk != nil && len(s.Cols) == 0 {
+			// Before the walk, which may replace a table of the source by
+			// a filtered sub-select.
+			width = w.sourceWidth(s.SelectStmt.GetSelectStmt(), s.WithClause)
+		}
+	}
 	// The source does not see the target.
 	w.node(s.SelectStmt)
 	if s.Relation == nil {
 		return
 	}
 	r, f := w.targetRel(s.Relation)
-	chk := w.c.checks[keyOf(s.Relation)]
 	w.sc.rels = append(w.sc.rels, r)
 	w.setTargets(s.Cols)
 	if oc := s.OnConflictClause; oc != nil {
@@ -968,7 +978,7 @@ func (w *walker) insertStmt(s *pg_query.InsertStmt) {
 	}
 	w.nodes(s.ReturningList)
 	if chk != nil {
-		w.checkInsert(chk, s)
+		w.checkInsert(chk, s, width)
 	}
 }
 

@@ -35,6 +35,9 @@ type Decider interface {
 	// allowed only if the same call written in SQL would be, and never
 	// rewritten (the message goes to the backend as the client sent it).
 	DecideFunctionCall(ctx context.Context, s *SessionInfo, oid uint32, args int) (*Plan, error)
+	// CatalogChanged says that a schema change to database committed: what
+	// was decided or rewritten from its catalog must be decided again.
+	CatalogChanged(database string)
 	// Version names the policy set that decides now. A prepared statement
 	// decided under another version is decided again before it runs.
 	Version() string

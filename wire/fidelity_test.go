@@ -160,3 +160,111 @@ func TestFastPathFunctionCall(t *testing.T) {
 		t.Error("no audit record of the denied fast-path call")
 	}
 }
+
+// TestCatalogAwareWrites checks INSERTs into a checked table (users: an
+// admin may write only user and admin rows) that the proxy completes from
+// the catalog: without a column list (the columns come from the catalog,
+// as many as the source gives), and leaving the checked column to its
+// default (the default is evaluated and checked). A schema change through
+// the proxy is seen by the next statement.
+func TestCatalogAwareWrites(t *testing.T) {
+	t.Parallel()
+	p, _, db := demoProxy(t, policy.ModeStrict)
+	ctx := ctxT(t, 30*time.Second)
+	bob := connect(t, p.URL("bob"))   // admin
+	dave := connect(t, p.URL("dave")) // supergod
+	count := func(where string) int {
+		var n int
+		if err := db.QueryRow(ctx, "SELECT count(*) FROM users WHERE "+where).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := count("true")
+
+	// No column list: the source's * is the table's own columns.
+	if tag, err := bob.Exec(ctx, "INSERT INTO users SELECT * FROM users WHERE false"); err != nil || tag.String() != "INSERT 0 0" {
+		t.Fatalf("INSERT ... SELECT * without a column list: %v %v", tag, err)
+	}
+	if _, err := bob.Exec(ctx, `INSERT INTO users SELECT id || '_c', username || '_c', 'c_' || email, role FROM users WHERE role = 'user'`); err != nil {
+		t.Fatalf("INSERT ... SELECT of four columns without a column list: %v", err)
+	}
+	if n := count("id LIKE '%\\_c' AND role = 'user'"); n == 0 {
+		t.Fatal("the copied user rows are not there")
+	}
+	_, err := bob.Exec(ctx, `INSERT INTO users VALUES ('cw1', 'cw1', 'cw1@example.com', 'god')`)
+	wantDenied(t, err)
+	if _, err := bob.Exec(ctx, `INSERT INTO users VALUES ('cw2', 'cw2', 'cw2@example.com', 'admin')`); err != nil {
+		t.Fatalf("INSERT VALUES of an admin row without a column list: %v", err)
+	}
+	// Only as many columns as the source gives: created_at keeps its default.
+	if n := count("id = 'cw2' AND created_at > now() - interval '1 hour'"); n != 1 {
+		t.Fatalf("the row without a column list: %d rows with a default created_at", n)
+	}
+
+	// The checked column left to its default: none yet (NULL fails the
+	// check, as with row-level security's WITH CHECK).
+	_, err = bob.Exec(ctx, `INSERT INTO users (id, username, email) VALUES ('cw3', 'cw3', 'cw3@example.com')`)
+	wantDenied(t, err)
+	// A default set through the proxy is seen at once.
+	if _, err := dave.Exec(ctx, `ALTER TABLE users ALTER COLUMN role SET DEFAULT 'user'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Exec(ctx, `INSERT INTO users (id, username, email) VALUES ('cw3', 'cw3', 'cw3@example.com')`); err != nil {
+		t.Fatalf("INSERT leaving role to its default 'user': %v", err)
+	}
+	if n := count("id = 'cw3' AND role = 'user'"); n != 1 {
+		t.Fatalf("the row with the default role: %d", n)
+	}
+	// In a transaction, the change counts once it commits.
+	tx, err := dave.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `ALTER TABLE users ALTER COLUMN role SET DEFAULT 'god'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err = bob.Exec(ctx, `INSERT INTO users (id, username, email) VALUES ('cw4', 'cw4', 'cw4@example.com')`)
+	wantDenied(t, err)
+	_, err = bob.Exec(ctx, `INSERT INTO users DEFAULT VALUES`)
+	wantDenied(t, err)
+	if n := count("role = 'god' AND id LIKE 'cw%'"); n != 0 {
+		t.Fatalf("an admin wrote %d god rows", n)
+	}
+	// A source whose columns the proxy cannot count is still refused.
+	_, err = bob.Exec(ctx, `INSERT INTO users SELECT * FROM (SELECT * FROM users) s WHERE false`)
+	wantDenied(t, err)
+	if n := count("true"); n <= before {
+		t.Fatalf("rows: %d, before %d", n, before)
+	}
+}
+
+// TestCatalogAwareWritesVolatileDefault checks that a default the proxy
+// adds to a checked INSERT runs once a row, as PostgreSQL's would: a
+// sequence advances by the number of rows.
+func TestCatalogAwareWritesVolatileDefault(t *testing.T) {
+	t.Parallel()
+	p, _, db := demoProxy(t, policy.ModeStrict)
+	ctx := ctxT(t, 30*time.Second)
+	dave := connect(t, p.URL("dave"))
+	bob := connect(t, p.URL("bob"))
+	// A default that is a sequence's next value, on the checked column.
+	for _, sql := range []string{
+		`CREATE SEQUENCE role_seq`,
+		`ALTER TABLE users ALTER COLUMN role SET DEFAULT CASE WHEN nextval('role_seq') > 0 THEN 'user' END`,
+	} {
+		if _, err := dave.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := bob.Exec(ctx, `INSERT INTO users (id, username, email) VALUES ('v1', 'v1', 'v1@x'), ('v2', 'v2', 'v2@x'), ('v3', 'v3', 'v3@x')`); err != nil {
+		t.Fatalf("INSERT with a volatile default on the checked column: %v", err)
+	}
+	var last int
+	if err := db.QueryRow(ctx, "SELECT last_value FROM role_seq").Scan(&last); err != nil || last != 3 {
+		t.Fatalf("the sequence is at %d (%v), want 3: the default ran more than once a row", last, err)
+	}
+}

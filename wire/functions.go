@@ -13,7 +13,8 @@ import (
 )
 
 // FunctionCatalog tells what the functions a statement names are, from
-// the database's pg_proc; *catalog.Cache implements it.
+// the database's pg_proc, and what its relations' columns are;
+// *catalog.Cache implements it.
 type FunctionCatalog interface {
 	// Snapshot returns the functions of database.
 	Snapshot(ctx context.Context, database string) (*catalog.Snapshot, error)
@@ -22,17 +23,59 @@ type FunctionCatalog interface {
 	Refresh(ctx context.Context, database string) (*catalog.Snapshot, error)
 	// Generation changes whenever what a snapshot says changes.
 	Generation() uint64
+	// InvalidateDatabase drops what is known of database (after a schema
+	// change): its next use reads it again, and Generation changes.
+	InvalidateDatabase(database string)
+}
+
+// CatalogChanged implements Decider.
+func (p *Planner) CatalogChanged(database string) {
+	if p.cfg.Catalog != nil {
+		p.cfg.Catalog.InvalidateDatabase(database)
+	}
 }
 
 // functionResolver resolves the functions of the statements of one text
 // against one database's catalog, loading it only when a statement calls
 // something, and refreshing it once when a name is unknown.
+//
+// It also gives the rewriter the relations of the same snapshot
+// (rewrite.Tables), loading it on first use.
 type functionResolver struct {
-	cat       FunctionCatalog // nil: nothing is resolved
-	database  string
-	snap      *catalog.Snapshot
-	err       error
-	refreshed bool
+	ctx          context.Context // bounds loading the catalog for Relation
+	cat          FunctionCatalog // nil: nothing is resolved
+	database     string
+	snap         *catalog.Snapshot
+	err          error
+	refreshed    bool
+	relRefreshed bool
+}
+
+// Relation implements rewrite.Tables: the relation in the database's
+// catalog (read again once if it is unknown), or nil without a catalog.
+func (r *functionResolver) Relation(schema, name string) *catalog.Relation {
+	if r == nil || r.cat == nil {
+		return nil
+	}
+	ctx := r.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if r.snap == nil && r.err == nil {
+		r.snap, r.err = r.cat.Snapshot(ctx, r.database)
+	}
+	if r.err != nil {
+		return nil
+	}
+	rel := r.snap.Relation(schema, name)
+	if rel == nil && !r.relRefreshed {
+		r.relRefreshed = true
+		if snap, err := r.cat.Refresh(ctx, r.database); err == nil {
+			r.snap = snap
+			rel = snap.Relation(schema, name)
+		}
+	}
+	return rel
 }
 
 // resolve returns the policy's view of st's functions and the names of

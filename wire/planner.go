@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/dbalproxy/dbalproxy/audit"
+	"github.com/dbalproxy/dbalproxy/catalog"
 	"github.com/dbalproxy/dbalproxy/parser"
 	"github.com/dbalproxy/dbalproxy/policy"
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -35,7 +36,8 @@ type StatementParser interface {
 // *rewrite.Rewriter implements it. It returns the statement's new text and
 // whether it changed; an error means the statement must not run.
 type Rewriter interface {
-	Rewrite(st *parser.Statement, d *policy.Decision) (sql string, changed bool, err error)
+	// tables is the database's catalog of relations, nil for none.
+	Rewrite(st *parser.Statement, d *policy.Decision, tables catalog.Relations) (sql string, changed bool, err error)
 }
 
 // PlannerConfig configures NewPlanner.
@@ -164,7 +166,7 @@ func (p *Planner) Decide(ctx context.Context, s *SessionInfo, sql string) (*Plan
 			qkey := key
 			qkey.sql = string(norm)
 			if sh, ok := p.shapes.Get(qkey); ok {
-				if plan := p.fromShapeConsts(sh, sql, consts); plan != nil {
+				if plan := p.fromShapeConsts(sh, sql, consts, s.Database); plan != nil {
 					return plan, nil
 				}
 			}
@@ -173,7 +175,7 @@ func (p *Planner) Decide(ctx context.Context, s *SessionInfo, sql string) (*Plan
 	skey, shaped := p.shapeKey(key)
 	if shaped {
 		if sh, ok := p.shapes.Get(skey); ok {
-			if plan := p.fromShape(sh, sql); plan != nil {
+			if plan := p.fromShape(sh, sql, s.Database); plan != nil {
 				return plan, nil
 			}
 		}
@@ -224,7 +226,7 @@ const maxShapeText = 8 << 10
 
 // fromShape makes the plan of sql from the plan of another text of its
 // shape, or returns nil when it cannot (the caller then plans sql afresh).
-func (p *Planner) fromShape(sh *shape, sql string) *Plan {
+func (p *Planner) fromShape(sh *shape, sql, database string) *Plan {
 	if sh.decision == nil {
 		return sh.planFor(sql, sql)
 	}
@@ -238,7 +240,9 @@ func (p *Planner) fromShape(sh *shape, sql string) *Plan {
 		return nil
 	}
 	st := res.Statements[0]
-	out, changed, err := p.rewrite(st, sh.decision)
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.EvalTimeout)
+	defer cancel()
+	out, changed, err := p.rewrite(st, sh.decision, &functionResolver{ctx: ctx, cat: p.cfg.Catalog, database: database})
 	if err != nil || !changed {
 		return nil
 	}
@@ -247,7 +251,7 @@ func (p *Planner) fromShape(sh *shape, sql string) *Plan {
 
 // fromShapeConsts is fromShape for a text whose constants quickShape found:
 // the text is of the shape by construction, so a splice needs no scan.
-func (p *Planner) fromShapeConsts(sh *shape, sql string, consts []string) *Plan {
+func (p *Planner) fromShapeConsts(sh *shape, sql string, consts []string, database string) *Plan {
 	if sh.decision != nil && sh.splice != nil {
 		out, ok := sh.splice.fill(consts)
 		if !ok {
@@ -255,7 +259,7 @@ func (p *Planner) fromShapeConsts(sh *shape, sql string, consts []string) *Plan 
 		}
 		return sh.planFor(sql, out)
 	}
-	return p.fromShape(sh, sql)
+	return p.fromShape(sh, sql, database)
 }
 
 // planFor is the shape's plan for the client's text sql, sending send.
@@ -290,7 +294,7 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 	}
 	texts := make([]string, len(res.Statements)) // each statement as sent, when any is rewritten
 	rewritten := false
-	funcs := functionResolver{cat: p.cfg.Catalog, database: s.Database}
+	funcs := functionResolver{ctx: ctx, cat: p.cfg.Catalog, database: s.Database}
 	for i, st := range res.Statements {
 		ps := &plan.Statements[i]
 		ps.Command = st.Command
@@ -339,7 +343,7 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 				ps.Decision = audit.DecisionAllow
 			}
 			if len(d.Filters) > 0 || len(d.Checks) > 0 || len(d.Columns) > 0 {
-				out, changed, rerr := p.rewrite(st, &d)
+				out, changed, rerr := p.rewrite(st, &d, &funcs)
 				switch {
 				case rerr != nil:
 					allowed = false
@@ -381,11 +385,11 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 
 // rewrite applies a decision's filters and column rules, or, with no
 // Rewriter, refuses the statement.
-func (p *Planner) rewrite(st *parser.Statement, d *policy.Decision) (string, bool, error) {
+func (p *Planner) rewrite(st *parser.Statement, d *policy.Decision, tables catalog.Relations) (string, bool, error) {
 	if p.cfg.Rewriter == nil {
 		return "", false, errors.New("the policy requires row filters or column rules, and this proxy has no rewriter")
 	}
-	return p.cfg.Rewriter.Rewrite(st, d)
+	return p.cfg.Rewriter.Rewrite(st, d, tables)
 }
 
 // normalized is sql with its literals replaced, for the audit log; the

@@ -54,7 +54,7 @@ func (p *Planner) newSplice(norm string, d *policy.Decision, sql, want string) *
 			}
 		}
 	}
-	out, changed, err := p.cfg.Rewriter.Rewrite(st, d)
+	out, changed, err := p.cfg.Rewriter.Rewrite(st, d, nil) // reads only: no INSERT needs the catalog
 	if err != nil || !changed {
 		return nil
 	}

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -42,7 +43,10 @@ type session struct {
 	scratch        []byte
 	bodyBuf        []byte
 
-	keyPID    uint32
+	keyPID uint32
+	// ddlDone is set when a schema change completes; at the next idle
+	// ReadyForQuery (it is committed then) the catalog is read again.
+	ddlDone   atomic.Bool
 	keySecret uint32
 
 	accepted time.Time  // when the connection was accepted (the login's duration)
@@ -389,6 +393,17 @@ func (sess *session) drop(n int) error {
 	return nil
 }
 
+// schemaChangeTag reports whether a CommandComplete body's tag is of a
+// statement that changes the catalog (CREATE, ALTER, DROP, ...).
+func schemaChangeTag(body []byte) bool {
+	for _, p := range []string{"CREATE ", "ALTER ", "DROP ", "IMPORT FOREIGN SCHEMA"} {
+		if bytes.HasPrefix(body, []byte(p)) {
+			return true
+		}
+	}
+	return false
+}
+
 // handleFunctionCall decides a fast-path FunctionCall (psql's \lo_import,
 // libpq's lo_* functions) like the same call written in SQL: the function
 // is found by OID in the catalog, the policy decides, the call is audited
@@ -560,6 +575,10 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 		// status is the backend's (see timeEach).
 		be.TxStatus = b[5]
 		sess.txStatus.Store(uint32(b[5]))
+		if b[5] == 'I' && sess.ddlDone.Swap(false) && sess.decider != nil {
+			// Committed: what the catalog says of this database changed.
+			sess.decider.CatalogChanged(sess.database)
+		}
 	}
 	relay, r := sess.reqs.onBackend(typ)
 	switch typ {
@@ -580,6 +599,9 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 	case 'C', 's':
 		if r.run != nil && typ == 'C' && r.run.ownTag() {
 			return nil // the proxy's own SET LOCAL
+		}
+		if typ == 'C' && schemaChangeTag(b[5:]) {
+			sess.ddlDone.Store(true)
 		}
 		if r.run != nil {
 			max, cut := r.run.capOf()
