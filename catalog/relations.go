@@ -103,4 +103,3 @@ func (s *Snapshot) WithRelations(rels ...Relation) *Snapshot {
 	out.Loaded = time.Now()
 	return &out
 }
-
