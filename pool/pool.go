@@ -47,6 +47,10 @@ type Config struct {
 	// environment variables included). Its database is the default one; Acquire
 	// may name another database on the same server. Required.
 	ConnString string
+	// User and Password, when User is set, replace the connection string's
+	// credentials: a pool of one login's own backend role (wire.Login's
+	// Backends) on the same server.
+	User, Password string
 	// MaxConns is the most backend connections per database. Zero means 20.
 	MaxConns int
 	// AcquireTimeout is how long Acquire waits for a free connection before it
@@ -156,6 +160,9 @@ func New(cfg Config) (*Pool, error) {
 	}
 	if base.RuntimeParams == nil {
 		base.RuntimeParams = map[string]string{}
+	}
+	if cfg.User != "" {
+		base.User, base.Password = cfg.User, cfg.Password
 	}
 	if cfg.ApplicationName != "" {
 		base.RuntimeParams["application_name"] = cfg.ApplicationName

@@ -31,6 +31,11 @@ type Login struct {
 	// transaction with SET LOCAL dbal.token = '<token>' or
 	// set_config('dbal.token', <token>, true), with tokens it verifies.
 	EndUserTokens TokenVerifier
+	// Backends, when set, is this login's own pool: its sessions run as
+	// the backend role of that pool (per-login backend credentials), so
+	// PostgreSQL's own grants and row-level security apply as well as the
+	// proxy's policies. Nil uses the server's Config.Backends.
+	Backends Backends
 }
 
 // TokenVerifier verifies a signed identity token; *identity.Verifier

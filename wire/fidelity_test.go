@@ -4,6 +4,7 @@ package wire_test
 // show (issue 12).
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -13,6 +14,9 @@ import (
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/pool"
+	"github.com/dbalproxy/dbalproxy/testenv"
+	"github.com/dbalproxy/dbalproxy/wire"
 )
 
 // TestSyntaxErrorFields checks that the proxy's own syntax error carries
@@ -266,5 +270,83 @@ func TestCatalogAwareWritesVolatileDefault(t *testing.T) {
 	var last int
 	if err := db.QueryRow(ctx, "SELECT last_value FROM role_seq").Scan(&last); err != nil || last != 3 {
 		t.Fatalf("the sequence is at %d (%v), want 3: the default ran more than once a row", last, err)
+	}
+}
+
+// TestPerLoginBackendRole checks a login mapped to its own backend role:
+// its sessions run as that role (current_user, session_user), so the
+// database's own grants and row-level security apply as well, while a login
+// on the shared pool runs as the proxy's role; the client is told its
+// login as session_authorization either way.
+func TestPerLoginBackendRole(t *testing.T) {
+	t.Parallel()
+	c := testenv.Shared(t)
+	role := fmt.Sprintf("fid_role_%d", time.Now().UnixNano()%1e9)
+	var own *pool.Pool
+	p := startProxy(t, func(w *wire.Config, pc *pool.Config) {
+		var err error
+		own, err = pool.New(pool.Config{ConnString: pc.ConnString, User: role, Password: "pw_" + role, MaxConns: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(own.Close)
+		w.Logins.(wire.Logins)["alice"].Backends = own
+		w.Decider = nil // the database's own rules only, in this test
+	})
+	ctx := ctxT(t, 30*time.Second)
+	super := connect(t, c.SuperURL(p.DB))
+	for _, sql := range []string{
+		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD 'pw_%s'", role, role),
+		"CREATE TABLE notes (owner text NOT NULL DEFAULT current_user, body text)",
+		"ALTER TABLE notes OWNER TO " + testenv.AppUserName,
+		fmt.Sprintf("INSERT INTO notes VALUES ('%s', 'mine'), ('someone', 'theirs')", role),
+		"ALTER TABLE notes ENABLE ROW LEVEL SECURITY",
+		"CREATE POLICY own ON notes USING (owner = current_user)",
+		fmt.Sprintf("GRANT SELECT, INSERT ON notes TO %s", role),
+		"CREATE TABLE secrets (x int)",
+	} {
+		if _, err := super.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		own.Close()
+		_, _ = super.Exec(cctx, "DROP TABLE notes, secrets")
+		_, _ = super.Exec(cctx, "DROP ROLE "+role)
+	})
+	alice := connect(t, p.URL("alice"))
+	var cur, sess string
+	if err := alice.QueryRow(ctx, "SELECT current_user, session_user").Scan(&cur, &sess); err != nil || cur != role || sess != role {
+		t.Fatalf("alice runs as %q/%q (%v), want %s", cur, sess, err, role)
+	}
+	if got := alice.PgConn().ParameterStatus("session_authorization"); got != "alice" {
+		t.Errorf("session_authorization reported as %q, want the login", got)
+	}
+	var bodies []string
+	rows, err := alice.Query(ctx, "SELECT body FROM notes ORDER BY body")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var b string
+		_ = rows.Scan(&b)
+		bodies = append(bodies, b)
+	}
+	if rows.Err() != nil || strings.Join(bodies, ",") != "mine" {
+		t.Fatalf("row-level security of the database: %v %v", bodies, rows.Err())
+	}
+	_, err = alice.Exec(ctx, "SELECT * FROM secrets")
+	if pe := asPgErr(err); pe == nil || pe.Code != "42501" || !strings.Contains(pe.Message, "permission denied") {
+		t.Fatalf("a table the role has no grant on: %v", err)
+	}
+	// bob is on the shared pool: the proxy's own role.
+	bob := connect(t, p.URL("bob"))
+	if err := bob.QueryRow(ctx, "SELECT current_user").Scan(&cur); err != nil || cur != testenv.AppUserName {
+		t.Fatalf("bob runs as %q (%v), want the proxy's role", cur, err)
+	}
+	if own.Stats().Dials == 0 {
+		t.Error("alice's session did not use its own pool")
 	}
 }

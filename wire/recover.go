@@ -150,7 +150,7 @@ func (sess *session) destroyBackend(be *pool.Conn, pending bool) {
 		sess.cancelBackend(be)
 	}
 	be.MarkBroken()
-	sess.srv.cfg.Backends.Destroy(be)
+	sess.backends.Destroy(be)
 }
 
 // cancelBackend cancels what runs on be, so that a statement cut short

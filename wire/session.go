@@ -44,6 +44,9 @@ type session struct {
 	bodyBuf        []byte
 
 	keyPID uint32
+	// backends hands out the session's backend connections: the login's
+	// own pool (Login.Backends) or the server's.
+	backends Backends
 	// ddlDone is set when a schema change completes; at the next idle
 	// ReadyForQuery (it is committed then) the catalog is read again.
 	ddlDone   atomic.Bool
@@ -110,6 +113,8 @@ func newSession(srv *Server, conn net.Conn) *session {
 		log:  srv.log.With().Str("session_id", id).Str("client_addr", conn.RemoteAddr().String()).Logger(),
 		cr:   msgReader{r: bufio.NewReaderSize(conn, clientBufSize), max: srv.cfg.MaxMessageSize},
 		cw:   bufio.NewWriterSize(conn, clientBufSize),
+		// The login's own pool replaces it once the login is known.
+		backends: srv.cfg.Backends,
 	}
 	sess.accepted = time.Now()
 	sess.reqs.init()
@@ -231,7 +236,7 @@ func (sess *session) detach() *pool.Conn {
 // releaseBackend gives the backend back before the pump ever started.
 func (sess *session) releaseBackend() {
 	if be := sess.detach(); be != nil {
-		sess.srv.cfg.Backends.Release(be)
+		sess.backends.Release(be)
 	}
 }
 
@@ -802,7 +807,7 @@ func (sess *session) teardown(clean bool) {
 			_ = be.Cancel(ctx)
 			cancel()
 		}
-		sess.srv.cfg.Backends.Destroy(be)
+		sess.backends.Destroy(be)
 		return
 	}
 	sess.mu.Lock()
@@ -817,14 +822,14 @@ func (sess *session) teardown(clean bool) {
 			err := be.Exec(ctx, "ROLLBACK")
 			cancel()
 			if err != nil || be.TxStatus != 'I' {
-				sess.srv.cfg.Backends.Destroy(be)
+				sess.backends.Destroy(be)
 				return
 			}
 		}
 		sess.putBackend(be)
 		return
 	}
-	sess.srv.cfg.Backends.Release(be)
+	sess.backends.Release(be)
 }
 
 // cancelRunning forwards a client's CancelRequest to the backend it holds,

@@ -272,11 +272,14 @@ func (sess *session) loginSteps(m *pgproto3.StartupMessage, lg **Login) (release
 		}
 	}()
 	sess.principal = Principal{User: login.Name, Role: login.Role, Claims: login.Claims}
+	if login.Backends != nil {
+		sess.backends = login.Backends
+	}
 	if !sess.srv.databaseAllowed(sess.database) {
 		return nil, fatalf(CodeInvalidCatalogName, "database %q is not served by this proxy", sess.database)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), sess.srv.cfg.StartupTimeout)
-	be, err := sess.srv.cfg.Backends.Acquire(ctx, sess.database)
+	be, err := sess.backends.Acquire(ctx, sess.database)
 	cancel()
 	if err != nil {
 		return nil, sess.acquireFailed(err)

@@ -64,15 +64,15 @@ func (sess *session) putBackend(be *pool.Conn) {
 		if name := st.endLease(be.Params); name != "" {
 			sess.log.Warn().Str("parameter", name).
 				Msg("a setting changed on the backend connection where the proxy could not see it; closing the connection rather than handing it to another client")
-			sess.srv.cfg.Backends.Destroy(be)
+			sess.backends.Destroy(be)
 			return
 		}
 	}
-	if p, ok := sess.srv.cfg.Backends.(txPutter); ok {
+	if p, ok := sess.backends.(txPutter); ok {
 		p.Put(be)
 		return
 	}
-	sess.srv.cfg.Backends.Release(be)
+	sess.backends.Release(be)
 }
 
 // computeWantParams fixes the parameter values every backend leased to this
@@ -228,7 +228,7 @@ func (sess *session) newLease() (*pool.Conn, error) {
 	if sess.pumpDone != nil {
 		<-sess.pumpDone
 	}
-	if t, ok := sess.srv.cfg.Backends.(txTaker); ok {
+	if t, ok := sess.backends.(txTaker); ok {
 		// The common case: an idle connection that already shows this
 		// client's parameters.
 		if be := t.TryAcquire(sess.database); be != nil {
@@ -241,7 +241,7 @@ func (sess *session) newLease() (*pool.Conn, error) {
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), sess.srv.cfg.StartupTimeout)
-		be, err := sess.srv.cfg.Backends.Acquire(ctx, sess.database)
+		be, err := sess.backends.Acquire(ctx, sess.database)
 		if err != nil {
 			cancel()
 			return nil, sess.acquireFailed(err)
@@ -249,7 +249,7 @@ func (sess *session) newLease() (*pool.Conn, error) {
 		err = sess.syncParams(ctx, be)
 		cancel()
 		if err != nil {
-			sess.srv.cfg.Backends.Destroy(be)
+			sess.backends.Destroy(be)
 			var pe *pgconn.PgError
 			if errors.As(err, &pe) && pe.Severity != "FATAL" {
 				return nil, err // the server refused a parameter
@@ -270,7 +270,7 @@ func (sess *session) newLease() (*pool.Conn, error) {
 func (sess *session) startLease(be *pool.Conn) (*pool.Conn, error) {
 	for _, k := range lexerSettings {
 		if why := settingHazard(k, be.Params[k]); why != "" {
-			sess.srv.cfg.Backends.Destroy(be)
+			sess.backends.Destroy(be)
 			return nil, fatalf(CodeFeatureNotSupported, "%s", why)
 		}
 	}

@@ -193,6 +193,16 @@ type LoginConfig struct {
 	// MaxConns is the most open sessions of this login: 0 takes
 	// limits.max_conns_per_login, -1 means no limit.
 	MaxConns int `yaml:"max_conns"`
+	// Backend, when its user is set, is the backend role this login's
+	// sessions run as (a pool of their own on backend.url's server), so
+	// the database's own grants and row-level security apply too.
+	Backend LoginBackend `yaml:"backend"`
+}
+
+// LoginBackend is a login's own backend credentials.
+type LoginBackend struct {
+	User     string `yaml:"user"`
+	Password string `yaml:"password"` // use ${ENV}
 }
 
 // Duration is a time.Duration written as "5s", "250ms" or "2m" in the file.

@@ -50,6 +50,7 @@ type proxy struct {
 	log     zerolog.Logger
 	metrics *metrics.Metrics
 	logins  loginSource
+	pools   loginPools // logins' own backend roles
 	srv     *wire.Server
 	engine  *policy.Engine
 	audit   *metrics.Auditor
@@ -147,6 +148,10 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		return &configError{key: "backend.url", msg: err.Error()}
 	}
 	defer p.Close()
+	defer px.pools.close()
+	if err := px.pools.attach(cfg, logins, log, px.wrapPool); err != nil {
+		return err
+	}
 	// Functions are resolved in each database's catalog, read with the
 	// proxy's credentials; a policy reload reads it again.
 	cat := catalog.NewCache(catalog.CacheConfig{Connector: p})
@@ -391,6 +396,9 @@ func (px *proxy) apply(load func() (*Config, error)) error {
 	}
 	logins, err := buildLogins(cfg)
 	if err != nil {
+		return err
+	}
+	if err := px.pools.attach(cfg, logins, px.log, px.wrapPool); err != nil {
 		return err
 	}
 	px.mu.Lock()
