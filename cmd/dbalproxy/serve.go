@@ -231,7 +231,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		}
 	}
 	log.Info().Str("listen", ln.Addr().String()).Str("database", p.DefaultDatabase()).
-		Str("pool_mode", cfg.Pool.Mode).Str("version", version).Msg("dbalproxy ready")
+		Str("pool_mode", cfg.Pool.Mode).Str("version", readBuildInfo().Version).Msg("dbalproxy ready")
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	px.listening.Store(true)
