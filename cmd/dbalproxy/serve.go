@@ -120,6 +120,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		return err
 	}
 	px.logins.p.Store(&logins)
+	px.metrics.SetLogins(loginNames(cfg))
 	var tlsCfg *tls.Config
 	if cfg.TLS.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
@@ -205,6 +206,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 			return engine.Version()
 		},
 		AuditDropped: px.droppedAudit,
+		Build:        metricsBuildInfo(),
 	})
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -418,6 +420,7 @@ func (px *proxy) apply(load func() (*Config, error)) error {
 		px.log.Warn().Str("key", k).Msg("configuration key changed; it takes effect only after a restart")
 	}
 	px.logins.p.Store(&logins)
+	px.metrics.SetLogins(loginNames(cfg))
 	px.srv.SetLimits(serverLimits(cfg))
 	zerolog.SetGlobalLevel(logLevel(cfg.Log))
 	if newAudit != nil {

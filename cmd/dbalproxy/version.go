@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+
+	"github.com/dbalproxy/dbalproxy/metrics"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -92,4 +94,20 @@ func shortRevision(r string) string {
 		return r[:12]
 	}
 	return r
+}
+
+// metricsBuildInfo is the running binary's dbalproxy_build_info.
+func metricsBuildInfo() metrics.BuildInfo {
+	b := readBuildInfo()
+	return metrics.BuildInfo{Version: b.Version, Revision: b.Revision, GoVersion: b.GoVersion}
+}
+
+// loginNames are the configured logins' names, in order: the values of the
+// metrics' login label.
+func loginNames(cfg *Config) []string {
+	out := make([]string, 0, len(cfg.Logins))
+	for _, l := range cfg.Logins {
+		out = append(out, l.Name)
+	}
+	return out
 }
