@@ -9,7 +9,11 @@
 //     for a backend connection.
 //   - Sources are read at scrape time: the server's connection counts, the
 //     pool's per-database connections, the policy version, dropped audit
-//     records.
+//     records, the build.
+//
+// Decisions, logins and sessions carry a login label, bounded: only the
+// logins of the configuration (SetLogins, at most maxLoginLabels) get their
+// own value; every other name, a failed guess's included, is "other".
 //
 // Every metric is named dbalproxy_*; README.md lists them.
 package metrics
@@ -50,12 +54,35 @@ type Sources struct {
 	PolicyVersion func() string
 	// AuditDropped returns how many audit records were dropped so far.
 	AuditDropped func() uint64
+	// Build is exported as dbalproxy_build_info when its Version is set.
+	Build BuildInfo
+}
+
+// BuildInfo describes the running binary, for dbalproxy_build_info.
+type BuildInfo struct {
+	Version   string // v1.2.3, a pseudo-version, or dev
+	Revision  string // the VCS commit; empty when unknown
+	GoVersion string // the Go toolchain that built it
+}
+
+// LoginCounter reports a login's open sessions; *wire.Server implements it.
+// A ServerSource that also implements it gets dbalproxy_login_sessions.
+type LoginCounter interface {
+	LoginConns(name string) int
 }
 
 // maxSQLStates bounds the distinct values of the sqlstate label: codes past
 // it are counted as "other", so a backend that invents codes cannot grow the
 // metric without bound.
 const maxSQLStates = 200
+
+// maxLoginLabels bounds the distinct values of the login label: the first
+// logins of the configuration get their own value, later ones and any name
+// not configured are counted as otherLogin.
+const maxLoginLabels = 100
+
+// otherLogin is the login label of names without their own.
+const otherLogin = "other"
 
 // Metrics holds dbalproxy's collectors and their registry.
 type Metrics struct {
@@ -70,9 +97,12 @@ type Metrics struct {
 	reloads    *prometheus.CounterVec
 	policyLoad *prometheus.CounterVec
 
-	// byDecision caches the children of decisions and latency for the
-	// known decisions, so that a record costs no label lookup.
-	byDecision map[string]decisionMetrics
+	// byDecision caches the latency children for the known decisions, so
+	// that a record costs no label lookup.
+	byDecision map[string]prometheus.Observer
+	// logins holds each labelled login's children of decisions and logins.
+	loginTab   atomic.Pointer[loginTable]
+	loginTabMu sync.Mutex // serializes SetLogins
 
 	codesMu sync.Mutex
 	codes   map[string]bool
@@ -87,8 +117,8 @@ func New() *Metrics {
 	m.sources.Store(&Sources{})
 	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dbalproxy_decisions_total",
-		Help: "Statement decisions by result: allow, rewrite, deny, would_deny (permissive mode).",
-	}, []string{"decision"})
+		Help: "Statement decisions by result (allow, rewrite, deny, would_deny in permissive mode) and login (configured logins; others as \"other\").",
+	}, []string{"decision", "login"})
 	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "dbalproxy_statement_duration_seconds",
 		Help:    "Time from receiving a statement to its completion (denials included), by decision.",
@@ -100,8 +130,8 @@ func New() *Metrics {
 	}, []string{"sqlstate"})
 	m.logins = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dbalproxy_logins_total",
-		Help: "Login attempts by result: ok or failed.",
-	}, []string{"result"})
+		Help: "Login attempts by result (ok or failed) and login (configured logins; others as \"other\").",
+	}, []string{"result", "login"})
 	m.acquire = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "dbalproxy_pool_acquire_seconds",
 		Help:    "Time a client waited for a backend connection (including dialing a new one).",
@@ -119,16 +149,16 @@ func New() *Metrics {
 		Name: "dbalproxy_policy_reloads_total",
 		Help: "Policy set reloads (SIGHUP or a file change) by result: ok or failed.",
 	}, []string{"result"})
-	m.byDecision = map[string]decisionMetrics{}
+	m.byDecision = map[string]prometheus.Observer{}
 	// would_deny (permissive mode only) is created on first use.
-	for _, d := range []string{audit.DecisionAllow, audit.DecisionRewrite, audit.DecisionDeny} {
-		m.byDecision[d] = decisionMetrics{count: m.decisions.WithLabelValues(d), latency: m.latency.WithLabelValues(d)}
+	for _, d := range knownDecisions {
+		m.byDecision[d] = m.latency.WithLabelValues(d)
 	}
 	for _, r := range []string{"ok", "failed"} {
-		m.logins.WithLabelValues(r)
 		m.reloads.WithLabelValues(r)
 		m.policyLoad.WithLabelValues(r)
 	}
+	m.SetLogins(nil)
 	m.reg.MustRegister(m.decisions, m.latency, m.errors, m.logins, m.acquire, m.acquireErr, m.reloads, m.policyLoad,
 		&sourceCollector{m: m},
 		collectors.NewGoCollector(),
@@ -160,38 +190,98 @@ func result(err error) string {
 	return "ok"
 }
 
-// decisionMetrics are one decision's children of decisions and latency.
-type decisionMetrics struct {
-	count   prometheus.Counter
-	latency prometheus.Observer
+// knownDecisions are the decisions whose series exist from the start.
+var knownDecisions = []string{audit.DecisionAllow, audit.DecisionRewrite, audit.DecisionDeny}
+
+// loginMetrics are one login label value's children of decisions and logins.
+type loginMetrics struct {
+	label      string
+	decisions  map[string]prometheus.Counter // the knownDecisions
+	ok, failed prometheus.Counter
+}
+
+// loginTable maps login names to their metrics; names not in it use other.
+type loginTable struct {
+	byName map[string]*loginMetrics
+	names  []string // the labelled logins, in configuration order
+	other  *loginMetrics
+}
+
+func (t *loginTable) get(name string) *loginMetrics {
+	if lm, ok := t.byName[name]; ok {
+		return lm
+	}
+	return t.other
+}
+
+func (m *Metrics) newLoginMetrics(label string) *loginMetrics {
+	lm := &loginMetrics{label: label, decisions: map[string]prometheus.Counter{},
+		ok: m.logins.WithLabelValues("ok", label), failed: m.logins.WithLabelValues("failed", label)}
+	for _, d := range knownDecisions {
+		lm.decisions[d] = m.decisions.WithLabelValues(d, label)
+	}
+	return lm
+}
+
+// SetLogins sets the logins that get their own login label value: the
+// configured ones, called at start and on every reload. Past
+// maxLoginLabels, and for any other name, records count as "other". The
+// series of logins no longer listed are removed.
+func (m *Metrics) SetLogins(names []string) {
+	m.loginTabMu.Lock()
+	defer m.loginTabMu.Unlock()
+	old := m.loginTab.Load()
+	t := &loginTable{byName: map[string]*loginMetrics{}}
+	for _, n := range names {
+		if len(t.names) == maxLoginLabels {
+			break
+		}
+		if n == otherLogin || t.byName[n] != nil {
+			continue // "other" stays the shared value
+		}
+		if old != nil && old.byName[n] != nil {
+			t.byName[n] = old.byName[n]
+		} else {
+			t.byName[n] = m.newLoginMetrics(n)
+		}
+		t.names = append(t.names, n)
+	}
+	if old != nil {
+		t.other = old.other
+		for n := range old.byName {
+			if t.byName[n] == nil {
+				m.decisions.DeletePartialMatch(prometheus.Labels{"login": n})
+				m.logins.DeletePartialMatch(prometheus.Labels{"login": n})
+			}
+		}
+	} else {
+		t.other = m.newLoginMetrics(otherLogin)
+	}
+	m.loginTab.Store(t)
 }
 
 // observe updates the metrics from one audit record.
 func (m *Metrics) observe(r *audit.Record) {
+	lm := m.loginTab.Load().get(r.User)
 	switch r.Event {
 	case audit.EventLogin:
-		m.logins.WithLabelValues(result(boolErr(r.Success))).Inc()
+		if r.Success {
+			lm.ok.Inc()
+		} else {
+			lm.failed.Inc()
+		}
 	default:
-		if dm, ok := m.byDecision[r.Decision]; ok {
-			dm.count.Inc()
-			dm.latency.Observe(r.DurationMS / 1000)
+		if c, ok := lm.decisions[r.Decision]; ok {
+			c.Inc()
+			m.byDecision[r.Decision].Observe(r.DurationMS / 1000)
 		} else if r.Decision != "" {
-			m.decisions.WithLabelValues(r.Decision).Inc()
+			m.decisions.WithLabelValues(r.Decision, lm.label).Inc()
 			m.latency.WithLabelValues(r.Decision).Observe(r.DurationMS / 1000)
 		}
 	}
 	if r.SQLState != "" {
 		m.errors.WithLabelValues(m.codeLabel(r.SQLState)).Inc()
 	}
-}
-
-var errFailed = errors.New("failed")
-
-func boolErr(ok bool) error {
-	if ok {
-		return nil
-	}
-	return errFailed
 }
 
 // codeLabel returns code if it looks like a SQLSTATE and the label set has

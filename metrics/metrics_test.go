@@ -11,6 +11,7 @@ import (
 
 	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/pool"
+	"github.com/dbalproxy/dbalproxy/wire"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -182,5 +183,97 @@ func BenchmarkAuditorLog(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		a.Log(r)
+	}
+}
+
+// TestLoginLabelIsBounded: decisions and logins carry the login only for
+// the configured logins (at most maxLoginLabels of them); any other name,
+// such as a failed login attempt's, is counted as "other", so clients cannot
+// grow the label set.
+func TestLoginLabelIsBounded(t *testing.T) {
+	m := New()
+	names := []string{"alice", "bob"}
+	for i := range maxLoginLabels + 10 {
+		names = append(names, fmt.Sprintf("svc%03d", i))
+	}
+	m.SetLogins(names)
+	a := m.Auditor(nil)
+	a.Log(&audit.Record{User: "alice", Decision: audit.DecisionDeny})
+	a.Log(&audit.Record{User: "alice", Decision: audit.DecisionWouldDeny})
+	a.Log(&audit.Record{User: "bob", Event: audit.EventLogin, Success: true})
+	for i := range 50 {
+		a.Log(&audit.Record{User: fmt.Sprintf("guess%d", i), Event: audit.EventLogin, Success: false})
+	}
+	a.Log(&audit.Record{User: names[len(names)-1], Decision: audit.DecisionAllow}) // past the bound
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"dbalproxy_decisions_total", []string{"decision=deny", "login=alice"}, 1},
+		{"dbalproxy_decisions_total", []string{"decision=would_deny", "login=alice"}, 1},
+		{"dbalproxy_decisions_total", []string{"decision=deny", "login=bob"}, 0},
+		{"dbalproxy_decisions_total", []string{"decision=allow", "login=other"}, 1},
+		{"dbalproxy_logins_total", []string{"result=ok", "login=bob"}, 1},
+		{"dbalproxy_logins_total", []string{"result=failed", "login=other"}, 50},
+		{"dbalproxy_logins_total", []string{"result=failed", "login=guess1"}, -1},
+		{"dbalproxy_logins_total", []string{"login=" + names[len(names)-1]}, -1},
+	} {
+		if got := value(t, m, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	// Every configured login within the bound, plus other, has its series
+	// from the start (so rate() works from the first record): 3 decisions
+	// and 2 login results each, would_deny once for alice.
+	if n, want := series(t, m, "dbalproxy_decisions_total"), 3*(maxLoginLabels+1)+1; n != want {
+		t.Errorf("%d decision series, want %d", n, want)
+	}
+	if n, want := series(t, m, "dbalproxy_logins_total"), 2*(maxLoginLabels+1); n != want {
+		t.Errorf("%d login series, want %d", n, want)
+	}
+	// A reload that removes a login removes its series; its records count
+	// as other from then on.
+	m.SetLogins([]string{"bob"})
+	a.Log(&audit.Record{User: "alice", Decision: audit.DecisionDeny})
+	if got := value(t, m, "dbalproxy_decisions_total", "login=alice"); got != -1 {
+		t.Errorf("alice's series stay after her removal: %v", got)
+	}
+	if got := value(t, m, "dbalproxy_decisions_total", "decision=deny", "login=other"); got != 1 {
+		t.Errorf("deny by other after alice's removal = %v, want 1", got)
+	}
+	if got := value(t, m, "dbalproxy_logins_total", "result=ok", "login=bob"); got != 1 {
+		t.Errorf("bob's count lost in the reload: %v", got)
+	}
+}
+
+type fakeServer struct{ sessions map[string]int }
+
+func (s fakeServer) Stats() wire.ServerStats    { return wire.ServerStats{} }
+func (s fakeServer) LoginConns(name string) int { return s.sessions[name] }
+
+// TestLoginSessions: open sessions per configured login, read at scrape
+// time.
+func TestLoginSessions(t *testing.T) {
+	m := New()
+	m.SetLogins([]string{"alice", "bob"})
+	m.SetSources(Sources{Server: fakeServer{sessions: map[string]int{"alice": 3, "mallory": 9}}})
+	if got := value(t, m, "dbalproxy_login_sessions", "login=alice"); got != 3 {
+		t.Errorf("alice's sessions = %v, want 3", got)
+	}
+	if got := value(t, m, "dbalproxy_login_sessions", "login=bob"); got != 0 {
+		t.Errorf("bob's sessions = %v, want 0", got)
+	}
+	if n := series(t, m, "dbalproxy_login_sessions"); n != 2 {
+		t.Errorf("%d session series, want 2 (configured logins only)", n)
+	}
+}
+
+// TestBuildInfo: dbalproxy_build_info{version,revision,goversion} 1.
+func TestBuildInfo(t *testing.T) {
+	m := New()
+	m.SetSources(Sources{Build: BuildInfo{Version: "v1.2.3", Revision: "0123456789ab", GoVersion: "go1.99"}})
+	if got := value(t, m, "dbalproxy_build_info", "version=v1.2.3", "revision=0123456789ab", "goversion=go1.99"); got != 1 {
+		t.Fatalf("dbalproxy_build_info = %v, want 1", got)
 	}
 }

@@ -28,12 +28,16 @@ var (
 		"The policy set in force (value 1), by version.", []string{"version"}, nil)
 	descDropped = prometheus.NewDesc("dbalproxy_audit_records_dropped_total",
 		"Audit records dropped because the audit sink was too slow (queue full past audit.block_timeout).", nil, nil)
+	descSessions = prometheus.NewDesc("dbalproxy_login_sessions",
+		"Open sessions (after authentication) now, by configured login.", []string{"login"}, nil)
+	descBuild = prometheus.NewDesc("dbalproxy_build_info",
+		"The running binary (value 1): its version, VCS revision and Go version.", []string{"version", "revision", "goversion"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descClients, descAccepted, descRejected, descDraining, descBackend,
-		descWaiting, descTimeouts, descDials, descDestroyed, descPolicy, descDropped} {
+		descWaiting, descTimeouts, descDials, descDestroyed, descPolicy, descDropped, descSessions, descBuild} {
 		ch <- d
 	}
 }
@@ -52,6 +56,11 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 			draining = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, draining)
+		if lc, ok := s.Server.(LoginCounter); ok {
+			for _, n := range c.m.loginTab.Load().names {
+				ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(lc.LoginConns(n)), n)
+			}
+		}
 	}
 	if s.Pool != nil {
 		for _, d := range s.Pool.DatabaseStats() {
@@ -67,6 +76,9 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if s.PolicyVersion != nil {
 		ch <- prometheus.MustNewConstMetric(descPolicy, prometheus.GaugeValue, 1, s.PolicyVersion())
+	}
+	if b := s.Build; b.Version != "" {
+		ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, b.Version, b.Revision, b.GoVersion)
 	}
 	if s.AuditDropped != nil {
 		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(s.AuditDropped()))

@@ -9,7 +9,7 @@
 //	dbalproxy explain --login NAME 'SQL'      a statement's facts, decision and plan
 //	dbalproxy passwd LOGIN                    a scram_verifier from a password on stdin
 //	dbalproxy completion bash|zsh|fish        a shell completion script
-//	dbalproxy version                         print the version
+//	dbalproxy version                         print the version, VCS revision and Go version
 package main
 
 import (
@@ -33,9 +33,6 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -55,7 +52,7 @@ Usage:
                                           (exit status 3 when it would be denied; --json)
   dbalproxy passwd LOGIN                  print a scram_verifier for a password read on stdin
   dbalproxy completion bash|zsh|fish      print a shell completion script
-  dbalproxy version                       print the version
+  dbalproxy version                       print the version, VCS revision and Go version
 
 Each command's -h lists its flags.
 `)
@@ -81,7 +78,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "completion":
 		err = completionCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
-		fmt.Fprintln(stdout, "dbalproxy", version)
+		fmt.Fprintln(stdout, readBuildInfo())
 		return 0
 	case "help", "-h", "--help":
 		usage(stdout)

@@ -121,6 +121,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		return err
 	}
 	px.logins.p.Store(&logins)
+	px.metrics.SetLogins(loginNames(cfg))
 	var tlsCfg *tls.Config
 	if cfg.TLS.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
@@ -210,6 +211,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 			return engine.Version()
 		},
 		AuditDropped: px.droppedAudit,
+		Build:        metricsBuildInfo(),
 	})
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -236,7 +238,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		}
 	}
 	log.Info().Str("listen", ln.Addr().String()).Str("database", p.DefaultDatabase()).
-		Str("pool_mode", cfg.Pool.Mode).Str("version", version).Msg("dbalproxy ready")
+		Str("pool_mode", cfg.Pool.Mode).Str("version", readBuildInfo().Version).Msg("dbalproxy ready")
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	px.listening.Store(true)
@@ -426,6 +428,7 @@ func (px *proxy) apply(load func() (*Config, error)) error {
 		px.log.Warn().Str("key", k).Msg("configuration key changed; it takes effect only after a restart")
 	}
 	px.logins.p.Store(&logins)
+	px.metrics.SetLogins(loginNames(cfg))
 	px.srv.SetLimits(serverLimits(cfg))
 	zerolog.SetGlobalLevel(logLevel(cfg.Log))
 	if newAudit != nil {

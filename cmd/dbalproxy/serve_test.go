@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -191,26 +192,61 @@ func (s *served) get(path string) (int, string) {
 }
 
 // metric returns the value of the sample whose name and labels start with
-// prefix (e.g. `dbalproxy_decisions_total{decision="deny"}`), or -1.
+// prefix (e.g. `dbalproxy_client_connections `), or -1. A selector
+// (`dbalproxy_decisions_total{decision="deny"}`) sums the samples of that
+// name whose labels include the given ones, as PromQL's sum would.
 func (s *served) metric(prefix string) float64 {
 	s.t.Helper()
 	code, body := s.get("/metrics")
 	if code != 200 {
 		s.t.Fatalf("/metrics: %d", code)
 	}
+	sel := strings.TrimSpace(prefix)
+	name, want, isSel := strings.Cut(sel, "{")
+	isSel = isSel && strings.HasSuffix(sel, "}")
+	sum, found := 0.0, false
 	sc := bufio.NewScanner(strings.NewReader(body))
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, prefix) {
-			f := strings.Fields(line)
-			v, err := strconv.ParseFloat(f[len(f)-1], 64)
-			if err != nil {
-				s.t.Fatalf("metric line %q: %v", line, err)
+		if isSel {
+			n, labels, ok := strings.Cut(line, "{")
+			if !ok || n != name || !hasLabels(labels, want) {
+				continue
 			}
+		} else if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			s.t.Fatalf("metric line %q: %v", line, err)
+		}
+		if !isSel {
 			return v
 		}
+		sum, found = sum+v, true
 	}
-	return -1
+	if !found {
+		return -1
+	}
+	return sum
+}
+
+var labelPair = regexp.MustCompile(`[a-zA-Z_]+="[^"]*"`)
+
+// hasLabels reports whether the labels of a text-format line (what follows
+// its "{") include every pair of want (a selector's, without its braces).
+func hasLabels(line, want string) bool {
+	have := map[string]bool{}
+	for _, p := range labelPair.FindAllString(line, -1) {
+		have[p] = true
+	}
+	for _, p := range labelPair.FindAllString(want, -1) {
+		if !have[p] {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *served) waitMetric(prefix string, want float64) {
