@@ -13,6 +13,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/print"
 	"github.com/rs/zerolog"
 )
 
@@ -24,9 +25,11 @@ type Options struct {
 	Dir string
 	// Mode is how decisions are enforced; "" means ModeStrict.
 	Mode Mode
-	// Logger receives one line per load, reload and reload failure. The
-	// zero Logger discards them. Input values (claims, statement text) are
-	// never logged.
+	// Logger receives one line per load, reload and reload failure, and
+	// the output of the policies' print() calls (at info level, with the
+	// file:line of the call). The zero Logger discards them. The proxy logs
+	// no input values (claims, statement text) itself; a print() call
+	// logs what its author passes it.
 	Logger zerolog.Logger
 	// RunTests, if true, runs the set's own *_test.rego tests at every
 	// load and refuses a set whose tests fail. The CLI sets it by default.
@@ -133,7 +136,7 @@ func (e *Engine) load(ctx context.Context, what string) error {
 		e.log.Debug().Str("policy_dir", e.dir).Str("policy_version", old.version).Msg("policy files unchanged")
 		return nil
 	}
-	set, err := build(ctx, snap, e.runTests)
+	set, err := build(ctx, snap, e.runTests, logPrint{e.log})
 	if err != nil {
 		return fail(err)
 	}
@@ -249,4 +252,17 @@ func (s *policySet) decide(ctx context.Context, in *Input, bc *backendCache) (De
 		}
 	}
 	return d, nil
+}
+
+// logPrint sends the policies' print() output to the engine's log.
+type logPrint struct{ log zerolog.Logger }
+
+// Print implements print.Hook.
+func (h logPrint) Print(ctx print.Context, msg string) error {
+	ev := h.log.Info().Str("print", msg)
+	if l := ctx.Location; l != nil {
+		ev = ev.Str("at", fmt.Sprintf("%s:%d", l.File, l.Row))
+	}
+	ev.Msg("policy print()")
+	return nil
 }

@@ -14,10 +14,13 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/cover"
 	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/print"
 )
 
 // decisionQuery is the entry point every policy set must define.
@@ -140,8 +143,9 @@ type policySet struct {
 }
 
 // build compiles a snapshot and prepares the decision query; with runTests,
-// it refuses a set whose own tests fail (withTests).
-func build(ctx context.Context, s *snapshot, withTests bool) (*policySet, error) {
+// it refuses a set whose own tests fail (withTests). The decisions' print()
+// output goes to hook (nil: discarded).
+func build(ctx context.Context, s *snapshot, withTests bool, hook print.Hook) (*policySet, error) {
 	l, err := s.load()
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
@@ -152,7 +156,7 @@ func build(ctx context.Context, s *snapshot, withTests bool) (*policySet, error)
 			modules[name] = m
 		}
 	}
-	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
+	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1).WithEnablePrintStatements(hook != nil)
 	if compiler.Compile(modules); compiler.Failed() {
 		return nil, fmt.Errorf("compile: %w", compiler.Errors)
 	}
@@ -165,6 +169,8 @@ func build(ctx context.Context, s *snapshot, withTests bool) (*policySet, error)
 		rego.Compiler(compiler),
 		rego.Store(store),
 		rego.StrictBuiltinErrors(true),
+		rego.EnablePrintStatements(hook != nil),
+		rego.PrintHook(hook),
 	).PrepareForEval(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", decisionQuery, err)
@@ -175,7 +181,7 @@ func build(ctx context.Context, s *snapshot, withTests bool) (*policySet, error)
 	}
 	set := &policySet{query: pq, rows: rows, version: s.version, files: len(s.names)}
 	if withTests {
-		results, err := runTests(ctx, l, false)
+		results, err := runTests(ctx, l, false, nil)
 		if err != nil {
 			return nil, fmt.Errorf("tests: %w", err)
 		}
@@ -206,10 +212,13 @@ func hasDocument(docs map[string]any, path ...string) bool {
 // a test, as they fail a decision.
 // With trace, failures carry the trace the report shows the failing line
 // from.
-func runTests(ctx context.Context, l *loaded, trace bool) ([]*tester.Result, error) {
+// With cov, it records coverage instead (tracing and coverage exclude each
+// other).
+func runTests(ctx context.Context, l *loaded, trace bool, cov *cover.Cover) ([]*tester.Result, error) {
 	store := inmem.NewFromObject(l.docs)
 	ch, err := tester.NewRunner().
-		EnableTracing(trace).
+		EnableTracing(trace && cov == nil).
+		SetCoverageQueryTracer(coverTracer(cov)).
 		SetStore(store).
 		SetModules(l.modules).
 		SetDefaultRegoVersion(ast.RegoV1).
@@ -238,6 +247,15 @@ func runTests(ctx context.Context, l *loaded, trace bool) ([]*tester.Result, err
 		return a.Location.Row < b.Location.Row
 	})
 	return results, nil
+}
+
+// coverTracer is cov as the tester's tracer: nil (no coverage) stays an
+// untyped nil.
+func coverTracer(cov *cover.Cover) topdown.QueryTracer {
+	if cov == nil {
+		return nil
+	}
+	return cov
 }
 
 func count(results []*tester.Result) (passed, failed int) {

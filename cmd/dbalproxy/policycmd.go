@@ -23,7 +23,7 @@ import (
 // policyCmd runs `dbalproxy policy test [dir]`: the Rego unit tests of a
 // policy directory, with the OPA built into the proxy.
 func policyCmd(args []string, stdout, stderr io.Writer) error {
-	const use = "usage: dbalproxy policy test [-v] [DIR]   run the Rego tests of a policy directory (default policies)"
+	const use = "usage: dbalproxy policy test [-v] [--coverage [--json]] [DIR]   run the Rego tests of a policy directory (default policies) and check that the proxy would load it"
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help") {
 		fmt.Fprintln(stdout, use)
 		return nil
@@ -37,21 +37,44 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(fs.Output(), use)
 		fs.PrintDefaults()
 	}
-	verbose := fs.Bool("v", false, "list every test")
+	verbose := fs.Bool("v", false, "list every test and its print() output")
+	coverage := fs.Bool("coverage", false, "report which lines of the policy files the tests reach")
+	asJSON := fs.Bool("json", false, "with --coverage: print only OPA's coverage report, as JSON")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	if *asJSON && !*coverage {
+		return usageError{errors.New("--json goes with --coverage")}
 	}
 	dir := "policies"
 	if fs.NArg() > 0 {
 		dir = fs.Arg(0)
 	}
-	passed, failed, err := policy.RunTests(context.Background(), dir, stdout, *verbose)
-	if err != nil {
+	out := stdout
+	if *asJSON {
+		out = stderr // the test report; stdout carries the JSON alone
+	}
+	rep, err := policy.Test(context.Background(), dir, out, policy.TestOptions{Verbose: *verbose, Coverage: *coverage})
+	if rep == nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%d passed, %d failed\n", passed, failed)
-	if failed > 0 {
-		return fmt.Errorf("%d policy test(s) failed", failed)
+	fmt.Fprintf(out, "%d passed, %d failed\n", rep.Passed, rep.Failed)
+	if rep.Coverage != nil {
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(rep.Coverage); err != nil {
+				return err
+			}
+		} else {
+			policy.WriteCoverage(stdout, rep.Coverage)
+		}
+	}
+	if err != nil {
+		return err // the proxy would refuse the set
+	}
+	if rep.Failed > 0 {
+		return fmt.Errorf("%d policy test(s) failed", rep.Failed)
 	}
 	return nil
 }
