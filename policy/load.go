@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -36,6 +37,8 @@ type snapshot struct {
 	fsys    fstest.MapFS // relative slash paths -> content
 	names   []string     // sorted keys of fsys
 	version string
+	// revision is a bundle's .manifest revision; "" for a directory.
+	revision string
 }
 
 // readDir reads the policy files under dir: *.rego, *.json, *.yaml and *.yml,
@@ -81,6 +84,15 @@ func readDir(dir string) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.seal(); err != nil {
+		return nil, fmt.Errorf("%w in %s", err, dir)
+	}
+	return s, nil
+}
+
+// seal sorts the names and computes the version, a hash of the names and
+// contents; a snapshot without .rego files is an error.
+func (s *snapshot) seal() error {
 	sort.Strings(s.names)
 	h := sha256.New()
 	regos := 0
@@ -93,10 +105,10 @@ func readDir(dir string) (*snapshot, error) {
 		h.Write(data)
 	}
 	if regos == 0 {
-		return nil, fmt.Errorf("no .rego files in %s", dir)
+		return errors.New("no .rego files")
 	}
 	s.version = hex.EncodeToString(h.Sum(nil))[:12]
-	return s, nil
+	return nil
 }
 
 func skipName(name string) bool {
@@ -136,10 +148,11 @@ func (s *snapshot) load() (*loaded, error) {
 type policySet struct {
 	query rego.PreparedEvalQuery
 	// rows are the set's Rego row rules; nil if it has none.
-	rows    *rowRuleSet
-	version string
-	files   int
-	tests   int // tests passed at load; 0 if not run
+	rows     *rowRuleSet
+	version  string
+	revision string // the bundle's revision; "" for a directory
+	files    int
+	tests    int // tests passed at load; 0 if not run
 }
 
 // build compiles a snapshot and prepares the decision query; with runTests,
@@ -179,7 +192,7 @@ func build(ctx context.Context, s *snapshot, withTests bool, hook print.Hook) (*
 	if err != nil {
 		return nil, err
 	}
-	set := &policySet{query: pq, rows: rows, version: s.version, files: len(s.names)}
+	set := &policySet{query: pq, rows: rows, version: s.version, revision: s.revision, files: len(s.names)}
 	if withTests {
 		results, err := runTests(ctx, l, false, nil)
 		if err != nil {
