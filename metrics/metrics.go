@@ -48,6 +48,9 @@ type Sources struct {
 	Pool   PoolSource
 	// PolicyVersion returns the version of the policy set in force.
 	PolicyVersion func() string
+	// PolicyRevision, set only when the policies come from a bundle
+	// service, returns the revision of the bundle in force.
+	PolicyRevision func() string
 	// AuditDropped returns how many audit records were dropped so far.
 	AuditDropped func() uint64
 }

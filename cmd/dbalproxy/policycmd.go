@@ -176,6 +176,7 @@ func explainCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if *dir != "" {
 		cfg.Policy.Dir = *dir
+		cfg.Policy.Bundle.URL = "" // the directory given wins over a bundle
 	}
 	if *mode != "" {
 		cfg.Policy.Mode = *mode
@@ -211,7 +212,9 @@ func explainCmd(args []string, stdout, stderr io.Writer) error {
 	}
 
 	p := parser.New(parser.Options{})
-	engine, err := policy.New(policy.Options{Dir: cfg.Policy.Dir, Mode: policy.Mode(cfg.Policy.Mode), Logger: zerolog.Nop(), RunTests: false})
+	popts := policyOptions(&cfg)
+	popts.Logger, popts.RunTests = zerolog.Nop(), false
+	engine, err := policy.New(popts)
 	if err != nil {
 		return err
 	}
@@ -240,7 +243,7 @@ func explainCmd(args []string, stdout, stderr io.Writer) error {
 	if rep.Principal.Claims == nil {
 		rep.Principal.Claims = map[string]any{}
 	}
-	rep.Policies.Dir, rep.Policies.Version, rep.Policies.Mode = cfg.Policy.Dir, engine.Version(), string(engine.Mode())
+	rep.Policies.Dir, rep.Policies.Version, rep.Policies.Mode = policySource(&cfg), engine.Version(), string(engine.Mode())
 	res, perr := p.Parse(sql)
 	if perr != nil {
 		rep.ParseError = perr.Error()

@@ -1,12 +1,24 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/dbalproxy/dbalproxy/testenv"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/rs/zerolog"
 )
 
 // lowerRowRule is a row rule the proxy refuses at load: SQL cannot carry
@@ -89,5 +101,178 @@ func TestPolicyTestPrint(t *testing.T) {
 	code, out, errs := runCLI(t, "policy", "test", "-v", dir)
 	if code != 0 || !strings.Contains(out, "hello from rego") {
 		t.Fatalf("code %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
+	}
+}
+
+// startServeWith runs serve, as startServe does, with a configuration
+// whose policy section is policyYAML (a YAML flow mapping).
+func startServeWith(t *testing.T, db, policyYAML string) *served {
+	t.Helper()
+	c := testenv.Shared(t)
+	dir := t.TempDir()
+	s := &served{t: t, cfgPath: filepath.Join(dir, "dbalproxy.yaml"), backend: c.AppURL(db), db: db,
+		reload: make(chan struct{}), done: make(chan error, 1), logs: &syncBuffer{}}
+	body := fmt.Sprintf(serveConfig, s.backend, "POLICIES", filepath.Join(dir, "audit.jsonl"), "")
+	body = strings.Replace(body, `policy: {dir: "POLICIES", watch: false}`, "policy: "+policyYAML, 1)
+	if err := os.WriteFile(s.cfgPath, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	load := func() (*Config, error) {
+		cfg := defaultConfig()
+		if err := loadConfig(s.cfgPath, &cfg, nil); err != nil {
+			return nil, err
+		}
+		return &cfg, nil
+	}
+	cfg, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	level := zerolog.GlobalLevel()
+	sctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	ready, adminReady := make(chan string, 1), make(chan string, 1)
+	log := zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), s.logs)).Level(zerolog.TraceLevel)
+	go func() {
+		s.done <- serve(sctx, cfg, log, serveOptions{
+			ready:      func(a net.Addr) { ready <- a.String() },
+			adminReady: func(a net.Addr) { adminReady <- a.String() },
+			reload:     s.reload, load: load,
+		})
+	}()
+	select {
+	case s.admin = <-adminReady:
+	case err := <-s.done:
+		t.Fatalf("serve: %v", err)
+	}
+	s.addr = <-ready
+	t.Cleanup(func() {
+		stop()
+		select {
+		case <-s.done:
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not return")
+		}
+		zerolog.SetGlobalLevel(level)
+	})
+	return s
+}
+
+// shippedBundle is the shipped policies as an OPA bundle at revision, in
+// opa build's format, written by OPA's bundle package.
+func shippedBundle(t *testing.T, revision string) []byte {
+	t.Helper()
+	ents, err := os.ReadDir("../../policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bundle.Bundle{Manifest: bundle.Manifest{Revision: revision}, Data: map[string]any{}}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".rego") {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("../../policies", e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Modules = append(b.Modules, bundle.ModuleFile{URL: "/" + e.Name(), Path: "/" + e.Name(), Raw: raw})
+	}
+	var buf bytes.Buffer
+	if err := bundle.NewWriter(&buf).Write(b); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// Two proxies polling one bundle service enforce its revision, show it in
+// /readyz, the metrics and the audit records, and converge on a new one
+// within the polling interval.
+func TestServeBundleConvergence(t *testing.T) {
+	var mu sync.Mutex
+	var body []byte
+	var etag string
+	setBundle := func(rev string) {
+		mu.Lock()
+		defer mu.Unlock()
+		body, etag = shippedBundle(t, rev), `"`+rev+`"`
+	}
+	setBundle("v1")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		b, e := body, etag
+		mu.Unlock()
+		if r.Header.Get("Authorization") != "Bearer tok" {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		if r.Header.Get("If-None-Match") == e {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("ETag", e)
+		_, _ = w.Write(b)
+	}))
+	defer srv.Close()
+	t.Setenv("TEST_BUNDLE_TOKEN", "tok")
+
+	db := testenv.NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := testenv.LoadDemo(ctx, testenv.Shared(t).AppURL(db)); err != nil {
+		t.Fatal(err)
+	}
+	const maxDelay = time.Second
+	policyYAML := fmt.Sprintf("{run_tests: false, bundle: {url: %q, min_delay: 500ms, max_delay: 1s, token: '${TEST_BUNDLE_TOKEN}'}}", srv.URL+"/bundles/dbal.tar.gz")
+	proxies := []*served{startServeWith(t, db, policyYAML), startServeWith(t, db, policyYAML)}
+	revisionOf := func(s *served) string {
+		_, body := s.get("/readyz")
+		_, rest, _ := strings.Cut(body, "policy_revision: ")
+		rev, _, _ := strings.Cut(rest, "\n")
+		return rev
+	}
+	for _, s := range proxies {
+		if code, body := s.get("/readyz"); code != 200 || !strings.Contains(body, "policy_revision: v1\n") {
+			t.Fatalf("/readyz = %d %q", code, body)
+		}
+		if s.metric(`dbalproxy_policy_bundle_info{revision="v1"}`) != 1 {
+			t.Fatal("no dbalproxy_policy_bundle_info for v1")
+		}
+	}
+
+	setBundle("v2")
+	start := time.Now()
+	for revisionOf(proxies[0]) != "v2" || revisionOf(proxies[1]) != "v2" {
+		if time.Since(start) > maxDelay+time.Second {
+			t.Fatalf("not converged on v2 after %s: %q, %q", time.Since(start), revisionOf(proxies[0]), revisionOf(proxies[1]))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("converged in %s", time.Since(start))
+	for _, s := range proxies {
+		if s.metric(`dbalproxy_policy_bundle_info{revision="v2"}`) != 1 {
+			t.Fatal("no dbalproxy_policy_bundle_info for v2")
+		}
+		alice := s.connect("alice")
+		if err := exec(t, alice, "DELETE FROM packages"); sqlstate(err) != "42501" {
+			t.Fatalf("DELETE as alice: %v", err)
+		}
+		audit := filepath.Join(filepath.Dir(s.cfgPath), "audit.jsonl")
+		waitUntilFile(t, audit, `"policy_version":"v2@`)
+	}
+}
+
+// waitUntilFile waits for the file to contain want.
+func waitUntilFile(t *testing.T, path, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has no %q:\n%s", path, want, b)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -161,12 +161,12 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		return err
 	}
 	px.engine = engine
-	if engine != nil && cfg.Policy.Watch {
+	if engine != nil && (cfg.Policy.Watch || cfg.Policy.Bundle.URL != "") {
 		wctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		go func() {
 			if err := engine.Watch(wctx); err != nil && wctx.Err() == nil {
-				log.Warn().Err(err).Msg("watching the policy directory stopped; SIGHUP still reloads")
+				log.Warn().Err(err).Msg("watching the policies stopped; SIGHUP still reloads")
 			}
 		}()
 	}
@@ -204,7 +204,8 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 			}
 			return engine.Version()
 		},
-		AuditDropped: px.droppedAudit,
+		PolicyRevision: px.policyRevision(),
+		AuditDropped:   px.droppedAudit,
 	})
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -215,6 +216,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 			Addr:    a,
 			Metrics: px.metrics.Handler(),
 			Ready:   px.readyChecks(p),
+			Info:    px.readyInfo,
 		})
 		if err != nil {
 			ln.Close()
@@ -289,6 +291,36 @@ func (px *proxy) readyChecks(p *pool.Pool) []admin.Check {
 			return nil
 		}, 2*time.Second),
 	}
+}
+
+// policyRevision is the metrics' source of the bundle revision in force;
+// nil unless the policies come from a bundle service.
+func (px *proxy) policyRevision() func() string {
+	if px.engine == nil {
+		return nil
+	}
+	if _, ok := px.engine.BundleStatus(); !ok {
+		return nil
+	}
+	return px.engine.Revision
+}
+
+// readyInfo are /readyz's lines after the verdict when the policies come
+// from a bundle service: the policy version, the bundle's revision and URL,
+// and the last poll's error.
+func (px *proxy) readyInfo() []string {
+	if px.engine == nil {
+		return nil
+	}
+	st, ok := px.engine.BundleStatus()
+	if !ok {
+		return nil
+	}
+	lines := []string{"policy_version: " + px.engine.Version(), "policy_revision: " + st.Revision, "policy_bundle: " + st.URL}
+	if st.LastError != nil {
+		lines = append(lines, "policy_bundle_error: "+st.LastError.Error())
+	}
+	return lines
 }
 
 // droppedAudit is the number of audit records dropped by every audit sink
@@ -492,10 +524,16 @@ func checkConfig(load func() (*Config, error)) error {
 	} else {
 		p.Close()
 	}
-	if cfg.Policy.Mode != "disabled" && cfg.Policy.Dir != "" {
-		mode, _ := policy.ParseMode(cfg.Policy.Mode)
-		if _, err := policy.New(policy.Options{Dir: cfg.Policy.Dir, Mode: mode, RunTests: true}); err != nil {
-			problems = append(problems, &configError{key: "policy.dir", msg: err.Error()})
+	if cfg.Policy.Mode != "disabled" && (cfg.Policy.Dir != "" || cfg.Policy.Bundle.URL != "") {
+		opts := policyOptions(cfg)
+		opts.Mode, _ = policy.ParseMode(cfg.Policy.Mode)
+		opts.RunTests = true
+		key := "policy.dir"
+		if opts.Bundle != nil {
+			key = "policy.bundle" // downloaded, verified, compiled and tested
+		}
+		if _, err := policy.New(opts); err != nil {
+			problems = append(problems, &configError{key: key, msg: err.Error()})
 		}
 	}
 	return errors.Join(problems...)
