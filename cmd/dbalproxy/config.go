@@ -38,6 +38,9 @@ type Config struct {
 	Audit   AuditConfig   `yaml:"audit"`
 	Admin   AdminConfig   `yaml:"admin"`
 	Peering PeeringConfig `yaml:"peering"`
+	// DecisionLog also writes statement decisions in OPA's decision-log
+	// format, for OPA log pipelines.
+	DecisionLog DecisionLogConfig `yaml:"decision_log"`
 	// JWT are the verifiers of signed identity tokens, by name; logins use
 	// them to log in with a token (logins[].jwt) or to switch the end user
 	// for a transaction (logins[].end_user_jwt).
@@ -202,6 +205,20 @@ type AuditConfig struct {
 	QueueSize    int      `yaml:"queue_size" doc:"records buffered before the sink"`
 	BlockTimeout Duration `yaml:"block_timeout" doc:"how long a statement may wait for a full audit queue before the record is dropped"`
 	LogLiterals  bool     `yaml:"log_literals" doc:"log statements with their literal values"`
+}
+
+// DecisionLogConfig configures OPA-format decision logs (see
+// audit.DecisionLogConfig); off unless file or url is set.
+type DecisionLogConfig struct {
+	File          string   `yaml:"file" doc:"file the decision log is appended to (one OPA decision event per line)"`
+	URL           string   `yaml:"url" doc:"HTTP endpoint decision events are POSTed to in gzipped batches (e.g. a service's /logs)"`
+	Token         string   `yaml:"token" doc:"bearer token for the decision log endpoint (use ${ENV})"`
+	InstanceID    string   `yaml:"instance_id" doc:"labels.id of every decision event (default: the host name)"`
+	BatchSize     int      `yaml:"batch_size" doc:"most decision events per upload (default 500)"`
+	FlushInterval Duration `yaml:"flush_interval" doc:"longest wait before a partial batch is sent (default 5s)"`
+	BufferSize    int      `yaml:"buffer_size" doc:"decision events kept while the endpoint is slow or down; the oldest are dropped past it (default 10000)"`
+	RetryMax      Duration `yaml:"retry_max_delay" doc:"longest backoff between upload retries (default 30s)"`
+	LogLiterals   bool     `yaml:"log_literals" doc:"log statements with their literal values in decision events"`
 }
 
 // PeeringConfig lets several proxies behind one load balancer forward
@@ -667,6 +684,20 @@ func validateConfig(cfg *Config) error {
 	}
 	if cfg.Audit.Format != "json" && cfg.Audit.Format != "console" {
 		bad("audit.format", "%q is not json or console", cfg.Audit.Format)
+	}
+	if dl := cfg.DecisionLog; dl.URL != "" {
+		if u, err := url.Parse(dl.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("decision_log.url", "%q is not an http:// or https:// URL", dl.URL)
+		}
+	}
+	if cfg.DecisionLog.BatchSize < 0 {
+		bad("decision_log.batch_size", "must not be negative")
+	}
+	if cfg.DecisionLog.BufferSize < 0 {
+		bad("decision_log.buffer_size", "must not be negative")
+	}
+	if cfg.DecisionLog.FlushInterval < 0 || cfg.DecisionLog.RetryMax < 0 {
+		bad("decision_log", "durations must not be negative")
 	}
 	if cfg.Audit.QueueSize < 0 {
 		bad("audit.queue_size", "must not be negative")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -274,5 +275,71 @@ func waitUntilFile(t *testing.T, path, want string) {
 			t.Fatalf("%s has no %q:\n%s", path, want, b)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// decision_log sends each statement decision, in OPA's format, to a file
+// and to an HTTP endpoint, with the audit record's decision id and without
+// literals.
+func TestServeDecisionLog(t *testing.T) {
+	var mu sync.Mutex
+	var events []map[string]any
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		zr, err := gzip.NewReader(r.Body)
+		if err != nil || r.Header.Get("Authorization") != "Bearer dltok" {
+			http.Error(w, "bad", http.StatusBadRequest)
+			return
+		}
+		var batch []map[string]any
+		if err := json.NewDecoder(zr).Decode(&batch); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		events = append(events, batch...)
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	file := filepath.Join(t.TempDir(), "decisions.jsonl")
+	s := startServe(t, fmt.Sprintf("decision_log: {url: %q, file: %q, token: dltok, flush_interval: 50ms, instance_id: px-7}\n", srv.URL+"/logs", file))
+	alice := s.connect("alice")
+	if err := exec(t, alice, "SELECT email FROM users WHERE email = 'secret@example.com'"); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec(t, alice, "DELETE FROM packages"); sqlstate(err) != "42501" {
+		t.Fatalf("DELETE as alice: %v", err)
+	}
+	var deny map[string]any
+	deadline := time.Now().Add(10 * time.Second)
+	for deny == nil {
+		mu.Lock()
+		for _, ev := range events {
+			if res, _ := ev["result"].(map[string]any); res != nil && res["decision"] == "deny" {
+				deny = ev
+			}
+		}
+		mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("no deny event uploaded")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b, _ := json.Marshal(deny)
+	for _, want := range []string{`"path":"dbal/decision"`, `"id":"px-7"`, `"app":"dbalproxy"`, `"allow":false`, `"command":"DELETE"`, `"revision":"`, `"timestamp":"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("deny event lacks %s:\n%s", want, b)
+		}
+	}
+	audit := filepath.Join(filepath.Dir(s.cfgPath), "audit.jsonl")
+	waitUntilFile(t, audit, fmt.Sprintf(`"decision_id":%q`, deny["decision_id"]))
+	waitUntilFile(t, file, fmt.Sprintf(`"decision_id":%q`, deny["decision_id"]))
+	mu.Lock()
+	all, _ := json.Marshal(events)
+	mu.Unlock()
+	if strings.Contains(string(all), "secret@example.com") {
+		t.Errorf("a literal was logged:\n%s", all)
+	}
+	if s.metric("dbalproxy_decision_log_dropped_total ") != 0 {
+		t.Error("dbalproxy_decision_log_dropped_total missing or not 0")
 	}
 }

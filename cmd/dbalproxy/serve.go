@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
@@ -135,6 +136,20 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 	px.mu.auditLog = auditLog
 	px.audit = px.metrics.Auditor(auditLog)
 	defer px.closeAudit()
+	// Decision logs see every record the audit log does (restart-only).
+	var auditor wire.Auditor = px.audit
+	dlog, err := openDecisionLog(cfg.DecisionLog)
+	if err != nil {
+		return err
+	}
+	if dlog != nil {
+		auditor = teeAuditor{px.audit, dlog}
+		defer func() {
+			if err := dlog.Close(); err != nil {
+				log.Warn().Err(err).Msg("decision log: not everything was sent")
+			}
+		}()
+	}
 	p, err := pool.New(pool.Config{
 		ConnString:     cfg.Backend.URL,
 		MaxConns:       cfg.Pool.MaxConns,
@@ -188,7 +203,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		// In transaction pooling a backend connection is shared between
 		// transactions of different clients (see the README).
 		TransactionPooling: cfg.Pool.Mode == "transaction",
-		Auditor:            px.audit,
+		Auditor:            auditor,
 		Logger:             log,
 	})
 	if err != nil {
@@ -207,6 +222,9 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		PolicyRevision: px.policyRevision(),
 		AuditDropped:   px.droppedAudit,
 	})
+	if dlog != nil {
+		px.metrics.SetDecisionLog(dlog.Dropped, dlog.Failures)
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return &configError{key: "listen", msg: err.Error()}
@@ -293,6 +311,41 @@ func (px *proxy) readyChecks(p *pool.Pool) []admin.Check {
 	}
 }
 
+// openDecisionLog opens the OPA-format decision log c asks for; nil when
+// it is off.
+func openDecisionLog(c DecisionLogConfig) (*audit.DecisionLog, error) {
+	if c.File == "" && c.URL == "" {
+		return nil, nil
+	}
+	id := c.InstanceID
+	if id == "" {
+		id, _ = os.Hostname()
+	}
+	d, err := audit.NewDecisionLog(audit.DecisionLogConfig{
+		File: c.File, URL: c.URL, Token: c.Token,
+		Labels:    map[string]string{"id": id, "version": version, "app": "dbalproxy"},
+		BatchSize: c.BatchSize, FlushInterval: c.FlushInterval.D(), BufferSize: c.BufferSize,
+		RetryMax: c.RetryMax.D(), LogLiterals: c.LogLiterals,
+	})
+	if err != nil {
+		return nil, &configError{key: "decision_log", msg: err.Error()}
+	}
+	return d, nil
+}
+
+// teeAuditor gives every record to the audit sink and then the decision
+// log.
+type teeAuditor struct {
+	audit wire.Auditor
+	dlog  *audit.DecisionLog
+}
+
+// Log implements wire.Auditor.
+func (t teeAuditor) Log(r *audit.Record) {
+	t.audit.Log(r)
+	t.dlog.Log(r)
+}
+
 // policyRevision is the metrics' source of the bundle revision in force;
 // nil unless the policies come from a bundle service.
 func (px *proxy) policyRevision() func() string {
@@ -348,7 +401,7 @@ func (px *proxy) closeAudit() {
 // the next start.
 var restartKeys = []string{
 	"listen", "backend", "pool", "auth.method", "tls", "limits.startup_timeout", "limits.max_message_bytes",
-	"log.format", "policy", "admin.listen", "peering",
+	"log.format", "policy", "admin.listen", "peering", "decision_log",
 }
 
 // configValue is the field of c at a key path (dots between yaml names).
