@@ -343,3 +343,27 @@ func TestServeDecisionLog(t *testing.T) {
 		t.Error("dbalproxy_decision_log_dropped_total missing or not 0")
 	}
 }
+
+// serve --check names the bundle and decision-log keys it refuses, and
+// downloads the bundle.
+func TestServeCheckBundleAndDecisionLog(t *testing.T) {
+	base := "backend: {url: 'postgres://u:pw@127.0.0.1:5432/app'}\nlogins:\n  - {name: a, password: pw, role: user}\n"
+	code, _, errs := runCLI(t, "serve", "--check", "--config", writeConfig(t, base+
+		"policy: {bundle: {url: 'ftp://x/b.tar.gz', min_delay: 2s, max_delay: 1s}}\ndecision_log: {url: 'nowhere', buffer_size: -1}\n"))
+	for _, want := range []string{
+		`dbalproxy: config: policy.bundle.url: "ftp://x/b.tar.gz" is not an http:// or https:// URL`,
+		"dbalproxy: config: policy.bundle.max_delay: want 0 < min_delay <= max_delay",
+		`dbalproxy: config: decision_log.url: "nowhere" is not an http:// or https:// URL`,
+		"dbalproxy: config: decision_log.buffer_size: must not be negative",
+	} {
+		if code == 0 || !strings.Contains(errs, want) {
+			t.Errorf("no %q (code %d):\n%s", want, code, errs)
+		}
+	}
+	srv := httptest.NewServer(http.NotFoundHandler())
+	defer srv.Close()
+	code, _, errs = runCLI(t, "serve", "--check", "--config", writeConfig(t, base+fmt.Sprintf("policy: {bundle: {url: %q}}\n", srv.URL+"/b.tar.gz")))
+	if code == 0 || !strings.Contains(errs, "dbalproxy: config: policy.bundle: ") || !strings.Contains(errs, "404 Not Found") {
+		t.Fatalf("unreachable bundle: code %d\n%s", code, errs)
+	}
+}
