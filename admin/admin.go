@@ -4,7 +4,8 @@
 //	/healthz  200 "ok" while the process runs (liveness)
 //	/readyz   200 "ready", or 503 with the reason: not listening yet,
 //	          policies not loaded, backend unreachable, or draining (readiness,
-//	          for load balancers and orchestrators)
+//	          for load balancers and orchestrators); then Config.Info's lines,
+//	          e.g. the policy version and bundle revision in force
 //
 // The listener is meant for loopback or a private network: it has no
 // authentication of its own.
@@ -32,6 +33,10 @@ type Config struct {
 	// Ready lists the readiness checks, run in order by /readyz; the first
 	// failure is reported.
 	Ready []Check
+	// Info, if set, adds lines ("policy_revision: r42") after /readyz's
+	// first line, ready or not, so that operators see which policies an
+	// instance enforces.
+	Info func() []string
 	// ReadyTimeout bounds one /readyz answer; zero means 5s.
 	ReadyTimeout time.Duration
 }
@@ -51,13 +56,19 @@ func Handler(cfg Config) http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), cfg.ReadyTimeout)
 		defer cancel()
+		info := ""
+		if cfg.Info != nil {
+			for _, l := range cfg.Info() {
+				info += "\n" + l
+			}
+		}
 		for _, c := range cfg.Ready {
 			if err := c(ctx); err != nil {
-				text(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+				text(w, http.StatusServiceUnavailable, "not ready: "+err.Error()+info)
 				return
 			}
 		}
-		text(w, http.StatusOK, "ready")
+		text(w, http.StatusOK, "ready"+info)
 	})
 	return mux
 }

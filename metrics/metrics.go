@@ -52,6 +52,9 @@ type Sources struct {
 	Pool   PoolSource
 	// PolicyVersion returns the version of the policy set in force.
 	PolicyVersion func() string
+	// PolicyRevision, set only when the policies come from a bundle
+	// service, returns the revision of the bundle in force.
+	PolicyRevision func() string
 	// AuditDropped returns how many audit records were dropped so far.
 	AuditDropped func() uint64
 	// Build is exported as dbalproxy_build_info when its Version is set.
@@ -168,6 +171,21 @@ func New() *Metrics {
 
 // SetSources replaces what is read at scrape time.
 func (m *Metrics) SetSources(s Sources) { m.sources.Store(&s) }
+
+// SetDecisionLog registers the OPA-format decision log's counters: events
+// dropped (the oldest of a full buffer) and failed uploads.
+func (m *Metrics) SetDecisionLog(dropped, failures func() uint64) {
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "dbalproxy_decision_log_dropped_total",
+			Help: "Decision-log events dropped: the oldest of a full buffer while the endpoint was slow or down, or left unsent at shutdown.",
+		}, func() float64 { return float64(dropped()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "dbalproxy_decision_log_upload_failures_total",
+			Help: "Failed decision-log uploads (each retry counts).",
+		}, func() float64 { return float64(failures()) }),
+	)
+}
 
 // Registry is the registry holding every dbalproxy metric.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }

@@ -26,6 +26,8 @@ var (
 		"Backend connections closed instead of reused (broken, idle too long, reset failed).", nil, nil)
 	descPolicy = prometheus.NewDesc("dbalproxy_policy_info",
 		"The policy set in force (value 1), by version.", []string{"version"}, nil)
+	descBundle = prometheus.NewDesc("dbalproxy_policy_bundle_info",
+		"The policy bundle in force (value 1), by its .manifest revision; only when the policies come from a bundle service.", []string{"revision"}, nil)
 	descDropped = prometheus.NewDesc("dbalproxy_audit_records_dropped_total",
 		"Audit records dropped because the audit sink was too slow (queue full past audit.block_timeout).", nil, nil)
 	descSessions = prometheus.NewDesc("dbalproxy_login_sessions",
@@ -37,7 +39,7 @@ var (
 // Describe implements prometheus.Collector.
 func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descClients, descAccepted, descRejected, descDraining, descBackend,
-		descWaiting, descTimeouts, descDials, descDestroyed, descPolicy, descDropped, descSessions, descBuild} {
+		descWaiting, descTimeouts, descDials, descDestroyed, descPolicy, descBundle, descDropped, descSessions, descBuild} {
 		ch <- d
 	}
 }
@@ -79,6 +81,9 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if b := s.Build; b.Version != "" {
 		ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, b.Version, b.Revision, b.GoVersion)
+	}
+	if s.PolicyRevision != nil {
+		ch <- prometheus.MustNewConstMetric(descBundle, prometheus.GaugeValue, 1, s.PolicyRevision())
 	}
 	if s.AuditDropped != nil {
 		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(s.AuditDropped()))

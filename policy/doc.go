@@ -122,4 +122,18 @@
 // asked, passes its tests; otherwise the running set stays in force.
 // Version is a content hash of the loaded files, so that callers can key
 // caches of decisions on it.
+//
+// # Bundles
+//
+// With Options.Bundle the set comes from an OPA bundle service instead of a
+// directory (see BundleOptions): an `opa build` tarball read, and with a key
+// signature-verified, by OPA's bundle package, then loaded exactly as a
+// directory. Revision is the bundle's .manifest revision, and Version is the
+// revision, "@" and the content hash.
+//
+// # Testing and print()
+//
+// Test runs a directory's Rego tests (optionally with coverage) and then the
+// load-time validation, so a set the proxy would refuse fails it. The
+// policies' print() calls go to Options.Logger.
 package policy

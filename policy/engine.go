@@ -13,6 +13,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/print"
 	"github.com/rs/zerolog"
 )
 
@@ -20,13 +21,19 @@ import (
 type Options struct {
 	// Dir is the directory of .rego files (and optional .json/.yaml data
 	// files, loaded under `data` as `opa eval -d Dir` would). Required
-	// unless Mode is ModeDisabled, which ignores it.
+	// unless Mode is ModeDisabled, which ignores it, or Bundle is set.
 	Dir string
+	// Bundle, if set, loads the policies from an OPA bundle service instead
+	// of Dir (see BundleOptions). New then downloads the first bundle and
+	// fails if it cannot; Watch polls for new ones; Reload polls at once.
+	Bundle *BundleOptions
 	// Mode is how decisions are enforced; "" means ModeStrict.
 	Mode Mode
-	// Logger receives one line per load, reload and reload failure. The
-	// zero Logger discards them. Input values (claims, statement text) are
-	// never logged.
+	// Logger receives one line per load, reload and reload failure, and
+	// the output of the policies' print() calls (at info level, with the
+	// file:line of the call). The zero Logger discards them. The proxy logs
+	// no input values (claims, statement text) itself; a print() call
+	// logs what its author passes it.
 	Logger zerolog.Logger
 	// RunTests, if true, runs the set's own *_test.rego tests at every
 	// load and refuses a set whose tests fail. The CLI sets it by default.
@@ -47,6 +54,8 @@ type Engine struct {
 	runTests bool
 	log      zerolog.Logger
 	onReload func(error)
+	// bundle is the bundle service the policies come from; nil: e.dir.
+	bundle *bundleSource
 
 	// set is the current policy set; nil only in ModeDisabled.
 	set atomic.Pointer[policySet]
@@ -70,7 +79,11 @@ func New(opts Options) (*Engine, error) {
 		e.log.Warn().Str("policy_mode", string(mode)).Msg("policy enforcement is disabled: every statement is allowed")
 		return e, nil
 	}
-	if opts.Dir == "" {
+	if opts.Bundle != nil {
+		if e.bundle, err = newBundleSource(*opts.Bundle); err != nil {
+			return nil, err
+		}
+	} else if opts.Dir == "" {
 		return nil, errors.New("policy: Options.Dir is required")
 	}
 	e.reloadMu.Lock()
@@ -85,8 +98,9 @@ func New(opts Options) (*Engine, error) {
 func (e *Engine) Mode() Mode { return e.mode }
 
 // Version returns a short hash of the current set's files and data (12 hex
-// digits). It changes whenever a reload loads different content, and only
-// then. It is "disabled" in ModeDisabled.
+// digits), for a bundle with a revision preceded by the revision and "@"
+// ("2024-06-01.3@a5bb44986f1c"). It changes whenever a reload loads
+// different content, and only then. It is "disabled" in ModeDisabled.
 func (e *Engine) Version() string {
 	if s := e.set.Load(); s != nil {
 		return s.version
@@ -94,7 +108,16 @@ func (e *Engine) Version() string {
 	return "disabled"
 }
 
-// Reload re-reads the directory and, if its content changed, compiles (and
+// Revision returns the .manifest revision of the bundle in force; "" when
+// the policies come from a directory or the bundle has none.
+func (e *Engine) Revision() string {
+	if s := e.set.Load(); s != nil {
+		return s.revision
+	}
+	return ""
+}
+
+// Reload re-reads the directory (or polls the bundle service now) and, if its content changed, compiles (and
 // with Options.RunTests, tests) it and swaps it in. On any failure (a compile
 // error, failing tests, a vanished directory) the running set stays in
 // place, one error line is logged, and the error is returned. Reloading
@@ -113,34 +136,65 @@ func (e *Engine) Reload() error {
 	return err
 }
 
-// load builds the set in e.dir and swaps it in; reloadMu must be held.
+// load builds the set in e.dir (or, with a bundle, downloads it) and swaps
+// it in; reloadMu must be held.
 func (e *Engine) load(ctx context.Context, what string) error {
-	start := time.Now()
-	old := e.set.Load()
-	fail := func(err error) error {
-		err = fmt.Errorf("policy: %s %s: %w", what, e.dir, err)
-		if old != nil {
-			e.log.Error().Err(err).Str("policy_dir", e.dir).Str("policy_version", old.version).
-				Msg("policy reload failed; the running policy set stays in force")
-		}
-		return err
+	if e.bundle != nil {
+		return e.poll(ctx, what)
 	}
 	snap, err := readDir(e.dir)
 	if err != nil {
-		return fail(err)
+		return e.failed(what, err)
 	}
+	return e.install(ctx, snap, what)
+}
+
+// failed wraps a load's error and, if a set is running, logs that it stays.
+func (e *Engine) failed(what string, err error) error {
+	err = fmt.Errorf("policy: %s %s: %w", what, e.source(), err)
+	if old := e.set.Load(); old != nil {
+		e.log.Error().Err(err).Str(e.sourceKey(), e.source()).Str("policy_version", old.version).
+			Msg("policy reload failed; the running policy set stays in force")
+	}
+	return err
+}
+
+// source names where the policies come from: the directory or the bundle's
+// URL; sourceKey is its log key.
+func (e *Engine) source() string {
+	if e.bundle != nil {
+		return e.bundle.opts.URL
+	}
+	return e.dir
+}
+
+func (e *Engine) sourceKey() string {
+	if e.bundle != nil {
+		return "policy_bundle"
+	}
+	return "policy_dir"
+}
+
+// install builds snap and swaps it in, unless it is what runs already;
+// reloadMu must be held.
+func (e *Engine) install(ctx context.Context, snap *snapshot, what string) error {
+	start := time.Now()
+	old := e.set.Load()
 	if old != nil && snap.version == old.version {
-		e.log.Debug().Str("policy_dir", e.dir).Str("policy_version", old.version).Msg("policy files unchanged")
+		e.log.Debug().Str(e.sourceKey(), e.source()).Str("policy_version", old.version).Msg("policy files unchanged")
 		return nil
 	}
-	set, err := build(ctx, snap, e.runTests)
+	set, err := build(ctx, snap, e.runTests, logPrint{e.log})
 	if err != nil {
-		return fail(err)
+		return e.failed(what, err)
 	}
 	e.set.Store(set)
-	ev := e.log.Info().Str("policy_dir", e.dir).Str("policy_version", set.version).
+	ev := e.log.Info().Str(e.sourceKey(), e.source()).Str("policy_version", set.version).
 		Str("policy_mode", string(e.mode)).Int("files", set.files).
 		Dur("took", time.Since(start))
+	if set.revision != "" {
+		ev = ev.Str("policy_revision", set.revision)
+	}
 	if old != nil {
 		ev = ev.Str("previous_version", old.version)
 	}
@@ -249,4 +303,17 @@ func (s *policySet) decide(ctx context.Context, in *Input, bc *backendCache) (De
 		}
 	}
 	return d, nil
+}
+
+// logPrint sends the policies' print() output to the engine's log.
+type logPrint struct{ log zerolog.Logger }
+
+// Print implements print.Hook.
+func (h logPrint) Print(ctx print.Context, msg string) error {
+	ev := h.log.Info().Str("print", msg)
+	if l := ctx.Location; l != nil {
+		ev = ev.Str("at", fmt.Sprintf("%s:%d", l.File, l.Row))
+	}
+	ev.Msg("policy print()")
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -14,10 +15,13 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/cover"
 	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/print"
 )
 
 // decisionQuery is the entry point every policy set must define.
@@ -33,6 +37,8 @@ type snapshot struct {
 	fsys    fstest.MapFS // relative slash paths -> content
 	names   []string     // sorted keys of fsys
 	version string
+	// revision is a bundle's .manifest revision; "" for a directory.
+	revision string
 }
 
 // readDir reads the policy files under dir: *.rego, *.json, *.yaml and *.yml,
@@ -78,6 +84,15 @@ func readDir(dir string) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.seal(); err != nil {
+		return nil, fmt.Errorf("%w in %s", err, dir)
+	}
+	return s, nil
+}
+
+// seal sorts the names and computes the version, a hash of the names and
+// contents; a snapshot without .rego files is an error.
+func (s *snapshot) seal() error {
 	sort.Strings(s.names)
 	h := sha256.New()
 	regos := 0
@@ -90,10 +105,10 @@ func readDir(dir string) (*snapshot, error) {
 		h.Write(data)
 	}
 	if regos == 0 {
-		return nil, fmt.Errorf("no .rego files in %s", dir)
+		return errors.New("no .rego files")
 	}
 	s.version = hex.EncodeToString(h.Sum(nil))[:12]
-	return s, nil
+	return nil
 }
 
 func skipName(name string) bool {
@@ -133,15 +148,17 @@ func (s *snapshot) load() (*loaded, error) {
 type policySet struct {
 	query rego.PreparedEvalQuery
 	// rows are the set's Rego row rules; nil if it has none.
-	rows    *rowRuleSet
-	version string
-	files   int
-	tests   int // tests passed at load; 0 if not run
+	rows     *rowRuleSet
+	version  string
+	revision string // the bundle's revision; "" for a directory
+	files    int
+	tests    int // tests passed at load; 0 if not run
 }
 
 // build compiles a snapshot and prepares the decision query; with runTests,
-// it refuses a set whose own tests fail (withTests).
-func build(ctx context.Context, s *snapshot, withTests bool) (*policySet, error) {
+// it refuses a set whose own tests fail (withTests). The decisions' print()
+// output goes to hook (nil: discarded).
+func build(ctx context.Context, s *snapshot, withTests bool, hook print.Hook) (*policySet, error) {
 	l, err := s.load()
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
@@ -152,7 +169,7 @@ func build(ctx context.Context, s *snapshot, withTests bool) (*policySet, error)
 			modules[name] = m
 		}
 	}
-	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
+	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1).WithEnablePrintStatements(hook != nil)
 	if compiler.Compile(modules); compiler.Failed() {
 		return nil, fmt.Errorf("compile: %w", compiler.Errors)
 	}
@@ -165,6 +182,8 @@ func build(ctx context.Context, s *snapshot, withTests bool) (*policySet, error)
 		rego.Compiler(compiler),
 		rego.Store(store),
 		rego.StrictBuiltinErrors(true),
+		rego.EnablePrintStatements(hook != nil),
+		rego.PrintHook(hook),
 	).PrepareForEval(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", decisionQuery, err)
@@ -173,9 +192,9 @@ func build(ctx context.Context, s *snapshot, withTests bool) (*policySet, error)
 	if err != nil {
 		return nil, err
 	}
-	set := &policySet{query: pq, rows: rows, version: s.version, files: len(s.names)}
+	set := &policySet{query: pq, rows: rows, version: s.version, revision: s.revision, files: len(s.names)}
 	if withTests {
-		results, err := runTests(ctx, l, false)
+		results, err := runTests(ctx, l, false, nil)
 		if err != nil {
 			return nil, fmt.Errorf("tests: %w", err)
 		}
@@ -206,10 +225,13 @@ func hasDocument(docs map[string]any, path ...string) bool {
 // a test, as they fail a decision.
 // With trace, failures carry the trace the report shows the failing line
 // from.
-func runTests(ctx context.Context, l *loaded, trace bool) ([]*tester.Result, error) {
+// With cov, it records coverage instead (tracing and coverage exclude each
+// other).
+func runTests(ctx context.Context, l *loaded, trace bool, cov *cover.Cover) ([]*tester.Result, error) {
 	store := inmem.NewFromObject(l.docs)
 	ch, err := tester.NewRunner().
-		EnableTracing(trace).
+		EnableTracing(trace && cov == nil).
+		SetCoverageQueryTracer(coverTracer(cov)).
 		SetStore(store).
 		SetModules(l.modules).
 		SetDefaultRegoVersion(ast.RegoV1).
@@ -238,6 +260,15 @@ func runTests(ctx context.Context, l *loaded, trace bool) ([]*tester.Result, err
 		return a.Location.Row < b.Location.Row
 	})
 	return results, nil
+}
+
+// coverTracer is cov as the tester's tracer: nil (no coverage) stays an
+// untyped nil.
+func coverTracer(cov *cover.Cover) topdown.QueryTracer {
+	if cov == nil {
+		return nil
+	}
+	return cov
 }
 
 func count(results []*tester.Result) (passed, failed int) {

@@ -29,10 +29,16 @@ var (
 // unchanged). If the directory vanishes, the running set stays in force and
 // Watch watches for it to come back. Watch returns nil when ctx is done, or
 // an error if it cannot start. In ModeDisabled it only waits for ctx.
+//
+// With a bundle service (Options.Bundle), Watch polls it instead, as
+// BundleOptions describes, until ctx is done.
 func (e *Engine) Watch(ctx context.Context) error {
 	if e.mode == ModeDisabled {
 		<-ctx.Done()
 		return nil
+	}
+	if e.bundle != nil {
+		return e.pollLoop(ctx)
 	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dbalproxy/dbalproxy/policy"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -36,6 +38,9 @@ type Config struct {
 	Audit   AuditConfig   `yaml:"audit"`
 	Admin   AdminConfig   `yaml:"admin"`
 	Peering PeeringConfig `yaml:"peering"`
+	// DecisionLog also writes statement decisions in OPA's decision-log
+	// format, for OPA log pipelines.
+	DecisionLog DecisionLogConfig `yaml:"decision_log"`
 	// JWT are the verifiers of signed identity tokens, by name; logins use
 	// them to log in with a token (logins[].jwt) or to switch the end user
 	// for a transaction (logins[].end_user_jwt).
@@ -152,6 +157,45 @@ type PolicyConfig struct {
 	RunTests bool `yaml:"run_tests" doc:"refuse a policy set whose Rego tests fail"`
 	// CacheSize is how many decided statement plans are kept.
 	CacheSize int `yaml:"cache_size" doc:"decided statements kept (text x principal)"`
+	// Bundle, with a URL, loads the policies from an OPA bundle service
+	// instead of Dir.
+	Bundle PolicyBundleConfig `yaml:"bundle"`
+}
+
+// PolicyBundleConfig is an OPA bundle service the policies are polled from
+// (see policy.BundleOptions).
+type PolicyBundleConfig struct {
+	URL           string   `yaml:"url" doc:"OPA bundle (opa build .tar.gz) URL to poll instead of policy.dir"`
+	MinDelay      Duration `yaml:"min_delay" doc:"shortest wait between bundle polls (default 60s)"`
+	MaxDelay      Duration `yaml:"max_delay" doc:"longest wait between bundle polls (default 120s)"`
+	Token         string   `yaml:"token" doc:"bearer token for the bundle service (use ${ENV})"`
+	PublicKeyFile string   `yaml:"public_key_file" doc:"PEM public key (or HS256 secret file) bundles must be signed with"`
+	KeyID         string   `yaml:"key_id" doc:"signing key id (default: default)"`
+	Algorithm     string   `yaml:"algorithm" doc:"signing algorithm (default RS256)"`
+	Scope         string   `yaml:"scope" doc:"required signature scope"`
+	Timeout       Duration `yaml:"timeout" doc:"bound on one bundle download (default 30s)"`
+}
+
+// policyOptions are the policy engine's options a configuration asks for.
+func policyOptions(cfg *Config) policy.Options {
+	opts := policy.Options{Dir: cfg.Policy.Dir, Mode: policy.Mode(cfg.Policy.Mode), RunTests: cfg.Policy.RunTests}
+	if b := cfg.Policy.Bundle; b.URL != "" {
+		opts.Dir = ""
+		opts.Bundle = &policy.BundleOptions{
+			URL: b.URL, MinDelay: b.MinDelay.D(), MaxDelay: b.MaxDelay.D(), Token: b.Token,
+			PublicKeyFile: b.PublicKeyFile, KeyID: b.KeyID, Algorithm: b.Algorithm, Scope: b.Scope,
+			Timeout: b.Timeout.D(),
+		}
+	}
+	return opts
+}
+
+// policySource names where the policies come from, for messages.
+func policySource(cfg *Config) string {
+	if cfg.Policy.Bundle.URL != "" {
+		return "bundle " + cfg.Policy.Bundle.URL
+	}
+	return cfg.Policy.Dir
 }
 
 // AuditConfig configures the audit log: one JSON line per decision.
@@ -161,6 +205,20 @@ type AuditConfig struct {
 	QueueSize    int      `yaml:"queue_size" doc:"records buffered before the sink"`
 	BlockTimeout Duration `yaml:"block_timeout" doc:"how long a statement may wait for a full audit queue before the record is dropped"`
 	LogLiterals  bool     `yaml:"log_literals" doc:"log statements with their literal values"`
+}
+
+// DecisionLogConfig configures OPA-format decision logs (see
+// audit.DecisionLogConfig); off unless file or url is set.
+type DecisionLogConfig struct {
+	File          string   `yaml:"file" doc:"file the decision log is appended to (one OPA decision event per line)"`
+	URL           string   `yaml:"url" doc:"HTTP endpoint decision events are POSTed to in gzipped batches (e.g. a service's /logs)"`
+	Token         string   `yaml:"token" doc:"bearer token for the decision log endpoint (use ${ENV})"`
+	InstanceID    string   `yaml:"instance_id" doc:"labels.id of every decision event (default: the host name)"`
+	BatchSize     int      `yaml:"batch_size" doc:"most decision events per upload (default 500)"`
+	FlushInterval Duration `yaml:"flush_interval" doc:"longest wait before a partial batch is sent (default 5s)"`
+	BufferSize    int      `yaml:"buffer_size" doc:"decision events kept while the endpoint is slow or down; the oldest are dropped past it (default 10000)"`
+	RetryMax      Duration `yaml:"retry_max_delay" doc:"longest backoff between upload retries (default 30s)"`
+	LogLiterals   bool     `yaml:"log_literals" doc:"log statements with their literal values in decision events"`
 }
 
 // PeeringConfig lets several proxies behind one load balancer forward
@@ -620,11 +678,36 @@ func validateConfig(cfg *Config) error {
 	if cfg.Policy.Mode != "strict" && cfg.Policy.Mode != "permissive" && cfg.Policy.Mode != "disabled" {
 		bad("policy.mode", "%q is not strict, permissive or disabled", cfg.Policy.Mode)
 	}
-	if cfg.Policy.Dir == "" && cfg.Policy.Mode != "disabled" {
-		bad("policy.dir", "is required unless policy.mode is disabled")
+	if cfg.Policy.Dir == "" && cfg.Policy.Bundle.URL == "" && cfg.Policy.Mode != "disabled" {
+		bad("policy.dir", "is required unless policy.bundle.url is set or policy.mode is disabled")
+	}
+	if b := cfg.Policy.Bundle; b.URL != "" {
+		if u, err := url.Parse(b.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("policy.bundle.url", "%q is not an http:// or https:// URL", b.URL)
+		}
+		if b.MinDelay < 0 || b.MaxDelay < 0 || (b.MinDelay > 0 && b.MaxDelay > 0 && b.MaxDelay < b.MinDelay) {
+			bad("policy.bundle.max_delay", "want 0 < min_delay <= max_delay")
+		}
+		if b.Timeout < 0 {
+			bad("policy.bundle.timeout", "must not be negative")
+		}
 	}
 	if cfg.Audit.Format != "json" && cfg.Audit.Format != "console" {
 		bad("audit.format", "%q is not json or console", cfg.Audit.Format)
+	}
+	if dl := cfg.DecisionLog; dl.URL != "" {
+		if u, err := url.Parse(dl.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("decision_log.url", "%q is not an http:// or https:// URL", dl.URL)
+		}
+	}
+	if cfg.DecisionLog.BatchSize < 0 {
+		bad("decision_log.batch_size", "must not be negative")
+	}
+	if cfg.DecisionLog.BufferSize < 0 {
+		bad("decision_log.buffer_size", "must not be negative")
+	}
+	if cfg.DecisionLog.FlushInterval < 0 || cfg.DecisionLog.RetryMax < 0 {
+		bad("decision_log", "durations must not be negative")
 	}
 	if cfg.Audit.QueueSize < 0 {
 		bad("audit.queue_size", "must not be negative")

@@ -298,13 +298,11 @@ func newPlanner(cfg *Config, log zerolog.Logger, hook zerolog.Hook, onReload fun
 	if hook != nil {
 		policyLog = policyLog.Hook(hook)
 	}
-	engine, err := policy.New(policy.Options{
-		Dir: cfg.Policy.Dir, Mode: mode, RunTests: cfg.Policy.RunTests,
-		Logger:   policyLog,
-		OnReload: onReload,
-	})
+	popts := policyOptions(cfg)
+	popts.Mode, popts.Logger, popts.OnReload = mode, policyLog, onReload
+	engine, err := policy.New(popts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("policies in %s: %w", cfg.Policy.Dir, err)
+		return nil, nil, fmt.Errorf("policies in %s: %w", policySource(cfg), err)
 	}
 	planner, err := wire.NewPlanner(wire.PlannerConfig{
 		Parser:    parser.New(parser.Options{}),
@@ -317,6 +315,6 @@ func newPlanner(cfg *Config, log zerolog.Logger, hook zerolog.Hook, onReload fun
 	if err != nil {
 		return nil, nil, err
 	}
-	log.Info().Str("dir", cfg.Policy.Dir).Str("mode", string(mode)).Str("policy_version", engine.Version()).Msg("policies loaded")
+	log.Info().Str("dir", policySource(cfg)).Str("mode", string(mode)).Str("policy_version", engine.Version()).Msg("policies loaded")
 	return planner, engine, nil
 }

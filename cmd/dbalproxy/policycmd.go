@@ -23,7 +23,7 @@ import (
 // policyCmd runs `dbalproxy policy test [dir]`: the Rego unit tests of a
 // policy directory, with the OPA built into the proxy.
 func policyCmd(args []string, stdout, stderr io.Writer) error {
-	const use = "usage: dbalproxy policy test [-v] [DIR]   run the Rego tests of a policy directory (default policies)"
+	const use = "usage: dbalproxy policy test [-v] [--coverage [--json]] [DIR]   run the Rego tests of a policy directory (default policies) and check that the proxy would load it"
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help") {
 		fmt.Fprintln(stdout, use)
 		return nil
@@ -37,21 +37,44 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(fs.Output(), use)
 		fs.PrintDefaults()
 	}
-	verbose := fs.Bool("v", false, "list every test")
+	verbose := fs.Bool("v", false, "list every test and its print() output")
+	coverage := fs.Bool("coverage", false, "report which lines of the policy files the tests reach")
+	asJSON := fs.Bool("json", false, "with --coverage: print only OPA's coverage report, as JSON")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	if *asJSON && !*coverage {
+		return usageError{errors.New("--json goes with --coverage")}
 	}
 	dir := "policies"
 	if fs.NArg() > 0 {
 		dir = fs.Arg(0)
 	}
-	passed, failed, err := policy.RunTests(context.Background(), dir, stdout, *verbose)
-	if err != nil {
+	out := stdout
+	if *asJSON {
+		out = stderr // the test report; stdout carries the JSON alone
+	}
+	rep, err := policy.Test(context.Background(), dir, out, policy.TestOptions{Verbose: *verbose, Coverage: *coverage})
+	if rep == nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%d passed, %d failed\n", passed, failed)
-	if failed > 0 {
-		return fmt.Errorf("%d policy test(s) failed", failed)
+	fmt.Fprintf(out, "%d passed, %d failed\n", rep.Passed, rep.Failed)
+	if rep.Coverage != nil {
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(rep.Coverage); err != nil {
+				return err
+			}
+		} else {
+			policy.WriteCoverage(stdout, rep.Coverage)
+		}
+	}
+	if err != nil {
+		return err // the proxy would refuse the set
+	}
+	if rep.Failed > 0 {
+		return fmt.Errorf("%d policy test(s) failed", rep.Failed)
 	}
 	return nil
 }
@@ -153,6 +176,7 @@ func explainCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if *dir != "" {
 		cfg.Policy.Dir = *dir
+		cfg.Policy.Bundle.URL = "" // the directory given wins over a bundle
 	}
 	if *mode != "" {
 		cfg.Policy.Mode = *mode
@@ -188,7 +212,9 @@ func explainCmd(args []string, stdout, stderr io.Writer) error {
 	}
 
 	p := parser.New(parser.Options{})
-	engine, err := policy.New(policy.Options{Dir: cfg.Policy.Dir, Mode: policy.Mode(cfg.Policy.Mode), Logger: zerolog.Nop(), RunTests: false})
+	popts := policyOptions(&cfg)
+	popts.Logger, popts.RunTests = zerolog.Nop(), false
+	engine, err := policy.New(popts)
 	if err != nil {
 		return err
 	}
@@ -217,7 +243,7 @@ func explainCmd(args []string, stdout, stderr io.Writer) error {
 	if rep.Principal.Claims == nil {
 		rep.Principal.Claims = map[string]any{}
 	}
-	rep.Policies.Dir, rep.Policies.Version, rep.Policies.Mode = cfg.Policy.Dir, engine.Version(), string(engine.Mode())
+	rep.Policies.Dir, rep.Policies.Version, rep.Policies.Mode = policySource(&cfg), engine.Version(), string(engine.Mode())
 	res, perr := p.Parse(sql)
 	if perr != nil {
 		rep.ParseError = perr.Error()

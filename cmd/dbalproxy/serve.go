@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
@@ -137,6 +138,20 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 	px.mu.auditLog = auditLog
 	px.audit = px.metrics.Auditor(auditLog)
 	defer px.closeAudit()
+	// Decision logs see every record the audit log does (restart-only).
+	var auditor wire.Auditor = px.audit
+	dlog, err := openDecisionLog(cfg.DecisionLog)
+	if err != nil {
+		return err
+	}
+	if dlog != nil {
+		auditor = teeAuditor{px.audit, dlog}
+		defer func() {
+			if err := dlog.Close(); err != nil {
+				log.Warn().Err(err).Msg("decision log: not everything was sent")
+			}
+		}()
+	}
 	p, err := pool.New(pool.Config{
 		ConnString:     cfg.Backend.URL,
 		MaxConns:       cfg.Pool.MaxConns,
@@ -167,12 +182,12 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		return err
 	}
 	px.engine = engine
-	if engine != nil && cfg.Policy.Watch {
+	if engine != nil && (cfg.Policy.Watch || cfg.Policy.Bundle.URL != "") {
 		wctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		go func() {
 			if err := engine.Watch(wctx); err != nil && wctx.Err() == nil {
-				log.Warn().Err(err).Msg("watching the policy directory stopped; SIGHUP still reloads")
+				log.Warn().Err(err).Msg("watching the policies stopped; SIGHUP still reloads")
 			}
 		}()
 	}
@@ -194,7 +209,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		// In transaction pooling a backend connection is shared between
 		// transactions of different clients (see the README).
 		TransactionPooling: cfg.Pool.Mode == "transaction",
-		Auditor:            px.audit,
+		Auditor:            auditor,
 		Logger:             log,
 	})
 	if err != nil {
@@ -210,9 +225,13 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 			}
 			return engine.Version()
 		},
-		AuditDropped: px.droppedAudit,
-		Build:        metricsBuildInfo(),
+		PolicyRevision: px.policyRevision(),
+		AuditDropped:   px.droppedAudit,
+		Build:          metricsBuildInfo(),
 	})
+	if dlog != nil {
+		px.metrics.SetDecisionLog(dlog.Dropped, dlog.Failures)
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return &configError{key: "listen", msg: err.Error()}
@@ -222,6 +241,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 			Addr:    a,
 			Metrics: px.metrics.Handler(),
 			Ready:   px.readyChecks(p),
+			Info:    px.readyInfo,
 		})
 		if err != nil {
 			ln.Close()
@@ -298,6 +318,71 @@ func (px *proxy) readyChecks(p *pool.Pool) []admin.Check {
 	}
 }
 
+// openDecisionLog opens the OPA-format decision log c asks for; nil when
+// it is off.
+func openDecisionLog(c DecisionLogConfig) (*audit.DecisionLog, error) {
+	if c.File == "" && c.URL == "" {
+		return nil, nil
+	}
+	id := c.InstanceID
+	if id == "" {
+		id, _ = os.Hostname()
+	}
+	d, err := audit.NewDecisionLog(audit.DecisionLogConfig{
+		File: c.File, URL: c.URL, Token: c.Token,
+		Labels:    map[string]string{"id": id, "version": version, "app": "dbalproxy"},
+		BatchSize: c.BatchSize, FlushInterval: c.FlushInterval.D(), BufferSize: c.BufferSize,
+		RetryMax: c.RetryMax.D(), LogLiterals: c.LogLiterals,
+	})
+	if err != nil {
+		return nil, &configError{key: "decision_log", msg: err.Error()}
+	}
+	return d, nil
+}
+
+// teeAuditor gives every record to the audit sink and then the decision
+// log.
+type teeAuditor struct {
+	audit wire.Auditor
+	dlog  *audit.DecisionLog
+}
+
+// Log implements wire.Auditor.
+func (t teeAuditor) Log(r *audit.Record) {
+	t.audit.Log(r)
+	t.dlog.Log(r)
+}
+
+// policyRevision is the metrics' source of the bundle revision in force;
+// nil unless the policies come from a bundle service.
+func (px *proxy) policyRevision() func() string {
+	if px.engine == nil {
+		return nil
+	}
+	if _, ok := px.engine.BundleStatus(); !ok {
+		return nil
+	}
+	return px.engine.Revision
+}
+
+// readyInfo are /readyz's lines after the verdict when the policies come
+// from a bundle service: the policy version, the bundle's revision and URL,
+// and the last poll's error.
+func (px *proxy) readyInfo() []string {
+	if px.engine == nil {
+		return nil
+	}
+	st, ok := px.engine.BundleStatus()
+	if !ok {
+		return nil
+	}
+	lines := []string{"policy_version: " + px.engine.Version(), "policy_revision: " + st.Revision, "policy_bundle: " + st.URL}
+	if st.LastError != nil {
+		lines = append(lines, "policy_bundle_error: "+st.LastError.Error())
+	}
+	return lines
+}
+
 // droppedAudit is the number of audit records dropped by every audit sink
 // this process had.
 func (px *proxy) droppedAudit() uint64 {
@@ -323,7 +408,7 @@ func (px *proxy) closeAudit() {
 // the next start.
 var restartKeys = []string{
 	"listen", "backend", "pool", "auth.method", "tls", "limits.startup_timeout", "limits.max_message_bytes",
-	"log.format", "policy", "admin.listen", "peering",
+	"log.format", "policy", "admin.listen", "peering", "decision_log",
 }
 
 // configValue is the field of c at a key path (dots between yaml names).
@@ -503,10 +588,16 @@ func checkConfig(load func() (*Config, error)) error {
 	} else {
 		p.Close()
 	}
-	if cfg.Policy.Mode != "disabled" && cfg.Policy.Dir != "" {
-		mode, _ := policy.ParseMode(cfg.Policy.Mode)
-		if _, err := policy.New(policy.Options{Dir: cfg.Policy.Dir, Mode: mode, RunTests: true}); err != nil {
-			problems = append(problems, &configError{key: "policy.dir", msg: err.Error()})
+	if cfg.Policy.Mode != "disabled" && (cfg.Policy.Dir != "" || cfg.Policy.Bundle.URL != "") {
+		opts := policyOptions(cfg)
+		opts.Mode, _ = policy.ParseMode(cfg.Policy.Mode)
+		opts.RunTests = true
+		key := "policy.dir"
+		if opts.Bundle != nil {
+			key = "policy.bundle" // downloaded, verified, compiled and tested
+		}
+		if _, err := policy.New(opts); err != nil {
+			problems = append(problems, &configError{key: key, msg: err.Error()})
 		}
 	}
 	return errors.Join(problems...)
