@@ -372,6 +372,15 @@ func (h *quietHook) Run(e *zerolog.Event, level zerolog.Level, _ string) {
 // fail their tests, are refused with one log line per problem, and the
 // running configuration stays. Open sessions are never closed by a reload.
 func (px *proxy) reload(load func() (*Config, error)) {
+	// Log rotation: the audit file is opened again by its path whatever
+	// the new configuration says (a changed audit section opens a new sink
+	// in apply anyway).
+	px.mu.Lock()
+	auditLog := px.mu.auditLog
+	px.mu.Unlock()
+	if err := auditLog.Reopen(); err != nil {
+		px.log.Error().Err(err).Msg("reopening the audit file failed; records still go to the old one")
+	}
 	err := px.apply(load)
 	px.metrics.ConfigReloaded(err)
 	if err != nil {
