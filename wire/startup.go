@@ -272,6 +272,10 @@ func (sess *session) loginSteps(m *pgproto3.StartupMessage, lg **Login) (release
 		}
 	}()
 	sess.principal = Principal{User: login.Name, Role: login.Role, Claims: login.Claims}
+	if console, err := sess.consoleLogin(); console { // the admin console: see wire/console.go
+		ok = err == nil
+		return admitted, err
+	}
 	if !sess.srv.databaseAllowed(sess.database) {
 		return nil, fatalf(CodeInvalidCatalogName, "database %q is not served by this proxy", sess.database)
 	}

@@ -36,6 +36,7 @@ type Config struct {
 	Audit   AuditConfig   `yaml:"audit"`
 	Admin   AdminConfig   `yaml:"admin"`
 	Peering PeeringConfig `yaml:"peering"`
+	Console ConsoleConfig `yaml:"console"` // the admin console: consolecmd.go
 	// JWT are the verifiers of signed identity tokens, by name; logins use
 	// them to log in with a token (logins[].jwt) or to switch the end user
 	// for a transaction (logins[].end_user_jwt).
@@ -226,6 +227,8 @@ func defaultConfig() Config {
 		Policy: PolicyConfig{Dir: "policies", Mode: "strict", Watch: true, RunTests: true, CacheSize: 10000},
 		Audit:  AuditConfig{Output: "stdout", Format: "json", QueueSize: 4096},
 		Admin:  AdminConfig{Listen: defaultAdminListen},
+		// The admin console: consolecmd.go.
+		Console: defaultConsole(),
 	}
 }
 
@@ -640,6 +643,7 @@ func validateConfig(cfg *Config) error {
 			bad(fmt.Sprintf("peering.peers.%d", id), "%q is not host:port", cfg.Peering.Peers[id])
 		}
 	}
+	validateConsole(cfg.Console, bad) // consolecmd.go
 	if len(cfg.Logins) == 0 {
 		bad("logins", "at least one login is required")
 	}

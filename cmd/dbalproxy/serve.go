@@ -16,6 +16,7 @@ import (
 	"github.com/dbalproxy/dbalproxy/admin"
 	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/catalog"
+	"github.com/dbalproxy/dbalproxy/console"
 	"github.com/dbalproxy/dbalproxy/metrics"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/pool"
@@ -63,6 +64,9 @@ type proxy struct {
 	listening    atomic.Bool
 	policyQuiet  quietHook // on the policy engine's log
 	stdout       io.Writer // serveOptions.stdout
+
+	reloadMu   sync.Mutex                   // one reload at a time (SIGHUP, console RELOAD)
+	lastReload atomic.Pointer[reloadResult] // SHOW POLICY (consolecmd.go)
 }
 
 // openAudit opens the audit sink c names; stdout, if not nil, stands for
@@ -113,6 +117,8 @@ func logLevel(c LogConfig) zerolog.Level {
 // limits.shutdown_timeout.
 func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptions) error {
 	zerolog.SetGlobalLevel(logLevel(cfg.Log))
+	ctx, shutdown := context.WithCancel(ctx) // the console's SHUTDOWN drains as SIGTERM does
+	defer shutdown()
 	px := &proxy{log: log, metrics: metrics.New(), stdout: opts.stdout}
 	px.mu.cfg = cfg
 	logins, err := buildLogins(cfg)
@@ -151,6 +157,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 	// proxy's credentials; a policy reload reads it again.
 	cat := catalog.NewCache(catalog.CacheConfig{Connector: p})
 	onReload := func(err error) {
+		px.noteReload(err)
 		px.metrics.PolicyReloaded(err)
 		if err == nil {
 			cat.Invalidate()
@@ -170,13 +177,19 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 			}
 		}()
 	}
+	// The admin console (consolecmd.go): PAUSE holds new transactions in
+	// front of the pool; SHOW STATS counts the audit records.
+	gate, stats := console.NewGate(), console.NewStats()
+	gate.WaitPastDeadline = cfg.Pool.Mode == "transaction"
+	defer gate.Close()
+	con := px.newConsole(cfg, p, consoleParts{gate: gate, stats: stats, shutdown: shutdown}, opts.load)
 	srv, err := wire.NewServer(wire.Config{
 		Logins:          &px.logins,
 		AuthMethod:      cfg.Auth.Method,
 		TokenTransport:  cfg.Auth.TokenTransport,
 		TLS:             tlsCfg,
 		RequireTLS:      cfg.TLS.Required,
-		Backends:        px.metrics.Backends(p),
+		Backends:        gate.Backends(px.metrics.Backends(p)),
 		DefaultDatabase: p.DefaultDatabase(),
 		Databases:       cfg.Backend.Databases,
 		StartupTimeout:  cfg.Limits.StartupTimeout.D(),
@@ -188,8 +201,9 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		// In transaction pooling a backend connection is shared between
 		// transactions of different clients (see the README).
 		TransactionPooling: cfg.Pool.Mode == "transaction",
-		Auditor:            px.audit,
+		Auditor:            stats.Auditor(px.audit),
 		Logger:             log,
+		Console:            con,
 	})
 	if err != nil {
 		return err
@@ -243,7 +257,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		case err := <-errc:
 			return err
 		case <-opts.reload:
-			px.reload(opts.load)
+			_ = px.reload(opts.load)
 			continue
 		case <-ctx.Done():
 		}
@@ -256,6 +270,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		Msg("draining: no new connections; idle sessions are closed, open transactions may finish")
 	dctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	gate.Close() // clients held by PAUSE go on and meet the drain
 	if err := srv.Drain(dctx); err != nil {
 		log.Warn().Msg("shutdown_timeout passed: the remaining sessions were closed and their transactions rolled back")
 	}
@@ -316,7 +331,7 @@ func (px *proxy) closeAudit() {
 // the next start.
 var restartKeys = []string{
 	"listen", "backend", "pool", "auth.method", "tls", "limits.startup_timeout", "limits.max_message_bytes",
-	"log.format", "policy", "admin.listen", "peering",
+	"log.format", "policy", "admin.listen", "peering", "console",
 }
 
 // configValue is the field of c at a key path (dots between yaml names).
@@ -371,7 +386,10 @@ func (h *quietHook) Run(e *zerolog.Event, level zerolog.Level, _ string) {
 // files. A configuration with problems, or policies that do not compile or
 // fail their tests, are refused with one log line per problem, and the
 // running configuration stays. Open sessions are never closed by a reload.
-func (px *proxy) reload(load func() (*Config, error)) {
+// It returns the reload's error (the console's RELOAD reports it).
+func (px *proxy) reload(load func() (*Config, error)) error {
+	px.reloadMu.Lock()
+	defer px.reloadMu.Unlock()
 	// Log rotation: the audit file is opened again by its path whatever
 	// the new configuration says (a changed audit section opens a new sink
 	// in apply anyway).
@@ -383,11 +401,13 @@ func (px *proxy) reload(load func() (*Config, error)) {
 	}
 	err := px.apply(load)
 	px.metrics.ConfigReloaded(err)
+	px.noteReload(err)
 	if err != nil {
 		for _, e := range splitErrors(err) {
 			px.log.Error().Str("problem", e.Error()).Msg("configuration reload refused; the running configuration stays")
 		}
 	}
+	return err
 }
 
 func (px *proxy) apply(load func() (*Config, error)) error {
