@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,9 @@ type serveOptions struct {
 	// stdout, if set, receives the audit records of audit.output stdout
 	// (the command's standard output; os.Stdout when nil).
 	stdout io.Writer
+	// listener, if set, is the client listener (the demo opens it before
+	// it starts PostgreSQL); serve closes it.
+	listener net.Listener
 }
 
 // loginSource is the server's LoginSource; a reload swaps its logins.
@@ -220,9 +224,11 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		},
 		AuditDropped: px.droppedAudit,
 	})
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return &configError{key: "listen", msg: err.Error()}
+	ln := opts.listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return &configError{key: "listen", msg: err.Error()}
+		}
 	}
 	if a := cfg.Admin.Listen; a != "" && a != "off" {
 		as, err := admin.Start(admin.Config{
@@ -507,6 +513,18 @@ func checkConfig(load func() (*Config, error)) error {
 			problems = append(problems, &configError{key: "tls", msg: "cannot load the certificate and key: " + err.Error()})
 		}
 	}
+	// The listen hosts must be this machine's (the ports may be taken by
+	// the proxy being checked, so any port is tried).
+	for _, ka := range [][2]string{{"listen", cfg.Listen}, {"admin.listen", cfg.Admin.Listen}} {
+		key, a := ka[0], ka[1]
+		if host, _, err := net.SplitHostPort(a); err == nil && checkHostPort(a) == nil {
+			if ln, err := net.Listen("tcp", net.JoinHostPort(host, "0")); err != nil {
+				problems = append(problems, &configError{key: key, msg: fmt.Sprintf("cannot listen on host %q: %v", host, err)})
+			} else {
+				ln.Close()
+			}
+		}
+	}
 	if cfg.Audit.Output != "stdout" && cfg.Audit.Output != "stderr" && cfg.Audit.Output != "off" && cfg.Audit.Output != "" {
 		if l, err := openAudit(cfg.Audit, nil); err != nil {
 			problems = append(problems, err)
@@ -527,7 +545,38 @@ func checkConfig(load func() (*Config, error)) error {
 			problems = append(problems, &configError{key: "policy.dir", msg: err.Error()})
 		}
 	}
-	return errors.Join(problems...)
+	return errors.Join(withoutUnsetEchoes(problems)...)
+}
+
+// withoutUnsetEchoes drops the problems that only follow from a ${NAME}
+// that is not set (a login without its secret, TLS without its cert): the
+// unset variable is reported already, at a key inside the one the echo
+// names (or the other way round).
+func withoutUnsetEchoes(problems []error) []error {
+	var unset []string
+	for _, p := range problems {
+		for _, e := range splitErrors(p) {
+			var ce *configError
+			if errors.As(e, &ce) && ce.unsetVar != "" {
+				unset = append(unset, ce.key)
+			}
+		}
+	}
+	related := func(a, b string) bool {
+		return a == b || strings.HasPrefix(b, a+".") || strings.HasPrefix(b, a+"[") ||
+			strings.HasPrefix(a, b+".") || strings.HasPrefix(a, b+"[")
+	}
+	var out []error
+	for _, p := range problems {
+		for _, e := range splitErrors(p) {
+			var ce *configError
+			if e != nil && errors.As(e, &ce) && ce.unsetVar == "" && slices.ContainsFunc(unset, func(u string) bool { return related(ce.key, u) }) {
+				continue
+			}
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // onlyKeyProblems reports whether err consists of problems at named keys
