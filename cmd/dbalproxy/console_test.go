@@ -321,3 +321,44 @@ func TestConsolePause(t *testing.T) {
 		t.Fatal("the statement held by PAUSE did not run after RESUME")
 	}
 }
+
+// TestConsoleKillTransactionPooling: KILL in transaction pooling, of a
+// client in a transaction (holding a backend) and of an idle one (holding
+// none); the backend connection goes back clean.
+func TestConsoleKillTransactionPooling(t *testing.T) {
+	s := startServe(t, "pool: {mode: transaction}\n")
+	inTx, idle := s.connect("alice"), s.connect("bob")
+	if err := exec(t, inTx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec(t, inTx, "SELECT count(*) FROM page_views"); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec(t, idle, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	con, err := s.console("dave")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rows := showRows(t, con, "SHOW CLIENTS")
+	a, b := findRow(rows, "user", "alice"), findRow(rows, "user", "bob")
+	if a == nil || b == nil || a["server_pid"] == nil || b["server_pid"] != nil || b["state"] != "idle" {
+		t.Fatalf("SHOW CLIENTS: %v", rows)
+	}
+	for _, c := range []struct {
+		conn *pgx.Conn
+		id   string
+	}{{inTx, a["id"].(string)}, {idle, b["id"].(string)}} {
+		if _, err := con.Exec(context.Background(), "KILL_CLIENT "+c.id); err != nil {
+			t.Fatal(err)
+		}
+		if err := exec(t, c.conn, "SELECT 1"); sqlstate(err) != "57P01" {
+			t.Errorf("killed client %s: %v, want 57P01", c.id, err)
+		}
+	}
+	fresh := s.connect("alice")
+	if err := exec(t, fresh, "SELECT count(*) FROM page_views"); err != nil {
+		t.Fatalf("after the kills: %v", err)
+	}
+}
