@@ -143,6 +143,9 @@ type Logger struct {
 	closeOnce sync.Once
 	closeErr  error // result of the first Close
 
+	path     string                  // the output file's path ("" unless New opened a file)
+	reopened atomic.Pointer[os.File] // set by Reopen; the writer switches to it before its next write
+
 	dropped   atomic.Uint64 // see Dropped
 	written   atomic.Uint64 // see Written
 	failed    atomic.Uint64 // see Failed
@@ -238,6 +241,7 @@ func newLogger(cfg Config) (*Logger, error) {
 			return nil, err
 		}
 		sink, file = f, f
+		l.path = cfg.Output
 	}
 
 	l.wake = make(chan struct{}, 1)
@@ -459,6 +463,45 @@ func (l *Logger) close() error {
 	}
 }
 
+// Reopen opens the output file again by its path, for log rotation: after
+// `mv audit.jsonl audit.jsonl.1` and Reopen, records go to a new
+// audit.jsonl. The file is opened at once (an error leaves the current file
+// in use); the writer switches to it before its next write and closes the
+// old one. Reopen does nothing when the output is not a file New opened
+// (stdout, stderr, off, Config.Writer) or after Close.
+func (l *Logger) Reopen() error {
+	if l.path == "" {
+		return nil
+	}
+	f, err := openFile(l.path)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.closed {
+		// The writer may have exited already: it would never take f.
+		f.Close()
+		return nil
+	}
+	// The writer takes the file before it exits (run), since Close sets
+	// closed after this under the same lock.
+	if old := l.reopened.Swap(f); old != nil {
+		old.Close() // a Reopen the writer had not yet taken
+	}
+	return nil
+}
+
+// switchFile makes f the sink (the writer goroutine only), closing the file
+// it replaces.
+func (l *Logger) switchFile(f *os.File) {
+	w := &l.w
+	if w.file != nil {
+		_ = w.file.Close()
+	}
+	w.sink, w.file = f, f
+}
+
 // Dropped returns the number of records dropped because the queue was full
 // (after BlockTimeout), because they were logged after Close, because Close
 // gave up waiting for a slow sink, or because zerolog is disabled globally.
@@ -498,6 +541,9 @@ func (l *Logger) run() {
 		if !closing && len(batch)*4 < l.queueSize {
 			l.pause()
 		}
+	}
+	if f := l.reopened.Swap(nil); f != nil {
+		l.switchFile(f)
 	}
 	if w.file != nil {
 		w.exitErr = errors.Join(w.file.Sync(), w.file.Close())
@@ -575,6 +621,9 @@ func (l *Logger) flush() {
 	if w.pending == 0 {
 		w.buf.b = w.buf.b[:0]
 		return
+	}
+	if f := l.reopened.Swap(nil); f != nil {
+		l.switchFile(f)
 	}
 	if l.abandoned.Load() {
 		l.dropped.Add(w.pending)

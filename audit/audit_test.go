@@ -819,3 +819,55 @@ func mustNewB(b *testing.B, cfg Config) *Logger {
 	}
 	return l
 }
+
+// TestReopen is log rotation: after the file is moved away and Reopen is
+// called, new records go to a new file at the configured path, records
+// written before stay in the moved file, and nothing is lost.
+func TestReopen(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.jsonl")
+	l := mustNew(t, Config{Output: path})
+	l.Log(&Record{User: "before", Rows: -1})
+	// Wait until the writer wrote it, as a rotation happens between writes.
+	for deadline := time.Now().Add(5 * time.Second); l.Written() < 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first record was not written")
+		}
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	l.Log(&Record{User: "after", Rows: -1})
+	if err := l.Reopen(); err != nil { // twice before a write: the first file is not leaked
+		t.Fatal(err)
+	}
+	l.Log(&Record{User: "after2", Rows: -1})
+	mustClose(t, l)
+	if err := l.Reopen(); err != nil { // after Close: nothing
+		t.Fatal(err)
+	}
+	old, _ := os.ReadFile(path + ".1")
+	cur, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("no new file after Reopen: %v", err)
+	}
+	if recs := decodeLines(t, string(old)); len(recs) != 1 || recs[0]["user"] != "before" {
+		t.Errorf("moved file:\n%s", old)
+	}
+	if recs := decodeLines(t, string(cur)); len(recs) != 2 || recs[0]["user"] != "after" || recs[1]["user"] != "after2" {
+		t.Errorf("new file:\n%s", cur)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Errorf("new file mode %v, want 0600", fi.Mode().Perm())
+	}
+	// Not a file: Reopen does nothing.
+	var buf bytes.Buffer
+	w := mustNew(t, Config{Writer: &buf})
+	if err := w.Reopen(); err != nil {
+		t.Error(err)
+	}
+	mustClose(t, w)
+}

@@ -98,6 +98,9 @@ type Config struct {
 	// Logger receives one line per connection event; sessions log through
 	// child loggers carrying session_id.
 	Logger zerolog.Logger
+	// Console, when set, serves clients that log in to its database
+	// (see wire/console.go). Nil: no admin console.
+	Console Console
 }
 
 func (c *Config) setDefaults() error {
@@ -474,10 +477,11 @@ func (sess *session) drainable() bool {
 // after all (the loop should read again). For a session that may be closed,
 // it sends FATAL 57P01 and returns false: the loop ends as for a timeout.
 func (sess *session) drainWake(err error) (again bool) {
-	if !errors.Is(err, os.ErrDeadlineExceeded) || !sess.srv.draining.Load() {
+	killed := sess.killed.Load() // KillSession: see wire/console.go
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !sess.srv.draining.Load() && !killed {
 		return false
 	}
-	if !sess.srv.forcing.Load() && !sess.drainable() {
+	if !sess.srv.forcing.Load() && !killed && !sess.drainable() {
 		_ = sess.conn.SetReadDeadline(time.Time{})
 		return true
 	}

@@ -55,6 +55,9 @@ type session struct {
 	accepted time.Time  // when the connection was accepted (the login's duration)
 	panics   panicState // see recover.go
 
+	console bool        // an admin console session (console.go)
+	killed  atomic.Bool // KillSession was called (console.go)
+
 	be *pool.Conn // the backend held for the session (session pooling)
 
 	// Transaction pooling (txMode): a backend is leased per transaction.
@@ -172,6 +175,10 @@ func (sess *session) run() {
 	defer release()
 	defer sess.srv.cancels.unregister(sess)
 	setDeadline(sess.conn, 0)
+	if sess.console { // the admin console: see wire/console.go
+		sess.serveConsole()
+		return
+	}
 	sess.log.Debug().Str("role", sess.principal.Role).Msg("client connected")
 
 	if sess.txMode {

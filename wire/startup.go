@@ -275,6 +275,10 @@ func (sess *session) loginSteps(m *pgproto3.StartupMessage, lg **Login) (release
 	if login.Backends != nil {
 		sess.backends = login.Backends
 	}
+	if console, err := sess.consoleLogin(); console { // the admin console: see wire/console.go
+		ok = err == nil
+		return admitted, err
+	}
 	if !sess.srv.databaseAllowed(sess.database) {
 		return nil, fatalf(CodeInvalidCatalogName, "database %q is not served by this proxy", sess.database)
 	}

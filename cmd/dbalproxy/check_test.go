@@ -40,7 +40,7 @@ logins:
 	for _, want := range []string{
 		"dbalproxy: config: frobnicate: unknown key",
 		"dbalproxy: config: pool.max_conns: must be at least 1",
-		`dbalproxy: config: admin.listen: "nowhere" is not host:port or off`,
+		`dbalproxy: config: admin.listen: "nowhere" is not host:port`,
 		"dbalproxy: config: logins[0].role: is required",
 		"dbalproxy: config: logins[0].max_conns: must be -1",
 	} {

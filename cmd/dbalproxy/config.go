@@ -41,6 +41,7 @@ type Config struct {
 	// DecisionLog also writes statement decisions in OPA's decision-log
 	// format, for OPA log pipelines.
 	DecisionLog DecisionLogConfig `yaml:"decision_log"`
+	Console     ConsoleConfig     `yaml:"console"` // the admin console: consolecmd.go
 	// JWT are the verifiers of signed identity tokens, by name; logins use
 	// them to log in with a token (logins[].jwt) or to switch the end user
 	// for a transaction (logins[].end_user_jwt).
@@ -294,6 +295,8 @@ func defaultConfig() Config {
 		Policy: PolicyConfig{Dir: "policies", Mode: "strict", Watch: true, RunTests: true, CacheSize: 10000},
 		Audit:  AuditConfig{Output: "stdout", Format: "json", QueueSize: 4096},
 		Admin:  AdminConfig{Listen: defaultAdminListen},
+		// The admin console: consolecmd.go.
+		Console: defaultConsole(),
 	}
 }
 
@@ -339,6 +342,16 @@ func parseConfig(data []byte, cfg *Config, overridden map[string]bool) error {
 	var problems, unset []error
 	checkKeys(doc, reflect.TypeOf(*cfg), "", &problems)
 	expandEnv(doc, "", overridden, &unset)
+	// Values that are unset, given elsewhere or of the wrong type leave the
+	// document, so that the rest decodes (and is checked) as written.
+	dropped := map[string]bool{}
+	for k := range overridden {
+		dropped[k] = true
+	}
+	for _, e := range unset {
+		dropped[e.(*configError).key] = true
+	}
+	pruneValues(doc, reflect.TypeOf(*cfg), "", dropped, &problems)
 	if len(unset) > 0 {
 		// Values are missing: validating them would only repeat the news.
 		// The rest is decoded as well as it can be (serve --check goes on
@@ -447,6 +460,77 @@ func expandEnv(n *yaml.Node, path string, skip map[string]bool, problems *[]erro
 			expandEnv(c, fmt.Sprintf("%s[%d]", path, i), skip, problems)
 		}
 	}
+}
+
+// pruneValues removes from the document the values at the keys in drop
+// and the values of the wrong type, adding a problem naming the key for
+// each of the latter: one bad value must not keep the others from being
+// decoded, nor be reported without its key.
+func pruneValues(n *yaml.Node, t reflect.Type, path string, drop map[string]bool, problems *[]error) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	keep := func(v *yaml.Node, vt reflect.Type, p string) bool {
+		if drop[p] || !scalarOK(v, vt, p, problems) {
+			return false
+		}
+		pruneValues(v, vt, p, drop, problems)
+		return true
+	}
+	switch {
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct && t != reflect.TypeOf(Duration(0)):
+		kept := n.Content[:0]
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			f, ok := fieldByTag(t, k.Value)
+			if !ok || keep(v, f.Type, join(path, k.Value)) {
+				kept = append(kept, k, v)
+			}
+		}
+		n.Content = kept
+	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice:
+		kept := n.Content[:0]
+		for i, c := range n.Content {
+			if keep(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i)) {
+				kept = append(kept, c)
+			}
+		}
+		n.Content = kept
+	}
+}
+
+// scalarOK checks a value meant for a scalar field of type t: a duration,
+// a whole number or a boolean, as the field wants. Other fields are
+// checked by checkKeys and by decoding.
+func scalarOK(v *yaml.Node, t reflect.Type, path string, problems *[]error) bool {
+	bad := func(msg string) bool {
+		*problems = append(*problems, &configError{key: path, msg: fmt.Sprintf("%s (line %d)", msg, v.Line)})
+		return false
+	}
+	scalar := t == reflect.TypeOf(Duration(0)) || t.Kind() == reflect.Int || t.Kind() == reflect.Bool || t.Kind() == reflect.String
+	switch {
+	case !scalar:
+		return true
+	case v.Kind != yaml.ScalarNode:
+		return bad("want a single value, not a list or mapping")
+	case v.Tag == "!!null":
+		return true
+	case t == reflect.TypeOf(Duration(0)):
+		if _, err := time.ParseDuration(v.Value); err != nil {
+			return bad(fmt.Sprintf("%q is not a duration like 5s or 250ms", v.Value))
+		}
+	case t.Kind() == reflect.Int:
+		var n int
+		if err := v.Decode(&n); err != nil {
+			return bad(fmt.Sprintf("%q is not a whole number", v.Value))
+		}
+	case t.Kind() == reflect.Bool:
+		var b bool
+		if err := v.Decode(&b); err != nil {
+			return bad(fmt.Sprintf("%q is not true or false", v.Value))
+		}
+	}
+	return true
 }
 
 // scalarField is one overridable key.
@@ -615,6 +699,24 @@ func loadConfig(path string, cfg *Config, ov *overrides) error {
 	return errors.Join(soft, validateConfig(cfg))
 }
 
+// checkHostPort checks a TCP address as net.Listen and net.Dial take it:
+// host:port (either may be empty) with a port from 0 to 65535 (or a
+// service name), and no path.
+func checkHostPort(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil || strings.ContainsAny(host, "/\\") {
+		return fmt.Errorf("%q is not host:port (a TCP address such as 127.0.0.1:6432; Unix sockets are not supported)", a)
+	}
+	if n, err := strconv.Atoi(port); err == nil {
+		if n < 0 || n > 65535 {
+			return fmt.Errorf("%q: port %d is out of range (0 to 65535)", a, n)
+		}
+	} else if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("%q: %q is not a port number", a, port)
+	}
+	return nil
+}
+
 // validateConfig checks values the types cannot. It reports every problem,
 // one configError per line (errors.Join).
 func validateConfig(cfg *Config) error {
@@ -624,6 +726,8 @@ func validateConfig(cfg *Config) error {
 	}
 	if cfg.Listen == "" {
 		bad("listen", "is empty")
+	} else if err := checkHostPort(cfg.Listen); err != nil {
+		bad("listen", "%v", err)
 	}
 	if cfg.Backend.URL == "" {
 		bad("backend.url", "is required (the backend URL with the proxy's own credentials)")
@@ -716,8 +820,8 @@ func validateConfig(cfg *Config) error {
 		bad("audit.block_timeout", "must not be negative")
 	}
 	if a := cfg.Admin.Listen; a != "" && a != "off" {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			bad("admin.listen", "%q is not host:port or off", a)
+		if err := checkHostPort(a); err != nil {
+			bad("admin.listen", "%v", err)
 		}
 	}
 	if cfg.Peering.ID < 0 || cfg.Peering.ID > 127 {
@@ -729,10 +833,11 @@ func validateConfig(cfg *Config) error {
 	for _, id := range slices.Sorted(maps.Keys(cfg.Peering.Peers)) {
 		if id < 1 || id > 127 {
 			bad(fmt.Sprintf("peering.peers.%d", id), "a peer id is 1 to 127")
-		} else if _, _, err := net.SplitHostPort(cfg.Peering.Peers[id]); err != nil {
-			bad(fmt.Sprintf("peering.peers.%d", id), "%q is not host:port", cfg.Peering.Peers[id])
+		} else if err := checkHostPort(cfg.Peering.Peers[id]); err != nil {
+			bad(fmt.Sprintf("peering.peers.%d", id), "%v", err)
 		}
 	}
+	validateConsole(cfg.Console, bad) // consolecmd.go
 	if len(cfg.Logins) == 0 {
 		bad("logins", "at least one login is required")
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -43,6 +44,18 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("no policy directory %q: run the demo from the repository root or pass --policies DIR", *policies)
 	}
 
+	// The port first: a busy one should not cost a PostgreSQL start.
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Err != nil {
+			err = op.Err
+		}
+		return fmt.Errorf("demo: cannot listen on %s: %w\nuse --listen ADDR for another address, e.g. --listen 127.0.0.1:6433 (or 127.0.0.1:0 for any free port)",
+			*listen, err)
+	}
+	defer ln.Close()
+
 	fmt.Fprintln(stdout, "Starting a throwaway PostgreSQL...")
 	cluster, err := testenv.Start(ctx, testenv.Options{})
 	if err != nil {
@@ -70,13 +83,15 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// Each denial is shown by its audit record on stdout; the proxy's log
 	// line about it would say it again.
 	log := newLogger(cfg.Log, stderr).Hook(dropMessage("statement denied"))
-	return serve(ctx, &cfg, log, serveOptions{stdout: stdout, ready: func(addr net.Addr) {
+	return serve(ctx, &cfg, log, serveOptions{stdout: stdout, listener: ln, ready: func(addr net.Addr) {
 		host, port, _ := net.SplitHostPort(addr.String())
 		fmt.Fprintf(stdout, "\ndbalproxy demo is ready. Connect as one of the demo logins (password = login name):\n\n")
 		for _, l := range demoLogins {
 			fmt.Fprintf(stdout, "  psql 'postgres://%s:%s@%s:%s/%s?sslmode=disable'   # role %s\n",
 				l.Name, l.Password, host, port, db, l.Role)
 		}
+		fmt.Fprintf(stdout, "\nThe admin console (SHOW HELP; supergod logins only):\n\n  psql 'postgres://dave:dave@%s:%s/%s?sslmode=disable'\n",
+			host, port, cfg.Console.Database)
 		backend, _ := url.Parse(cluster.AppURL(db))
 		fmt.Fprintf(stdout, "\nThe backend itself, for comparison (the proxy's own credentials):\n\n  psql '%s'\n", backend)
 		fmt.Fprintf(stdout, "\nCtrl-C stops the proxy and removes the database.\n\n")

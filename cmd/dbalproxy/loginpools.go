@@ -67,5 +67,10 @@ func (lp *loginPools) close() {
 }
 
 // wrapPool is how the server sees a login's pool: counted in the metrics
-// like the main pool.
-func (px *proxy) wrapPool(p *pool.Pool) wire.Backends { return px.metrics.Backends(p) }
+// and held by the console's PAUSE like the main pool.
+func (px *proxy) wrapPool(p *pool.Pool) wire.Backends {
+	if px.gate == nil {
+		return px.metrics.Backends(p)
+	}
+	return px.gate.Backends(px.metrics.Backends(p))
+}

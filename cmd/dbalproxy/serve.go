@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	"github.com/dbalproxy/dbalproxy/admin"
 	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/catalog"
+	"github.com/dbalproxy/dbalproxy/console"
 	"github.com/dbalproxy/dbalproxy/metrics"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/pool"
@@ -38,6 +40,9 @@ type serveOptions struct {
 	// stdout, if set, receives the audit records of audit.output stdout
 	// (the command's standard output; os.Stdout when nil).
 	stdout io.Writer
+	// listener, if set, is the client listener (the demo opens it before
+	// it starts PostgreSQL); serve closes it.
+	listener net.Listener
 }
 
 // loginSource is the server's LoginSource; a reload swaps its logins.
@@ -51,7 +56,8 @@ type proxy struct {
 	log     zerolog.Logger
 	metrics *metrics.Metrics
 	logins  loginSource
-	pools   loginPools // logins' own backend roles
+	pools   loginPools    // logins' own backend roles
+	gate    *console.Gate // the console's PAUSE, around every pool
 	srv     *wire.Server
 	engine  *policy.Engine
 	audit   *metrics.Auditor
@@ -65,6 +71,9 @@ type proxy struct {
 	listening    atomic.Bool
 	policyQuiet  quietHook // on the policy engine's log
 	stdout       io.Writer // serveOptions.stdout
+
+	reloadMu   sync.Mutex                   // one reload at a time (SIGHUP, console RELOAD)
+	lastReload atomic.Pointer[reloadResult] // SHOW POLICY (consolecmd.go)
 }
 
 // openAudit opens the audit sink c names; stdout, if not nil, stands for
@@ -115,6 +124,8 @@ func logLevel(c LogConfig) zerolog.Level {
 // limits.shutdown_timeout.
 func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptions) error {
 	zerolog.SetGlobalLevel(logLevel(cfg.Log))
+	ctx, shutdown := context.WithCancel(ctx) // the console's SHUTDOWN drains as SIGTERM does
+	defer shutdown()
 	px := &proxy{log: log, metrics: metrics.New(), stdout: opts.stdout}
 	px.mu.cfg = cfg
 	logins, err := buildLogins(cfg)
@@ -165,6 +176,11 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 	}
 	defer p.Close()
 	defer px.pools.close()
+	// PAUSE (the console) holds every pool's new transactions.
+	gate, stats := console.NewGate(), console.NewStats()
+	gate.WaitPastDeadline = cfg.Pool.Mode == "transaction"
+	defer gate.Close()
+	px.gate = gate
 	if err := px.pools.attach(cfg, logins, log, px.wrapPool); err != nil {
 		return err
 	}
@@ -172,6 +188,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 	// proxy's credentials; a policy reload reads it again.
 	cat := catalog.NewCache(catalog.CacheConfig{Connector: p})
 	onReload := func(err error) {
+		px.noteReload(err)
 		px.metrics.PolicyReloaded(err)
 		if err == nil {
 			cat.Invalidate()
@@ -191,13 +208,16 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 			}
 		}()
 	}
+	// The admin console (consolecmd.go): PAUSE holds new transactions in
+	// front of the pool; SHOW STATS counts the audit records.
+	con := px.newConsole(cfg, p, consoleParts{gate: gate, stats: stats, shutdown: shutdown}, opts.load)
 	srv, err := wire.NewServer(wire.Config{
 		Logins:          &px.logins,
 		AuthMethod:      cfg.Auth.Method,
 		TokenTransport:  cfg.Auth.TokenTransport,
 		TLS:             tlsCfg,
 		RequireTLS:      cfg.TLS.Required,
-		Backends:        px.metrics.Backends(p),
+		Backends:        gate.Backends(px.metrics.Backends(p)),
 		DefaultDatabase: p.DefaultDatabase(),
 		Databases:       cfg.Backend.Databases,
 		StartupTimeout:  cfg.Limits.StartupTimeout.D(),
@@ -209,8 +229,9 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		// In transaction pooling a backend connection is shared between
 		// transactions of different clients (see the README).
 		TransactionPooling: cfg.Pool.Mode == "transaction",
-		Auditor:            auditor,
+		Auditor:            stats.Auditor(auditor),
 		Logger:             log,
+		Console:            con,
 	})
 	if err != nil {
 		return err
@@ -232,9 +253,11 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 	if dlog != nil {
 		px.metrics.SetDecisionLog(dlog.Dropped, dlog.Failures)
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return &configError{key: "listen", msg: err.Error()}
+	ln := opts.listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return &configError{key: "listen", msg: err.Error()}
+		}
 	}
 	if a := cfg.Admin.Listen; a != "" && a != "off" {
 		as, err := admin.Start(admin.Config{
@@ -270,7 +293,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		case err := <-errc:
 			return err
 		case <-opts.reload:
-			px.reload(opts.load)
+			_ = px.reload(opts.load)
 			continue
 		case <-ctx.Done():
 		}
@@ -283,6 +306,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		Msg("draining: no new connections; idle sessions are closed, open transactions may finish")
 	dctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	gate.Close() // clients held by PAUSE go on and meet the drain
 	if err := srv.Drain(dctx); err != nil {
 		log.Warn().Msg("shutdown_timeout passed: the remaining sessions were closed and their transactions rolled back")
 	}
@@ -408,7 +432,7 @@ func (px *proxy) closeAudit() {
 // the next start.
 var restartKeys = []string{
 	"listen", "backend", "pool", "auth.method", "tls", "limits.startup_timeout", "limits.max_message_bytes",
-	"log.format", "policy", "admin.listen", "peering", "decision_log",
+	"log.format", "policy", "admin.listen", "peering", "decision_log", "console",
 }
 
 // configValue is the field of c at a key path (dots between yaml names).
@@ -463,14 +487,28 @@ func (h *quietHook) Run(e *zerolog.Event, level zerolog.Level, _ string) {
 // files. A configuration with problems, or policies that do not compile or
 // fail their tests, are refused with one log line per problem, and the
 // running configuration stays. Open sessions are never closed by a reload.
-func (px *proxy) reload(load func() (*Config, error)) {
+// It returns the reload's error (the console's RELOAD reports it).
+func (px *proxy) reload(load func() (*Config, error)) error {
+	px.reloadMu.Lock()
+	defer px.reloadMu.Unlock()
+	// Log rotation: the audit file is opened again by its path whatever
+	// the new configuration says (a changed audit section opens a new sink
+	// in apply anyway).
+	px.mu.Lock()
+	auditLog := px.mu.auditLog
+	px.mu.Unlock()
+	if err := auditLog.Reopen(); err != nil {
+		px.log.Error().Err(err).Msg("reopening the audit file failed; records still go to the old one")
+	}
 	err := px.apply(load)
 	px.metrics.ConfigReloaded(err)
+	px.noteReload(err)
 	if err != nil {
 		for _, e := range splitErrors(err) {
 			px.log.Error().Str("problem", e.Error()).Msg("configuration reload refused; the running configuration stays")
 		}
 	}
+	return err
 }
 
 func (px *proxy) apply(load func() (*Config, error)) error {
@@ -574,6 +612,18 @@ func checkConfig(load func() (*Config, error)) error {
 			problems = append(problems, &configError{key: "tls", msg: "cannot load the certificate and key: " + err.Error()})
 		}
 	}
+	// The listen hosts must be this machine's (the ports may be taken by
+	// the proxy being checked, so any port is tried).
+	for _, ka := range [][2]string{{"listen", cfg.Listen}, {"admin.listen", cfg.Admin.Listen}} {
+		key, a := ka[0], ka[1]
+		if host, _, err := net.SplitHostPort(a); err == nil && checkHostPort(a) == nil {
+			if ln, err := net.Listen("tcp", net.JoinHostPort(host, "0")); err != nil {
+				problems = append(problems, &configError{key: key, msg: fmt.Sprintf("cannot listen on host %q: %v", host, err)})
+			} else {
+				ln.Close()
+			}
+		}
+	}
 	if cfg.Audit.Output != "stdout" && cfg.Audit.Output != "stderr" && cfg.Audit.Output != "off" && cfg.Audit.Output != "" {
 		if l, err := openAudit(cfg.Audit, nil); err != nil {
 			problems = append(problems, err)
@@ -600,7 +650,38 @@ func checkConfig(load func() (*Config, error)) error {
 			problems = append(problems, &configError{key: key, msg: err.Error()})
 		}
 	}
-	return errors.Join(problems...)
+	return errors.Join(withoutUnsetEchoes(problems)...)
+}
+
+// withoutUnsetEchoes drops the problems that only follow from a ${NAME}
+// that is not set (a login without its secret, TLS without its cert): the
+// unset variable is reported already, at a key inside the one the echo
+// names (or the other way round).
+func withoutUnsetEchoes(problems []error) []error {
+	var unset []string
+	for _, p := range problems {
+		for _, e := range splitErrors(p) {
+			var ce *configError
+			if errors.As(e, &ce) && ce.unsetVar != "" {
+				unset = append(unset, ce.key)
+			}
+		}
+	}
+	related := func(a, b string) bool {
+		return a == b || strings.HasPrefix(b, a+".") || strings.HasPrefix(b, a+"[") ||
+			strings.HasPrefix(a, b+".") || strings.HasPrefix(a, b+"[")
+	}
+	var out []error
+	for _, p := range problems {
+		for _, e := range splitErrors(p) {
+			var ce *configError
+			if e != nil && errors.As(e, &ce) && ce.unsetVar == "" && slices.ContainsFunc(unset, func(u string) bool { return related(ce.key, u) }) {
+				continue
+			}
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // onlyKeyProblems reports whether err consists of problems at named keys

@@ -140,3 +140,126 @@ func freePort(t *testing.T) int {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
 }
+
+// binaryProxy is the real binary serving a configuration, for tests that
+// send it signals.
+type binaryProxy struct {
+	cmd    *osexec.Cmd
+	lines  chan string
+	exited chan error
+}
+
+// startBinary builds the binary and runs `serve --config` with cfg (a YAML
+// text), returning once it logged that it is ready.
+func startBinary(t *testing.T, cfg string) *binaryProxy {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "dbalproxy")
+	if out, err := osexec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cfgPath := filepath.Join(dir, "dbalproxy.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bp := &binaryProxy{cmd: osexec.Command(bin, "serve", "--config", cfgPath), lines: make(chan string, 100), exited: make(chan error, 1)}
+	stderr, err := bp.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bp.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			t.Log(sc.Text())
+			select {
+			case bp.lines <- sc.Text():
+			default:
+			}
+		}
+		bp.exited <- bp.cmd.Wait()
+	}()
+	t.Cleanup(func() { _ = bp.cmd.Process.Kill() })
+	bp.waitLine(t, `dbalproxy ready`)
+	return bp
+}
+
+func (bp *binaryProxy) waitLine(t *testing.T, re string) {
+	t.Helper()
+	r := regexp.MustCompile(re)
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case l := <-bp.lines:
+			if r.MatchString(l) {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no log line matching %q", re)
+		}
+	}
+}
+
+// TestBinaryAuditRotation is logrotate without copytruncate: after
+// `mv audit.jsonl audit.jsonl.1; kill -HUP`, new records go to a new
+// audit.jsonl and the moved file keeps the old ones.
+func TestBinaryAuditRotation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	c := testenv.Shared(t)
+	db := testenv.NewDatabase(t)
+	policies, _ := filepath.Abs("../../policies")
+	auditPath := filepath.Join(t.TempDir(), "audit.jsonl")
+	port := freePort(t)
+	bp := startBinary(t, fmt.Sprintf(`listen: 127.0.0.1:%d
+backend: {url: %q}
+policy: {dir: %q, watch: false}
+audit: {output: %q}
+logins:
+  - {name: dave, password: dave, role: supergod}
+`, port, c.AppURL(db), policies, auditPath))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("postgres://dave:dave@127.0.0.1:%d/%s?sslmode=disable", port, db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	waitFor := func(path, text string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			data, _ := os.ReadFile(path)
+			if strings.Contains(string(data), text) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s has no %q:\n%s", path, text, data)
+			}
+		}
+	}
+	if _, err := conn.Exec(ctx, "SELECT 1 AS before_rotation"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(auditPath, "before_rotation")
+	if err := os.Rename(auditPath, auditPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := bp.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	bp.waitLine(t, `configuration reloaded`)
+	if _, err := conn.Exec(ctx, "SELECT 1 AS after_rotation"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(auditPath, "after_rotation")
+	old, _ := os.ReadFile(auditPath + ".1")
+	if strings.Contains(string(old), "after_rotation") {
+		t.Errorf("the moved file got a record after SIGHUP:\n%s", old)
+	}
+	if fi, err := os.Stat(auditPath); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("new audit file: %v %v", fi, err)
+	}
+}

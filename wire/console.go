@@ -1,0 +1,163 @@
+package wire
+
+import (
+	"net"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// Console serves the admin console: a client that logs in to the console's
+// database talks to it instead of a backend (package console implements
+// it). The login is authenticated and counted as any other, and audited as
+// a login; the console's own commands are not statements and are not
+// decided by the policies.
+type Console interface {
+	// Database is the database name that selects the console.
+	Database() string
+	// Admits reports whether a login of this role may use the console.
+	// Others are refused at login with FATAL 42501.
+	Admits(role string) bool
+	// Serve runs one console session. It is called after authentication,
+	// sends everything from AuthenticationOk on, and returns when the
+	// client leaves (or its connection fails, or the server drains or kills
+	// it: reading then fails with os.ErrDeadlineExceeded and the console
+	// should send FATAL 57P01). The session's connection is closed after.
+	Serve(c *ConsoleConn)
+}
+
+// ConsoleConn is an authenticated console client.
+type ConsoleConn struct {
+	// Session describes the client (its ID is the one SHOW CLIENTS and
+	// KILL use).
+	Session SessionStatus
+	// Params are the client's startup parameters (application_name, ...).
+	Params map[string]string
+	// Backend reads the client's messages and writes the console's.
+	Backend *pgproto3.Backend
+	// Conn is the client's connection (after TLS), for deadlines.
+	Conn net.Conn
+	// Killed reports whether the session was killed (KillSession) or the
+	// server is draining: the console should end it with FATAL 57P01.
+	Killed func() bool
+}
+
+// SessionStatus is one client session as the admin console shows it.
+type SessionStatus struct {
+	ID              string
+	User, Role      string // the login and its role
+	Database        string
+	ApplicationName string
+	ClientAddr      string // host:port of the client
+	LocalAddr       string // host:port the client connected to
+	TLS             bool
+	Connected       time.Time // when the connection was accepted
+	// TxStatus is the last ReadyForQuery status the client was sent: 'I'
+	// (idle), 'T' (in a transaction) or 'E' (in a failed transaction).
+	TxStatus byte
+	// BackendPID is the process id of the backend connection the session
+	// holds now (0: none; in transaction pooling, between transactions).
+	BackendPID uint32
+	// Console is true for admin console sessions.
+	Console bool
+}
+
+// Sessions returns the sessions past login (console sessions included),
+// ordered by id. It is safe to call from any goroutine.
+func (s *Server) Sessions() []SessionStatus {
+	s.mu.Lock()
+	sessions := make([]*session, 0, len(s.mu.sessions))
+	for sess := range s.mu.sessions {
+		sessions = append(sessions, sess)
+	}
+	s.mu.Unlock()
+	out := make([]SessionStatus, 0, len(sessions))
+	for _, sess := range sessions {
+		// txStatus is stored once login has set everything read here
+		// (and the connection no longer changes).
+		st := sess.txStatus.Load()
+		if st == 0 {
+			continue
+		}
+		out = append(out, sess.status(byte(st)))
+	}
+	slices.SortFunc(out, func(a, b SessionStatus) int {
+		x, _ := strconv.ParseUint(a.ID, 10, 64)
+		y, _ := strconv.ParseUint(b.ID, 10, 64)
+		switch {
+		case x < y:
+			return -1
+		case x > y:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+func (sess *session) status(tx byte) SessionStatus {
+	st := SessionStatus{
+		ID: sess.id, User: sess.principal.User, Role: sess.principal.Role, Database: sess.database,
+		ApplicationName: sess.startupParams["application_name"], ClientAddr: sess.conn.RemoteAddr().String(),
+		LocalAddr: sess.conn.LocalAddr().String(), TLS: sess.tls, Connected: sess.accepted, TxStatus: tx,
+		Console: sess.console,
+	}
+	sess.mu.Lock()
+	if be := sess.mu.be; be != nil {
+		st.BackendPID = be.PID
+	}
+	sess.mu.Unlock()
+	return st
+}
+
+// KillSession closes the session with this id as PostgreSQL's
+// pg_terminate_backend does: the client gets FATAL 57P01 and its open
+// transaction is rolled back. A session that cannot be told within a second
+// has its connection closed. It reports whether the session existed.
+func (s *Server) KillSession(id string) bool {
+	var found *session
+	s.mu.Lock()
+	for sess := range s.mu.sessions {
+		if sess.id == id && sess.txStatus.Load() != 0 {
+			found = sess
+			break
+		}
+	}
+	s.mu.Unlock()
+	if found == nil {
+		return false
+	}
+	found.killed.Store(true)
+	// The message loop's read fails at once, and drainWake ends it.
+	_ = found.conn.SetReadDeadline(time.Unix(1, 0))
+	time.AfterFunc(drainGrace, found.terminate)
+	return true
+}
+
+// consoleLogin reports whether the client asked for the admin console, and
+// if so, whether its login may use it. It is called once the client has
+// authenticated.
+func (sess *session) consoleLogin() (bool, error) {
+	c := sess.srv.cfg.Console
+	if c == nil || sess.database != c.Database() {
+		return false, nil
+	}
+	if !c.Admits(sess.principal.Role) {
+		return true, fatalf(CodeInsufficientPriv, "login %q (role %q) may not use the admin console", sess.principal.User, sess.principal.Role)
+	}
+	sess.console = true
+	sess.txStatus.Store('I') // listed by Sessions, drained by Drain
+	return true, nil
+}
+
+// serveConsole hands the client to the admin console.
+func (sess *session) serveConsole() {
+	be := pgproto3.NewBackend(sess.cr.r, sess.conn)
+	be.SetMaxBodyLen(1 << 20)
+	sess.srv.cfg.Console.Serve(&ConsoleConn{
+		Session: sess.status('I'), Params: sess.startupParams, Backend: be, Conn: sess.conn,
+		Killed: func() bool { return sess.killed.Load() || sess.srv.draining.Load() },
+	})
+}
