@@ -22,7 +22,13 @@ import (
 	"github.com/rs/zerolog"
 )
 
-func TestMain(m *testing.M) { os.Exit(testenv.RunMain(m)) }
+func TestMain(m *testing.M) {
+	code := testenv.RunMain(m)
+	if nodeTmp != "" {
+		os.RemoveAll(nodeTmp)
+	}
+	os.Exit(code)
+}
 
 // testLogins are the demo's four roles; each password is the login name.
 var testLogins = map[string]string{"alice": "user", "bob": "admin", "carol": "god", "dave": "supergod"}
