@@ -24,8 +24,8 @@ import (
 
 func TestMain(m *testing.M) {
 	code := testenv.RunMain(m)
-	if nodeTmp != "" {
-		os.RemoveAll(nodeTmp)
+	for _, dir := range nodeTmp {
+		os.RemoveAll(dir)
 	}
 	os.Exit(code)
 }

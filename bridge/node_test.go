@@ -13,72 +13,63 @@ import (
 )
 
 // nodeModules returns a directory holding the pinned npm packages of
-// testdata/node and its scripts: testdata/node itself when
+// testdata/<name> and its scripts: testdata/<name> itself when
 // scripts/test.sh (or a user) ran `npm ci` there, else a temporary copy in
-// which this runs `npm ci`. It skips the test only when node or npm is not
-// installed.
-func nodeModules(t *testing.T) string {
+// which this runs `npm ci` once per test binary. It skips the test only
+// when node or npm is not installed.
+func nodeModules(t *testing.T, name string) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("short: the Node.js client tests install npm packages")
 	}
-	nodeOnce.Do(func() {
-		for _, tool := range []string{"node", "npm"} {
-			if _, err := exec.LookPath(tool); err != nil {
-				nodeSkip = tool + " is not installed: the real-client tests of the Neon driver need Node.js 20 or newer and npm"
-				return
-			}
-		}
-		src, err := filepath.Abs(filepath.Join("testdata", "node"))
-		if err != nil {
-			nodeErr = err
-			return
-		}
-		if installedLock(src) {
-			nodeDir = src
-			return
-		}
-		dir, err := os.MkdirTemp("", "dbalproxy-bridge-node-")
-		if err != nil {
-			nodeErr = err
-			return
-		}
-		nodeTmp = dir
-		entries, err := os.ReadDir(src)
-		if err != nil {
-			nodeErr = err
-			return
-		}
-		for _, e := range entries {
-			if e.IsDir() {
-				continue
-			}
-			b, err := os.ReadFile(filepath.Join(src, e.Name()))
-			if err == nil {
-				err = os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644)
-			}
-			if err != nil {
-				nodeErr = err
-				return
-			}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		install := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund")
-		install.Dir = dir
-		if out, err := install.CombinedOutput(); err != nil {
-			nodeErr = fmt.Errorf("npm ci in a copy of testdata/node: %v\n%s", err, out)
-			return
-		}
-		nodeDir = dir
-	})
-	if nodeSkip != "" {
-		t.Skip(nodeSkip)
+	nodeMu.Lock()
+	in := nodeInstalls[name]
+	if in == nil {
+		in = &nodeInstall{}
+		nodeInstalls[name] = in
 	}
-	if nodeErr != nil {
-		t.Fatal(nodeErr)
+	nodeMu.Unlock()
+	in.once.Do(func() { in.dir, in.skip, in.err = installNode(name) })
+	if in.skip != "" {
+		t.Skip(in.skip)
 	}
-	return nodeDir
+	if in.err != nil {
+		t.Fatal(in.err)
+	}
+	return in.dir
+}
+
+func installNode(name string) (dir, skip string, err error) {
+	for _, tool := range []string{"node", "npm"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return "", tool + " is not installed: the real-client tests of the Neon driver and Prisma need Node.js 20 or newer and npm", nil
+		}
+	}
+	src, err := filepath.Abs(filepath.Join("testdata", name))
+	if err != nil {
+		return "", "", err
+	}
+	if installedLock(src) {
+		return src, "", nil
+	}
+	dir, err = os.MkdirTemp("", "dbalproxy-bridge-"+name+"-")
+	if err != nil {
+		return "", "", err
+	}
+	nodeMu.Lock()
+	nodeTmp = append(nodeTmp, dir)
+	nodeMu.Unlock()
+	if err := os.CopyFS(dir, os.DirFS(src)); err != nil {
+		return "", "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	install := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund")
+	install.Dir = dir
+	if out, err := install.CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("npm ci in a copy of testdata/%s: %v\n%s", name, err, out)
+	}
+	return dir, "", nil
 }
 
 // installedLock reports whether npm ci has installed dir's lockfile:
@@ -97,17 +88,22 @@ func installedLock(dir string) bool {
 	return true
 }
 
+type nodeInstall struct {
+	once      sync.Once
+	dir, skip string
+	err       error
+}
+
 var (
-	nodeOnce                   sync.Once
-	nodeDir, nodeTmp, nodeSkip string
-	nodeErr                    error
+	nodeMu       sync.Mutex
+	nodeInstalls = map[string]*nodeInstall{}
+	nodeTmp      []string // temporary installs, removed by TestMain
 )
 
 // runNode runs a script of testdata/node with the bridge's address and
 // the database in its environment, and fails unless it prints "ok".
-func runNode(t *testing.T, p *proxy, script string, args ...string) {
+func runNode(t *testing.T, p *proxy, dir, script string, args ...string) {
 	t.Helper()
-	dir := nodeModules(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "node", append([]string{script}, args...)...)
@@ -125,8 +121,9 @@ func runNode(t *testing.T, p *proxy, script string, args ...string) {
 // denial with its decision id, a row filter, a policy timeout, a cancel,
 // and neon() over HTTP with batches.
 func TestNeonDriver(t *testing.T) {
+	dir := nodeModules(t, "node")
 	p := startProxy(t)
-	runNode(t, p, "neon.mjs")
+	runNode(t, p, dir, "neon.mjs")
 	// The sessions were the wire server's: their statements were audited,
 	// with the WebSocket or HTTP client's address.
 	var updated, denied bool
@@ -144,4 +141,29 @@ func TestNeonDriver(t *testing.T) {
 	if !updated || !denied {
 		t.Fatalf("audit records: carol's update %v, alice's denial %v", updated, denied)
 	}
+}
+
+// TestPrismaNeon runs Prisma (pinned in testdata/prisma/package-lock.json)
+// with @prisma/adapter-neon against the bridge: over WebSocket a row
+// filter, a denial with its decision id, an interactive transaction that
+// rolls back and a batch transaction; over HTTP a query and a denial.
+func TestPrismaNeon(t *testing.T) {
+	dir := nodeModules(t, "prisma")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// prisma generate does not run the schema engine, but the CLI fetches
+	// it from binaries.prisma.sh first unless told where one is: a stub,
+	// so that generating needs only the npm registry.
+	stub := filepath.Join(t.TempDir(), "schema-engine")
+	if err := os.WriteFile(stub, []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	gen := exec.CommandContext(ctx, filepath.Join(dir, "node_modules", ".bin", "prisma"), "generate")
+	gen.Dir = dir
+	gen.Env = append(os.Environ(), "PRISMA_SCHEMA_ENGINE_BINARY="+stub, "PRISMA_HIDE_UPDATE_MESSAGE=1", "CHECKPOINT_DISABLE=1")
+	if out, err := gen.CombinedOutput(); err != nil {
+		t.Fatalf("prisma generate: %v\n%s", err, out)
+	}
+	p := startProxy(t)
+	runNode(t, p, dir, "prisma.mjs")
 }
