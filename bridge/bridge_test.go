@@ -56,6 +56,11 @@ func TestWebSocketSession(t *testing.T) {
 	if !errors.As(err, &pe) || pe.Code != "42501" || !strings.Contains(pe.Detail, "decision_id=") {
 		t.Fatalf("DELETE FROM packages: %v, want 42501 with a decision_id", err)
 	}
+	// COPY streams over the frames, filtered as over TCP.
+	var buf bytes.Buffer
+	if _, err := conn.CopyTo(ctx, &buf, "COPY (SELECT id FROM users) TO STDOUT"); err != nil || buf.String() != "u_alice\n" {
+		t.Fatalf("COPY TO over WebSocket: %q %v", buf.String(), err)
+	}
 	if _, err := wsConnect(t, p, "nobody"); err == nil {
 		t.Fatal("unknown login accepted")
 	}

@@ -104,11 +104,17 @@ var (
 // the database in its environment, and fails unless it prints "ok".
 func runNode(t *testing.T, p *proxy, dir, script string, args ...string) {
 	t.Helper()
+	runNodeEnv(t, p, dir, nil, script, args...)
+}
+
+// runNodeEnv is runNode with more environment variables.
+func runNodeEnv(t *testing.T, p *proxy, dir string, env []string, script string, args ...string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "node", append([]string{script}, args...)...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "BRIDGE_ADDR="+p.WSAddr, "DB="+p.DB)
+	cmd.Env = append(append(os.Environ(), "BRIDGE_ADDR="+p.WSAddr, "DB="+p.DB), env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.HasSuffix(strings.TrimSpace(string(out)), "ok") {
 		t.Fatalf("node %s %s: %v\n%s", script, strings.Join(args, " "), err, out)

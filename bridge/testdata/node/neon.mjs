@@ -13,8 +13,10 @@ const url = (login, password = login) => `postgres://${login}:${password}@db.exa
 // The few lines a user writes to point the driver at dbalproxy.
 neonConfig.webSocketConstructor = ws;
 neonConfig.wsProxy = () => `${addr}/v2`;
-neonConfig.useSecureWebSocket = false; // the test bridge has no TLS
-neonConfig.fetchEndpoint = () => `http://${addr}/sql`;
+// BRIDGE_TLS=1: the bridge serves wss and https (its CA in NODE_EXTRA_CA_CERTS).
+const secure = process.env.BRIDGE_TLS === '1';
+neonConfig.useSecureWebSocket = secure;
+neonConfig.fetchEndpoint = () => `${secure ? 'https' : 'http'}://${addr}/sql`;
 
 async function expectError(p, code, what) {
   try {
