@@ -46,8 +46,10 @@ type Config struct {
 	// client) is always allowed.
 	AllowedOrigins []string
 	// MaxFrameSize is the largest WebSocket message a client may send, in
-	// bytes. Zero means 1 MiB. (PostgreSQL messages may span frames; the
-	// session's own message limit still applies.)
+	// bytes; a bigger one closes the connection. Zero means 16 MiB. Messages
+	// are streamed, not buffered whole, and the driver may put several
+	// PostgreSQL messages in one; the session's own message limit still
+	// applies to each.
 	MaxFrameSize int64
 	// MaxBodySize is the largest HTTP request body, in bytes. Zero means
 	// 1 MiB.
@@ -91,7 +93,7 @@ func New(cfg Config) (*Bridge, error) {
 		}
 	}
 	if cfg.MaxFrameSize <= 0 {
-		cfg.MaxFrameSize = 1 << 20
+		cfg.MaxFrameSize = 16 << 20
 	}
 	if cfg.MaxBodySize <= 0 {
 		cfg.MaxBodySize = 1 << 20

@@ -490,7 +490,8 @@ func (b *Bridge) connect(ctx context.Context, r *http.Request, c *credentials) (
 		return nil, err
 	}
 	cfg.User, cfg.Password, cfg.Database = c.user, c.password, c.database
-	cfg.Fallbacks = nil
+	// Nothing from the process's PG* environment may add steps.
+	cfg.Fallbacks, cfg.ValidateConnect, cfg.AfterConnect, cfg.AfterNetConnect = nil, nil, nil, nil
 	cfg.TLSConfig = nil
 	cfg.RuntimeParams = map[string]string{}
 	if c.appName != "" {

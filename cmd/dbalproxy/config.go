@@ -146,7 +146,7 @@ type WebSocketConfig struct {
 	// AllowedOrigins are browser origins allowed besides the request's own
 	// host: host patterns (*.example.com) or scheme://host patterns.
 	AllowedOrigins []string `yaml:"allowed_origins" doc:"browser origins allowed (comma list of host patterns like *.example.com)"`
-	MaxFrameBytes  int      `yaml:"max_frame_bytes" doc:"largest WebSocket message a client may send (default 1 MiB)"`
+	MaxFrameBytes  int      `yaml:"max_frame_bytes" doc:"largest WebSocket message a client may send (default 16 MiB)"`
 	MaxBodyBytes   int      `yaml:"max_body_bytes" doc:"largest SQL-over-HTTP request body (default 1 MiB)"`
 	IdleTimeout    Duration `yaml:"idle_timeout" doc:"close a WebSocket with no traffic for this long (default 1h)"`
 	RequestTimeout Duration `yaml:"request_timeout" doc:"bound one SQL-over-HTTP request, login included (default 30s)"`
