@@ -24,14 +24,19 @@ func wsConnect(t *testing.T, p *proxy, login string) (*pgconn.PgConn, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.DialFunc = func(ctx context.Context, _, _ string) (net.Conn, error) {
-		c, _, err := websocket.Dial(ctx, "ws://"+p.WSAddr+"/v2", nil)
+	cfg.DialFunc = wsDial(p.WSAddr)
+	return pgconn.ConnectConfig(ctxT(t, 10*time.Second), cfg)
+}
+
+// wsDial dials the bridge's WebSocket at addr, as a pgconn DialFunc.
+func wsDial(addr string) pgconn.DialFunc {
+	return func(ctx context.Context, _, _ string) (net.Conn, error) {
+		c, _, err := websocket.Dial(ctx, "ws://"+addr+"/v2", nil)
 		if err != nil {
 			return nil, err
 		}
 		return websocket.NetConn(context.Background(), c, websocket.MessageBinary), nil
 	}
-	return pgconn.ConnectConfig(ctxT(t, 10*time.Second), cfg)
 }
 
 // TestWebSocketSession runs a session over a WebSocket: SCRAM login, a row
