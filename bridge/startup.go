@@ -74,9 +74,26 @@ func relayStartup(cr io.Reader, client io.Writer, session net.Conn, cleartextOK 
 	if err != nil {
 		return err
 	}
-	if typ != 'R' || len(body) < 4 || binary.BigEndian.Uint32(body) != 10 || !cleartextOK ||
+	if typ != 'R' || len(body) < 4 || binary.BigEndian.Uint32(body) != 10 ||
 		!bytes.Contains(body[4:], []byte("SCRAM-SHA-256\x00")) {
 		return writePacket(client, typ, body)
+	}
+	if !cleartextOK {
+		// The client must do SCRAM itself. A pipelining driver has sent
+		// its password in clear text already: tell it what to change
+		// rather than let the session call it a protocol violation.
+		if err := writePacket(client, typ, body); err != nil {
+			return err
+		}
+		typ, resp, err := readMessage(cr, maxAuthBytes)
+		if err != nil {
+			return err
+		}
+		if typ != 'p' || !bytes.HasPrefix(resp, []byte("SCRAM-SHA-256\x00")) {
+			refuseClient(client, "28000", "a password in clear text is accepted over wss or from a loopback client only: use wss, or set the driver's pipelineConnect to false")
+			return errStartup
+		}
+		return writePacket(session, typ, resp)
 	}
 	// Ask for the password; a pipelining client has sent it already.
 	if err := writePacket(client, 'R', []byte{0, 0, 0, 3}); err != nil {
@@ -139,6 +156,14 @@ func scramForClient(session net.Conn, client io.Writer, user, password string) e
 		}
 	}
 	return nil
+}
+
+// refuseClient sends a FATAL ErrorResponse to the client.
+func refuseClient(client io.Writer, code, msg string) {
+	buf, err := (&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg}).Encode(nil)
+	if err == nil {
+		_, _ = client.Write(buf)
+	}
 }
 
 // readStartupPacket reads one length-prefixed startup packet and returns

@@ -44,6 +44,11 @@ func (b *Bridge) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 
 	remote := remoteAddr(r)
 	secure := r.TLS != nil
+	// The session gets one end of an in-memory pipe rather than the
+	// WebSocket itself: it relies on deadlines that interrupt a read and
+	// leave the connection usable (a drain pokes idle sessions so), where a
+	// deadline closes a WebSocket net.Conn; and the startup relay below sits
+	// between the two.
 	toSession, sessionEnd := net.Pipe()
 	defer toSession.Close()
 	if err := b.cfg.Server.ServeConn(&addrConn{Conn: sessionEnd, remote: remote, local: localAddr(r)}, secure); err != nil {
