@@ -176,7 +176,6 @@ func (b *Bridge) Serve(ln net.Listener) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          nil,
 		BaseContext:       func(net.Listener) context.Context { return b.ctx },
 	}
 	b.mu.Lock()
