@@ -29,6 +29,18 @@ if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
   exit 1
 fi
 
+echo "== npm ci (the real Node.js clients of the bridge tests, pinned by their lockfiles)"
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  for d in bridge/testdata/node bridge/testdata/prisma; do
+    if [ ! "$d/node_modules/.package-lock.json" -nt "$d/package-lock.json" ]; then
+      (cd "$d" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+  done
+else
+  echo "node or npm is missing: the bridge's Neon driver and Prisma tests will be skipped." >&2
+  echo "Install Node.js 20.19 or newer with npm (https://nodejs.org, or your distribution's nodejs and npm)." >&2
+fi
+
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
@@ -46,5 +58,5 @@ go run ./cmd/dbalproxy policy test policies
 echo "== go test -race"
 go test -race -count=1 -timeout 20m "$@" ./...
 
-echo "== go test -race ./wire/ in transaction pooling mode"
-DBALPROXY_TEST_POOL_MODE=transaction go test -race -count=1 -timeout 20m "$@" ./wire/
+echo "== go test -race ./wire/ ./bridge/ in transaction pooling mode"
+DBALPROXY_TEST_POOL_MODE=transaction go test -race -count=1 -timeout 20m "$@" ./wire/ ./bridge/

@@ -225,21 +225,37 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		delay = 0
-		s.startSession(conn)
+		s.startSession(conn, false)
 	}
 }
 
-func (s *Server) startSession(conn net.Conn) {
+// ServeConn runs one client session on conn, as Serve does for each
+// connection it accepts, and returns at once; the session closes conn when
+// it ends. It lets another transport (the WebSocket and HTTP bridge) hand
+// its connections to the same session code. secure says the transport
+// already encrypts the connection (wss, https): the session then counts as
+// TLS for RequireTLS and the token transport, and an SSLRequest on it is a
+// protocol violation. After Close or Shutdown it closes conn and returns
+// ErrServerClosed.
+func (s *Server) ServeConn(conn net.Conn, secure bool) error {
+	if !s.startSession(conn, secure) {
+		return ErrServerClosed
+	}
+	return nil
+}
+
+func (s *Server) startSession(conn net.Conn, secure bool) bool {
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 		_ = tc.SetKeepAlive(true)
 	}
 	sess := newSession(s, conn)
+	sess.tls = secure
 	s.mu.Lock()
 	if s.mu.closing {
 		s.mu.Unlock()
 		conn.Close()
-		return
+		return false
 	}
 	s.mu.sessions[sess] = struct{}{}
 	s.sessions.Add(1)
@@ -272,6 +288,7 @@ func (s *Server) startSession(conn net.Conn) {
 		}
 		sess.run()
 	}()
+	return true
 }
 
 // ClientConns is the number of open client connections.

@@ -41,6 +41,8 @@ type target struct {
 	sslmode string
 	// proc is the subprocess behind the target, if any.
 	proc *proc
+	// wsAddr is the dbalproxy-ws target's WebSocket listener.
+	wsAddr string
 }
 
 func (t *target) dbFor(mode string) string {
@@ -194,7 +196,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) (err error
 				e.notes = append(e.notes, note)
 			}
 			t = bt
-		case tProxy, tProxyNoAud, tProxyNoPol, tProxyTLS:
+		case tProxy, tProxyNoAud, tProxyNoPol, tProxyTLS, tProxyWS:
 			p, pt, err := startProxy(ctx, proxyBin, tmp, name, policyDir, cluster.AppURL(benchDB), o.poolMode, o.cpuprofile)
 			if p != nil {
 				procs = append(procs, p)
@@ -203,6 +205,14 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) (err error
 				return err
 			}
 			t = pt
+			if name == tProxyWS {
+				a, err := startWSAdapter(pt.wsAddr)
+				if err != nil {
+					return err
+				}
+				defer a.Close()
+				t.port = a.Port()
+			}
 		}
 		if err := checkTarget(ctx, t, o.scale); err != nil {
 			return err

@@ -2,7 +2,7 @@
 //
 // In one run it starts a throwaway PostgreSQL (testenv), loads pgbench's
 // tables (pgbench -i -s 10), builds and starts dbalproxy in several
-// configurations, a bare TCP relay (the floor cost of one extra hop) and,
+// configurations (one of them reached over WebSocket), a bare TCP relay (the floor cost of one extra hop) and,
 // when a pgbouncer binary is installed, PgBouncer in transaction pooling, and
 // then runs the same read-only pgbench workload (pgbench -n -S) against each
 // of them, interleaved so that machine noise hits every target alike. It
@@ -44,9 +44,13 @@ const (
 	tProxyNoAud = "dbalproxy-audit-off"
 	tProxyNoPol = "dbalproxy-policy-off"
 	tProxyTLS   = "dbalproxy-tls"
+	// tProxyWS is dbalproxy reached over its WebSocket listener (the Neon
+	// driver's path): pgbench talks TCP to an adapter inside dbalbench that
+	// carries each connection over a WebSocket, as a relay does over TCP.
+	tProxyWS = "dbalproxy-ws"
 )
 
-var allTargets = []string{tDirect, tRelay, tPgBouncer, tProxy, tProxyNoAud, tProxyNoPol, tProxyTLS}
+var allTargets = []string{tDirect, tRelay, tPgBouncer, tProxy, tProxyNoAud, tProxyNoPol, tProxyTLS, tProxyWS}
 
 var allModes = []string{"simple", "extended", "prepared"}
 

@@ -220,6 +220,13 @@ func layerCosts(r *results, mode string, c int) string {
 	if v := tps(tProxyTLS); v > 0 {
 		parts = append(parts, fmt.Sprintf("TLS/plaintext %.2f (%s / %s)", v/full, tProxyTLS, tProxy))
 	}
+	if ws, tcp := r.median(key{mode, c, tProxyWS}), r.median(key{mode, c, tProxy}); ws != nil && tcp != nil && ws.tps > 0 {
+		p := fmt.Sprintf("WebSocket/TCP %.2f (%s / %s; mean latency %+.3f ms", ws.tps/full, tProxyWS, tProxy, ws.meanMS-tcp.meanMS)
+		if ws.cpuPerTx > 0 && tcp.cpuPerTx > 0 {
+			p += fmt.Sprintf(", proxy CPU %.0f vs %.0f µs/tx", ws.cpuPerTx, tcp.cpuPerTx)
+		}
+		parts = append(parts, p+")")
+	}
 	if v := tps(tProxyNoAud); v > 0 {
 		parts = append(parts, fmt.Sprintf("audit costs %.0f%% (%s / %s = %.2f)", 100*(1-full/v), tProxy, tProxyNoAud, full/v))
 	}

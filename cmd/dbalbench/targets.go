@@ -124,7 +124,15 @@ func startProxy(ctx context.Context, bin, tmp, name, policyDir, backendURL, pool
 	case tProxyNoPol:
 		policyMode = "disabled"
 	}
-	tlsConf := ""
+	tlsConf, wsAddr := "", ""
+	if name == tProxyWS {
+		wsPort, err := freePort()
+		if err != nil {
+			return nil, nil, err
+		}
+		wsAddr = fmt.Sprintf("127.0.0.1:%d", wsPort)
+		tlsConf = fmt.Sprintf("websocket:\n  listen: %s\n", yamlString(wsAddr))
+	}
 	if name == tProxyTLS {
 		cert, key, err := writeSelfSignedCert(tmp)
 		if err != nil {
@@ -184,7 +192,7 @@ log:
 	if err != nil {
 		return nil, nil, err
 	}
-	t := &target{name: name, port: port, user: benchLogin, password: benchPassword, db: benchDB, proc: p}
+	t := &target{name: name, port: port, user: benchLogin, password: benchPassword, db: benchDB, proc: p, wsAddr: wsAddr}
 	if name == tProxyTLS {
 		t.sslmode = "require"
 	}

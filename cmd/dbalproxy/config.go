@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path"
 	"reflect"
 	"regexp"
 	"slices"
@@ -42,6 +43,9 @@ type Config struct {
 	// format, for OPA log pipelines.
 	DecisionLog DecisionLogConfig `yaml:"decision_log"`
 	Console     ConsoleConfig     `yaml:"console"` // the admin console: consolecmd.go
+	// WebSocket is the bridge for the Neon serverless driver and
+	// @prisma/adapter-neon: PostgreSQL over WebSocket and SQL over HTTP.
+	WebSocket WebSocketConfig `yaml:"websocket"`
 	// JWT are the verifiers of signed identity tokens, by name; logins use
 	// them to log in with a token (logins[].jwt) or to switch the end user
 	// for a transaction (logins[].end_user_jwt).
@@ -137,6 +141,23 @@ type AdminConfig struct {
 	// Listen is the admin address; "off" (or empty) disables it. It has no
 	// authentication: keep it on loopback or a private network.
 	Listen string `yaml:"listen" doc:"admin HTTP address for /metrics, /healthz, /readyz (off to disable)"`
+}
+
+// WebSocketConfig configures the WebSocket and HTTP bridge (package
+// bridge). With tls.cert_file it serves wss and https with the same
+// certificates.
+type WebSocketConfig struct {
+	// Listen is the bridge's address; "off" (or empty) disables it.
+	Listen string `yaml:"listen" doc:"address for PostgreSQL over WebSocket and SQL over HTTP (off to disable)"`
+	// AllowedOrigins are browser origins allowed besides the request's own
+	// host: host patterns (*.example.com) or scheme://host patterns.
+	AllowedOrigins []string `yaml:"allowed_origins" doc:"browser origins allowed (comma list of host patterns like *.example.com)"`
+	MaxFrameBytes  int      `yaml:"max_frame_bytes" doc:"largest WebSocket message a client may send (default 16 MiB)"`
+	MaxBodyBytes   int      `yaml:"max_body_bytes" doc:"largest SQL-over-HTTP request body (default 1 MiB)"`
+	IdleTimeout    Duration `yaml:"idle_timeout" doc:"close a WebSocket with no traffic for this long (default 1h)"`
+	RequestTimeout Duration `yaml:"request_timeout" doc:"bound one SQL-over-HTTP request, login included (default 30s)"`
+	// DisableHTTP turns off POST /sql (the neon() function's endpoint).
+	DisableHTTP bool `yaml:"disable_http" doc:"serve WebSocket only, not SQL over HTTP"`
 }
 
 // LogConfig configures the proxy's own log (not the audit log).
@@ -823,6 +844,19 @@ func validateConfig(cfg *Config) error {
 		if err := checkHostPort(a); err != nil {
 			bad("admin.listen", "%v", err)
 		}
+	}
+	if a := cfg.WebSocket.Listen; a != "" && a != "off" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("websocket.listen", "%q is not host:port or off", a)
+		}
+	}
+	for _, o := range cfg.WebSocket.AllowedOrigins {
+		if _, err := path.Match(o, ""); err != nil {
+			bad("websocket.allowed_origins", "%q is not a valid pattern", o)
+		}
+	}
+	if cfg.WebSocket.MaxFrameBytes < 0 || cfg.WebSocket.MaxBodyBytes < 0 || cfg.WebSocket.IdleTimeout < 0 || cfg.WebSocket.RequestTimeout < 0 {
+		bad("websocket", "sizes and timeouts must not be negative")
 	}
 	if cfg.Peering.ID < 0 || cfg.Peering.ID > 127 {
 		bad("peering.id", "must be 0 (off) or 1 to 127")

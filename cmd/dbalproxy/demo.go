@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/dbalproxy/dbalproxy/testenv"
@@ -37,6 +38,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:6432", "client-facing listen address")
 	policies := fs.String("policies", "policies", "policy directory (the shipped role matrix by default)")
+	wsListen := fs.String("websocket", "", "WebSocket and HTTP address for the Neon serverless driver (default: the --listen port + 1; off to disable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -77,13 +79,18 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.Log = LogConfig{Level: "info", Format: "console"}
 	cfg.Policy.Dir = *policies
 	cfg.Audit = AuditConfig{Output: "stdout", Format: "console", QueueSize: 4096}
+	cfg.WebSocket.Listen = *wsListen
+	if cfg.WebSocket.Listen == "" {
+		cfg.WebSocket.Listen = nextPort(*listen)
+	}
 	if err := validateConfig(&cfg); err != nil {
 		return err
 	}
 	// Each denial is shown by its audit record on stdout; the proxy's log
 	// line about it would say it again.
 	log := newLogger(cfg.Log, stderr).Hook(dropMessage("statement denied"))
-	return serve(ctx, &cfg, log, serveOptions{stdout: stdout, listener: ln, ready: func(addr net.Addr) {
+	var wsAddr string
+	return serve(ctx, &cfg, log, serveOptions{stdout: stdout, listener: ln, bridgeReady: func(addr net.Addr) { wsAddr = addr.String() }, ready: func(addr net.Addr) {
 		host, port, _ := net.SplitHostPort(addr.String())
 		fmt.Fprintf(stdout, "\ndbalproxy demo is ready. Connect as one of the demo logins (password = login name):\n\n")
 		for _, l := range demoLogins {
@@ -92,10 +99,41 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		fmt.Fprintf(stdout, "\nThe admin console (SHOW HELP; supergod logins only):\n\n  psql 'postgres://dave:dave@%s:%s/%s?sslmode=disable'\n",
 			host, port, cfg.Console.Database)
+		if wsAddr != "" {
+			printNeonLines(stdout, wsAddr, db)
+		}
 		backend, _ := url.Parse(cluster.AppURL(db))
 		fmt.Fprintf(stdout, "\nThe backend itself, for comparison (the proxy's own credentials):\n\n  psql '%s'\n", backend)
 		fmt.Fprintf(stdout, "\nCtrl-C stops the proxy and removes the database.\n\n")
 	}})
+}
+
+// nextPort is addr with the next port number (port 0 stays 0), for the
+// demo's WebSocket listener next to its TCP one.
+func nextPort(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n == 0 || n >= 65535 {
+		return net.JoinHostPort(host, "0")
+	}
+	return net.JoinHostPort(host, strconv.Itoa(n+1))
+}
+
+// printNeonLines prints what a Node.js program writes to reach the demo
+// with the Neon serverless driver, over WebSocket and over HTTP.
+func printNeonLines(w io.Writer, wsAddr, db string) {
+	fmt.Fprintf(w, "\nThe Neon serverless driver (npm install @neondatabase/serverless ws) reaches it over WebSocket and HTTP:\n\n")
+	fmt.Fprintf(w, "  import { Pool, neon, neonConfig } from '@neondatabase/serverless';\n")
+	fmt.Fprintf(w, "  import ws from 'ws';\n")
+	fmt.Fprintf(w, "  neonConfig.webSocketConstructor = ws;  // Node.js before 22\n")
+	fmt.Fprintf(w, "  neonConfig.wsProxy = () => '%s/v2';\n", wsAddr)
+	fmt.Fprintf(w, "  neonConfig.useSecureWebSocket = false;  // the demo has no TLS\n")
+	fmt.Fprintf(w, "  neonConfig.fetchEndpoint = () => 'http://%s/sql';\n", wsAddr)
+	fmt.Fprintf(w, "  const pool = new Pool({ connectionString: 'postgres://alice:alice@localhost/%s' });\n", db)
+	fmt.Fprintf(w, "  const sql = neon('postgres://alice:alice@localhost/%s');\n", db)
 }
 
 // dropMessage is a log hook that discards the lines with message msg.

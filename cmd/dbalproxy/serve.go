@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"reflect"
 	"slices"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/dbalproxy/dbalproxy/admin"
 	"github.com/dbalproxy/dbalproxy/audit"
+	"github.com/dbalproxy/dbalproxy/bridge"
 	"github.com/dbalproxy/dbalproxy/catalog"
 	"github.com/dbalproxy/dbalproxy/console"
 	"github.com/dbalproxy/dbalproxy/metrics"
@@ -30,6 +32,9 @@ import (
 type serveOptions struct {
 	// ready, if set, receives the client listener's address once it is up.
 	ready func(addr net.Addr)
+	// bridgeReady, if set, receives the WebSocket listener's address (when
+	// websocket.listen is set) once it is up.
+	bridgeReady func(addr net.Addr)
 	// adminReady, if set, receives the admin listener's address (when one
 	// is configured) once it is up.
 	adminReady func(addr net.Addr)
@@ -284,6 +289,15 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		Str("pool_mode", cfg.Pool.Mode).Str("version", readBuildInfo().Version).Msg("dbalproxy ready")
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	br, err := startBridge(cfg, srv, tlsCfg, log, opts)
+	if err != nil {
+		_ = srv.Close()
+		<-errc
+		return err
+	}
+	if br != nil {
+		defer br.Close()
+	}
 	px.listening.Store(true)
 	if opts.ready != nil {
 		opts.ready(ln.Addr())
@@ -307,12 +321,54 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 	dctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	gate.Close() // clients held by PAUSE go on and meet the drain
+	if br != nil {
+		// No new WebSockets or HTTP requests; open WebSockets are sessions
+		// that Drain closes like any other.
+		go func() { _ = br.Shutdown(dctx) }()
+	}
 	if err := srv.Drain(dctx); err != nil {
 		log.Warn().Msg("shutdown_timeout passed: the remaining sessions were closed and their transactions rolled back")
 	}
 	<-errc
 	log.Info().Msg("stopped")
 	return nil
+}
+
+// startBridge starts the WebSocket and HTTP bridge when websocket.listen is
+// set; it returns nil otherwise.
+func startBridge(cfg *Config, srv *wire.Server, tlsCfg *tls.Config, log zerolog.Logger, opts serveOptions) (*bridge.Bridge, error) {
+	wc := cfg.WebSocket
+	if wc.Listen == "" || wc.Listen == "off" {
+		return nil, nil
+	}
+	br, err := bridge.New(bridge.Config{
+		Server: srv, TLS: tlsCfg, AllowedOrigins: wc.AllowedOrigins,
+		MaxFrameSize: int64(wc.MaxFrameBytes), MaxBodySize: int64(wc.MaxBodyBytes),
+		IdleTimeout: wc.IdleTimeout.D(), RequestTimeout: wc.RequestTimeout.D(), DisableHTTP: wc.DisableHTTP,
+		Logger: log.With().Str("component", "bridge").Logger(),
+	})
+	if err != nil {
+		return nil, &configError{key: "websocket", msg: err.Error()}
+	}
+	wln, err := net.Listen("tcp", wc.Listen)
+	if err != nil {
+		return nil, &configError{key: "websocket.listen", msg: err.Error()}
+	}
+	scheme := "ws"
+	if tlsCfg != nil {
+		scheme = "wss"
+	}
+	log.Info().Str("websocket_listen", wln.Addr().String()).Str("scheme", scheme).Bool("sql_over_http", !wc.DisableHTTP).
+		Msg("bridge ready: PostgreSQL over WebSocket, SQL over HTTP at /sql")
+	go func() {
+		if err := br.Serve(wln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Msg("the WebSocket listener stopped")
+		}
+	}()
+	if opts.bridgeReady != nil {
+		opts.bridgeReady(wln.Addr())
+	}
+	return br, nil
 }
 
 // readyChecks are /readyz's conditions, in order.
@@ -432,7 +488,7 @@ func (px *proxy) closeAudit() {
 // the next start.
 var restartKeys = []string{
 	"listen", "backend", "pool", "auth.method", "tls", "limits.startup_timeout", "limits.max_message_bytes",
-	"log.format", "policy", "admin.listen", "peering", "decision_log", "console",
+	"log.format", "policy", "admin.listen", "peering", "decision_log", "console", "websocket",
 }
 
 // configValue is the field of c at a key path (dots between yaml names).
