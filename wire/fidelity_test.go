@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/pool"
 	"github.com/dbalproxy/dbalproxy/testenv"
@@ -348,5 +350,68 @@ func TestPerLoginBackendRole(t *testing.T) {
 	}
 	if own.Stats().Dials == 0 {
 		t.Error("alice's session did not use its own pool")
+	}
+}
+
+// TestDisconnectInTransactionEndsBackend checks that in session pooling a
+// client that goes away inside a transaction takes its backend with it (as
+// PostgreSQL's own process ends, and PgBouncer closes a server that was not
+// idle): the next client gets another backend and another process id,
+// while one that leaves idle hands its backend on.
+func TestDisconnectInTransactionEndsBackend(t *testing.T) {
+	if txPoolingSuite() {
+		t.Skip("transaction pooling hands out the proxy's own pid")
+	}
+	t.Parallel()
+	p := startProxy(t, func(_ *wire.Config, pc *pool.Config) { pc.MaxConns = 1 })
+	ctx := ctxT(t, 30*time.Second)
+	pidOf := func(leave func(*pgx.Conn)) uint32 {
+		c := openConn(t, p.URL("dave"), nil)
+		pid := c.PgConn().PID()
+		leave(c)
+		return pid
+	}
+	idle := pidOf(func(c *pgx.Conn) { _ = c.Close(ctx) })
+	again := pidOf(func(c *pgx.Conn) {
+		mustExec(t, ctx, c, "BEGIN")
+		_ = c.Close(ctx)
+	})
+	if again != idle {
+		t.Fatalf("an idle client's backend was not reused: %d then %d", idle, again)
+	}
+	waitFor(t, "a new backend after a disconnect inside a transaction", 5*time.Second, func() bool {
+		return pidOf(func(c *pgx.Conn) { _ = c.Close(ctx) }) != again
+	})
+}
+
+// TestStartupReadOnlyDoesNotLeak checks that a client's startup parameter
+// default_transaction_read_only (which PostgreSQL reports) stays with that
+// client: in transaction pooling the next client of the same backend
+// connection writes as usual (found by pgx's own test suite).
+func TestStartupReadOnlyDoesNotLeak(t *testing.T) {
+	t.Parallel()
+	p := startProxy(t, func(_ *wire.Config, pc *pool.Config) {
+		if txPoolingSuite() {
+			pc.MaxConns = 1 // both clients on one backend connection
+		}
+	})
+	ctx := ctxT(t, 30*time.Second)
+	ro := openConn(t, p.URL("dave"), func(c *pgx.ConnConfig) { c.RuntimeParams["default_transaction_read_only"] = "on" })
+	_, err := ro.Exec(ctx, "CREATE TABLE ro_leak (x int)")
+	if pgCode(err) != "25006" {
+		t.Fatalf("read-only client: %v, want 25006", err)
+	}
+	rw := openConn(t, p.URL("dave"), nil)
+	for i := 0; i < 3; i++ {
+		if _, err := ro.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rw.Exec(ctx, "CREATE TABLE IF NOT EXISTS ro_leak (x int)"); err != nil {
+			t.Fatalf("the other client got the read-only setting: %v", err)
+		}
+	}
+	_, err = ro.Exec(ctx, "INSERT INTO ro_leak VALUES (1)")
+	if pgCode(err) != "25006" {
+		t.Fatalf("read-only client after the other's transactions: %v, want 25006", err)
 	}
 }

@@ -587,9 +587,16 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 		// status is the backend's (see timeEach).
 		be.TxStatus = b[5]
 		sess.txStatus.Store(uint32(b[5]))
-		if b[5] == 'I' && sess.ddlDone.Swap(false) && sess.decider != nil {
+		if b[5] == 'I' && sess.ddlDone.Swap(false) {
 			// Committed: what the catalog says of this database changed.
-			sess.decider.CatalogChanged(sess.database)
+			if sess.decider != nil {
+				sess.decider.CatalogChanged(sess.database)
+			}
+			if sess.txMode {
+				// Statements prepared on backends for other clients may
+				// name what changed (txstate.go).
+				sess.tx.stale.schemaChanged()
+			}
 		}
 	}
 	relay, r := sess.reqs.onBackend(typ)
@@ -795,8 +802,9 @@ func (sess *session) backendFailed(be *pool.Conn, err error) {
 }
 
 // teardown gives the backend back: reused when the session ended at a clean
-// ReadyForQuery boundary, else cancelled (if something runs) and closed, so
-// no transaction or lock outlives the client.
+// ReadyForQuery boundary (in session pooling: outside a transaction), else
+// cancelled (if something runs) and closed, so no transaction or lock
+// outlives the client.
 func (sess *session) teardown(clean bool) {
 	sess.closeClient()
 	sess.stopPump()
@@ -834,6 +842,14 @@ func (sess *session) teardown(clean bool) {
 			}
 		}
 		sess.putBackend(be)
+		return
+	}
+	if !sess.txMode && be.TxStatus != 'I' {
+		// A client gone in the middle of a transaction: its backend ends
+		// with it, as PostgreSQL's own would (and PgBouncer closes a server
+		// that was not idle), so the next client never gets the process id
+		// this one was told.
+		sess.backends.Destroy(be)
 		return
 	}
 	sess.backends.Release(be)

@@ -30,7 +30,7 @@ const (
 // reportedSettable are parameters the server reports (ParameterStatus) that
 // a client may set: a leased backend must show each client the values it
 // was greeted with or set at startup.
-var reportedSettable = []string{"application_name", "client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "standard_conforming_strings"}
+var reportedSettable = []string{"application_name", "client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "standard_conforming_strings", "default_transaction_read_only"}
 
 // txPutter is implemented by backends that can take a connection back
 // without a reset (*pool.Pool).
@@ -467,7 +467,7 @@ func (sess *session) txParse(be *pool.Conn, name string, ps *prepared) error {
 	}
 	ps.beName = sess.stmtName(ps.plan.SQL, ps.paramOIDs)
 	ps.parsedSeq = sess.tx.stale.next()
-	if st.usable(ps.beName) {
+	if st.usable(ps.beName, ps.parsedSeq) {
 		// Already prepared here: answer the client's Parse with the
 		// ParseComplete of an empty unnamed statement, which costs the
 		// backend nothing.
@@ -481,15 +481,16 @@ func (sess *session) txParse(be *pool.Conn, name string, ps *prepared) error {
 }
 
 // usable reports whether name is prepared (or being prepared) on the
-// backend and not stale, and marks it used.
-func (st *beState) usable(name string) bool {
+// backend and not stale for a client statement parsed at parsed, and marks
+// it used.
+func (st *beState) usable(name string, parsed uint64) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	e := st.stmts[name]
 	if e == nil || e.epoch != st.epoch {
 		return false
 	}
-	if e.state == stmtPresent && st.stale.isStale(name, e.seq) {
+	if e.state == stmtPresent && (st.stale.isStale(name, e.seq) || st.stale.predates(e.seq, parsed)) {
 		return false
 	}
 	st.clock++
@@ -555,7 +556,7 @@ func (sess *session) ensureStmt(be *pool.Conn, ps *prepared) error {
 		st.setUnnamed(key)
 		return sess.inject(be, injected{request{kind: reqParse, swallow: true, st: st}, &pgproto3.Parse{Query: ps.plan.SQL, ParameterOIDs: ps.paramOIDs}})
 	}
-	if st.usable(ps.beName) {
+	if st.usable(ps.beName, ps.parsedSeq) {
 		return nil
 	}
 	return sess.prepareOn(be, st, ps, true)

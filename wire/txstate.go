@@ -262,6 +262,8 @@ type staleness struct {
 	mu    sync.RWMutex
 	m     map[string]uint64
 	floor uint64 // everything prepared before it is stale (set when m overflows)
+	// change is the sequence number of the last committed schema change.
+	change atomic.Uint64
 }
 
 const maxStale = 10000
@@ -280,6 +282,21 @@ func (s *staleness) mark(name string) {
 	}
 	s.m[name] = n
 	s.mu.Unlock()
+}
+
+// schemaChanged notes a committed schema change. A copy prepared before it
+// may name what changed (a dropped type, a changed result): it is not used
+// for a client statement parsed after the change (see predates); a client
+// statement parsed before it keeps its copies, and meets PostgreSQL's own
+// answer ("cached plan must not change result type"), as it would
+// straight on the server.
+func (s *staleness) schemaChanged() { s.change.Store(s.seq.Add(1)) }
+
+// predates reports whether a copy prepared at seq predates a schema change
+// that a client statement parsed at parsed comes after.
+func (s *staleness) predates(seq, parsed uint64) bool {
+	c := s.change.Load()
+	return c != 0 && seq < c && c < parsed
 }
 
 // markOf is the sequence number at which name was last found changed, 0 if
