@@ -92,6 +92,7 @@ type Snapshot struct {
 	byName map[string][]*Function
 	byOID  map[uint32]*Function
 	ops    map[string][]operator
+	inval  uint64 // the entry's inval when its load started
 	rels   map[string]*Relation // "schema.name"
 	hash   [32]byte
 	count  int
@@ -325,6 +326,11 @@ type entry struct {
 	loading chan struct{} // closed when the load under way ends; nil when none
 	err     error         // the last load's error
 	tried   time.Time     // when the last load started
+	// inval counts the invalidations of this database (guarded by the
+	// cache's mu); a snapshot loaded by a load that started before the
+	// latest one is stale. loadInval is inval when the load under way
+	// started.
+	inval, loadInval uint64
 }
 
 // NewCache returns a Cache.
@@ -350,13 +356,16 @@ func (c *Cache) Generation() uint64 { return c.gen.Load() }
 // older than MaxAge.
 func (c *Cache) Snapshot(ctx context.Context, database string) (*Snapshot, error) {
 	e := c.entry(database)
-	if s := e.snap.Load(); s != nil {
+	c.mu.Lock()
+	want := e.inval
+	c.mu.Unlock()
+	if s := e.snap.Load(); s != nil && s.inval >= want {
 		if time.Since(s.Loaded) > c.cfg.MaxAge {
 			c.startLoad(database, e, false)
 		}
 		return s, nil
 	}
-	return c.wait(ctx, database, e)
+	return c.wait(ctx, database, e, want)
 }
 
 // Refresh reloads database's functions unless that was done less than
@@ -367,14 +376,15 @@ func (c *Cache) Refresh(ctx context.Context, database string) (*Snapshot, error)
 	e := c.entry(database)
 	c.mu.Lock()
 	recent := time.Since(e.tried) < c.cfg.MinInterval
+	want := e.inval
 	c.mu.Unlock()
 	if recent {
-		if s := e.snap.Load(); s != nil {
+		if s := e.snap.Load(); s != nil && s.inval >= want {
 			return s, nil
 		}
 	}
 	c.startLoad(database, e, true)
-	return c.wait(ctx, database, e)
+	return c.wait(ctx, database, e, want)
 }
 
 // Invalidate drops every snapshot: the next use of a database loads it
@@ -382,7 +392,7 @@ func (c *Cache) Refresh(ctx context.Context, database string) (*Snapshot, error)
 func (c *Cache) Invalidate() {
 	c.mu.Lock()
 	for _, e := range c.dbs {
-		e.snap.Store(nil)
+		e.inval++
 		e.tried = time.Time{}
 	}
 	c.mu.Unlock()
@@ -394,7 +404,7 @@ func (c *Cache) Invalidate() {
 func (c *Cache) InvalidateDatabase(database string) {
 	c.mu.Lock()
 	if e := c.dbs[database]; e != nil {
-		e.snap.Store(nil)
+		e.inval++
 		e.tried = time.Time{}
 	}
 	c.mu.Unlock()
@@ -412,15 +422,16 @@ func (c *Cache) entry(database string) *entry {
 	return e
 }
 
-// wait waits for a load of database (starting one when none is under way
-// and there is no snapshot) and returns its result.
-func (c *Cache) wait(ctx context.Context, database string, e *entry) (*Snapshot, error) {
+// wait waits for a load of database that started after the invalidation
+// want counts (starting one when none is under way and the snapshot is
+// older) and returns its result.
+func (c *Cache) wait(ctx context.Context, database string, e *entry, want uint64) (*Snapshot, error) {
 	for {
 		c.mu.Lock()
 		ch := e.loading
 		c.mu.Unlock()
 		if ch == nil {
-			if s := e.snap.Load(); s != nil {
+			if s := e.snap.Load(); s != nil && s.inval >= want {
 				return s, nil
 			}
 			c.startLoad(database, e, true)
@@ -441,7 +452,7 @@ func (c *Cache) wait(ctx context.Context, database string, e *entry) (*Snapshot,
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		if s := e.snap.Load(); s != nil {
+		if s := e.snap.Load(); s != nil && s.inval >= want {
 			return s, nil
 		}
 		c.mu.Lock()
@@ -466,6 +477,7 @@ func (c *Cache) startLoad(database string, e *entry, force bool) {
 		return
 	}
 	e.tried = time.Now()
+	e.loadInval = e.inval
 	e.loading = make(chan struct{})
 	go c.load(database, e)
 }
@@ -478,6 +490,7 @@ func (c *Cache) load(database string, e *entry) {
 	defer c.mu.Unlock()
 	e.err = err
 	if err == nil {
+		s.inval = e.loadInval
 		if old := e.snap.Load(); old == nil || old.hash != s.hash {
 			c.gen.Add(1)
 		}

@@ -50,7 +50,8 @@ func (s *Snapshot) Relation(schema, name string) *Relation {
 	return s.rels[schema+"."+name]
 }
 
-// columnQuery reads the columns of every user relation, in column order.
+// columnQuery reads the columns of every user relation, in column order
+// (not temporary ones: a policy's tables are never a session's own).
 const columnQuery = `SELECT n.nspname, c.relname, c.relkind IN ('r', 'p'), a.attname,
 	a.attgenerated <> '', a.attidentity = 'a',
 	CASE WHEN a.attgenerated = '' THEN pg_catalog.pg_get_expr(d.adbin, d.adrelid) END
@@ -60,6 +61,7 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'f', 'm')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_toast%'
+  AND n.nspname NOT LIKE 'pg\_temp\_%'
 ORDER BY c.oid, a.attnum`
 
 // maxColumns bounds the columns a snapshot keeps.
