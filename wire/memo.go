@@ -142,7 +142,7 @@ func memoizable(d *policy.Decision) bool {
 }
 
 // memoEncoder encodes a value unambiguously: every string and collection
-// is length-prefixed, every struct field named, every dynamic type named,
+// is length-prefixed, every dynamic type named,
 // map entries sorted by their encoding. What it writes is then hashed.
 type memoEncoder struct {
 	out bytes.Buffer
@@ -226,15 +226,10 @@ func (e *memoEncoder) valueTo(w *bytes.Buffer, v reflect.Value) error {
 		e.uintTo(w, uint64(v.Len()))
 		return e.mapTo(w, v)
 	case reflect.Struct:
+		// Fields in declaration order: a struct type's encoding has one
+		// layout, so no names are needed.
 		w.WriteByte('{')
-		t := v.Type()
-		e.strTo(w, t.String())
-		for i := range t.NumField() {
-			f := t.Field(i)
-			if !f.IsExported() {
-				continue // the policy's input conversion cannot see it
-			}
-			e.strTo(w, f.Name)
+		for _, i := range exportedFields(v.Type()) {
 			if err := e.valueTo(w, v.Field(i)); err != nil {
 				return err
 			}
@@ -244,6 +239,25 @@ func (e *memoEncoder) valueTo(w *bytes.Buffer, v reflect.Value) error {
 		return fmt.Errorf("%w: %s", errNotEncodable, v.Type())
 	}
 	return nil
+}
+
+// fieldCache holds the exported fields of the struct types encoded.
+var fieldCache sync.Map // reflect.Type -> []int
+
+// exportedFields are the indexes of t's exported fields (unexported ones
+// are invisible to the policy's input conversion).
+func exportedFields(t reflect.Type) []int {
+	if f, ok := fieldCache.Load(t); ok {
+		return f.([]int)
+	}
+	var idx []int
+	for i := range t.NumField() {
+		if t.Field(i).IsExported() {
+			idx = append(idx, i)
+		}
+	}
+	fieldCache.Store(t, idx)
+	return idx
 }
 
 // mapTo writes a map's entries in the order of their encodings.

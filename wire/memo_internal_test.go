@@ -339,3 +339,32 @@ func changedLeaf(v reflect.Value) reflect.Value {
 	}
 	panic("leaf of kind " + v.Kind().String())
 }
+
+// BenchmarkMemoKey measures the memo's key of pgbench's SELECT for a
+// session with a backend's usual parameters.
+func BenchmarkMemoKey(b *testing.B) {
+	engine, err := policy.New(policy.Options{Dir: "../policies", Logger: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pl, err := NewPlanner(PlannerConfig{Parser: parser.New(parser.Options{}), Policy: engine})
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := &policy.Input{
+		Session: policy.Session{User: "bench", Role: "supergod", Claims: map[string]any{"user_id": "u_bench"}, Database: "bench", ClientAddr: "127.0.0.1:5000"},
+		Statement: policy.Statement{Command: "SELECT", Class: "read", Fingerprint: "a0b1c2", Text: "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+			Tables: []policy.Table{{Name: "pgbench_accounts", Access: []string{"select"}, Columns: map[string][]string{"select": {"abalance", "aid"}}}}},
+		Backend: policy.Backend{Version: "15.18", VersionNum: 150018, Settings: map[string]string{
+			"application_name": "", "client_encoding": "UTF8", "DateStyle": "ISO, MDY", "default_transaction_read_only": "off",
+			"in_hot_standby": "off", "integer_datetimes": "on", "IntervalStyle": "postgres", "is_superuser": "off",
+			"server_encoding": "UTF8", "server_version": "15.18", "session_authorization": "app",
+			"standard_conforming_strings": "on", "TimeZone": "UTC"}},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, ok := pl.memoKey(in); !ok {
+			b.Fatal("no key")
+		}
+	}
+}
