@@ -67,7 +67,10 @@ type PlannerConfig struct {
 // Planner is the Decider of a running proxy: it parses a statement text,
 // asks the policy about each statement, and caches the resulting plan, so a
 // text seen before for the same principal and policy version reaches neither
-// the parser nor OPA.
+// the parser nor OPA. A new text is parsed, and its statements' decisions
+// come from the memo (memo.go) when an input with the same facts, session
+// and backend was decided by the same policy set: only a statement whose
+// facts are new reaches OPA.
 type Planner struct {
 	cfg   PlannerConfig
 	cache *lru.Cache[planKey, *Plan]

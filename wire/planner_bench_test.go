@@ -117,12 +117,16 @@ func BenchmarkPlannerNewText(b *testing.B) {
 					b.Fatal(plan.Deny.Message)
 				}
 				b.ReportAllocs()
+				cpu := processCPU()
 				i := 0
 				for b.Loop() {
 					i++
 					if plan, _ := pl.Decide(ctx, info, q.sql+" /* "+strconv.Itoa(i)+" */"); plan.Deny != nil {
 						b.Fatal(plan.Deny.Message)
 					}
+				}
+				if used := processCPU() - cpu; used > 0 {
+					b.ReportMetric(float64(used.Nanoseconds())/float64(b.N), "cpu-ns/op")
 				}
 			})
 		}
