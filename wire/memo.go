@@ -24,8 +24,9 @@ import (
 // The key covers every field of policy.Input (the encoding walks the
 // struct, so a field added later is covered too), except the fields that
 // no rule of the policy set in force can read (policy.InputUse, found by
-// walking the compiled rules at load): the normalized text and the
-// fingerprint with the shipped policies, which never look at them. Two
+// walking the compiled rules at load; see maskable): with the shipped
+// policies the normalized text, the fingerprint, the login name and the
+// connection's and backend's details, which they never look at. Two
 // inputs with the same key are therefore the same to the policy, and a
 // deterministic policy decides them alike; a set that calls a
 // non-deterministic built-in (time.now_ns, http.send, ...) is never
@@ -39,7 +40,7 @@ type inputAnalyzer interface {
 	InputUse() (*policy.InputUse, bool)
 }
 
-// memoKey is the SHA-256 of a decision's input, as memoInput encodes it.
+// memoKey is the SHA-256 of a decision's input, as memoEncoder encodes it.
 type memoKey [sha256.Size]byte
 
 // maskable are the input fields a policy set often ignores; each is left
