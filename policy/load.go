@@ -149,6 +149,7 @@ type policySet struct {
 	query rego.PreparedEvalQuery
 	// rows are the set's Rego row rules; nil if it has none.
 	rows     *rowRuleSet
+	use      *InputUse // what the rules can read of the input
 	version  string
 	revision string // the bundle's revision; "" for a directory
 	files    int
@@ -192,7 +193,7 @@ func build(ctx context.Context, s *snapshot, withTests bool, hook print.Hook) (*
 	if err != nil {
 		return nil, err
 	}
-	set := &policySet{query: pq, rows: rows, version: s.version, revision: s.revision, files: len(s.names)}
+	set := &policySet{query: pq, rows: rows, use: analyzeInput(compiler, s.version), version: s.version, revision: s.revision, files: len(s.names)}
 	if withTests {
 		results, err := runTests(ctx, l, false, nil)
 		if err != nil {

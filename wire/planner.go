@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -55,6 +56,9 @@ type PlannerConfig struct {
 	// CacheSize is the number of plans kept, keyed by statement text,
 	// principal and policy version. Zero means 10000.
 	CacheSize int
+	// MemoSize is the number of policy decisions kept by a hash of their
+	// input (see memo.go). Zero means CacheSize; negative, none.
+	MemoSize int
 	// EvalTimeout bounds one policy evaluation. Zero means 2s.
 	EvalTimeout time.Duration
 	Logger      zerolog.Logger
@@ -63,7 +67,10 @@ type PlannerConfig struct {
 // Planner is the Decider of a running proxy: it parses a statement text,
 // asks the policy about each statement, and caches the resulting plan, so a
 // text seen before for the same principal and policy version reaches neither
-// the parser nor OPA.
+// the parser nor OPA. A new text is parsed, and its statements' decisions
+// come from the memo (memo.go) when an input with the same facts, session
+// and backend was decided by the same policy set: only a statement whose
+// facts are new reaches OPA.
 type Planner struct {
 	cfg   PlannerConfig
 	cache *lru.Cache[planKey, *Plan]
@@ -72,6 +79,11 @@ type Planner struct {
 	// first time whose shape is known skips OPA (and, when no rewrite is
 	// needed, the parser too).
 	shapes *lru.Cache[planKey, *shape]
+	// memo holds policy decisions by a hash of their input (see
+	// memo.go): a new text whose facts were decided before skips OPA.
+	// Nil when MemoSize is negative.
+	memo  *lru.Cache[memoKey, policy.Decision]
+	masks atomic.Pointer[memoMask]
 }
 
 // shape is a plan for every text of one normalized form.
@@ -114,7 +126,16 @@ func NewPlanner(cfg PlannerConfig) (*Planner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Planner{cfg: cfg, cache: c, shapes: shapes}, nil
+	pl := &Planner{cfg: cfg, cache: c, shapes: shapes}
+	if cfg.MemoSize == 0 {
+		cfg.MemoSize = cfg.CacheSize
+	}
+	if cfg.MemoSize > 0 {
+		if pl.memo, err = lru.New[memoKey, policy.Decision](cfg.MemoSize); err != nil {
+			return nil, err
+		}
+	}
+	return pl, nil
 }
 
 // principalKey is a canonical string of what a principal's decisions may
@@ -318,7 +339,7 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 			d = policy.Decision{Reason: catalogDenial(ferr)}
 			plan.noCache = true
 		} else {
-			d, err = p.cfg.Policy.Decide(ectx, &in)
+			d, err = p.decide(ectx, &in)
 		}
 		cancel()
 		decisions = append(decisions, d)
