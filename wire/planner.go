@@ -236,6 +236,9 @@ func (p *Planner) shapeKey(key planKey) (planKey, bool) {
 	return key, true
 }
 
+// catalogWait bounds waiting for a database's catalog while planning.
+const catalogWait = 10 * time.Second
+
 // shapeCommands are the commands planned by shape: their facts come from
 // the parse tree's relations, columns and functions, never from a constant.
 // (A SET's value, for one, is a constant; so it is planned per text.)
@@ -261,7 +264,7 @@ func (p *Planner) fromShape(sh *shape, sql, database string) *Plan {
 		return nil
 	}
 	st := res.Statements[0]
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.EvalTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), catalogWait)
 	defer cancel()
 	out, changed, err := p.rewrite(st, sh.decision, &functionResolver{ctx: ctx, cat: p.cfg.Catalog, database: database})
 	if err != nil || !changed {
@@ -315,7 +318,11 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 	}
 	texts := make([]string, len(res.Statements)) // each statement as sent, when any is rewritten
 	rewritten := false
-	funcs := functionResolver{ctx: ctx, cat: p.cfg.Catalog, database: s.Database}
+	// Reading the catalog has a bound of its own: a load right after a
+	// schema change may take longer than one policy evaluation.
+	cctx, ccancel := context.WithTimeout(ctx, catalogWait)
+	defer ccancel()
+	funcs := functionResolver{ctx: cctx, cat: p.cfg.Catalog, database: s.Database}
 	for i, st := range res.Statements {
 		ps := &plan.Statements[i]
 		ps.Command = st.Command
@@ -330,7 +337,7 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 		texts[i] = st.Text
 		in.Statement = statementInput(st)
 		ectx, cancel := context.WithTimeout(ctx, p.cfg.EvalTimeout)
-		fns, names, ferr := funcs.resolve(ectx, st)
+		fns, names, ferr := funcs.resolve(cctx, st)
 		in.Statement.Functions, ps.Functions = fns, names
 		var d policy.Decision
 		var err error
