@@ -1,5 +1,5 @@
 # Convenience targets; each is one command you can also run by hand.
-.PHONY: test bench bench-quick
+.PHONY: test bench bench-quick pgx-suite pgx-suite-tx
 
 # The whole test suite, as CI runs it (installs PostgreSQL if missing).
 test:
@@ -12,3 +12,11 @@ bench:
 # A quick look (about 1 minute).
 bench-quick:
 	go run ./cmd/dbalbench -quick
+
+# pgx's own test suite through the proxy (session pooling; about 3 minutes).
+pgx-suite:
+	./scripts/pgx-suite.sh session
+
+# The same in transaction pooling (a few tests are skipped: see the README).
+pgx-suite-tx:
+	./scripts/pgx-suite.sh transaction

@@ -21,7 +21,8 @@
 //	  |                             | set_config(startup parameters)      |
 //	  |                             |------------------------------------>|
 //	  |  AuthenticationOk, ParameterStatus (the backend's),               |
-//	  |  BackendKeyData (the proxy's own), ReadyForQuery                  |
+//	  |  BackendKeyData (its pid: the backend's in session pooling),      |
+//	  |  ReadyForQuery                                                    |
 //	  |<----------------------------|                                     |
 //	  | Query / Parse Bind Execute Sync ...                               |
 //	  |---------------------------->|------------------------------------>|
@@ -44,9 +45,12 @@
 //
 // # Decisions
 //
-// With a Decider (the Planner: parser facts, then the policy engine, cached
-// per statement text, principal and policy version), every Query and every
-// Parse is decided before it is forwarded:
+// With a Decider (the Planner: parser facts, functions resolved in the
+// database's catalog, then the policy engine; plans cached per statement
+// text, principal, policy version and catalog generation, and decisions
+// memoized by the whole policy input, so a new text with known facts skips
+// OPA), every Query, every Parse and every fast-path FunctionCall (resolved
+// by OID) is decided before it is forwarded:
 //
 //	client                        proxy (wire)                         backend
 //	  | Query "SELECT 1; DELETE FROM packages"                            |
@@ -67,7 +71,9 @@
 // client's messages are skipped until Sync. A prepared statement decided
 // under an older policy version is decided again at Bind. The pump follows
 // each request to its answer (the reqQueue) and writes one audit record per
-// statement with its command tag, row count, SQLSTATE and duration.
+// statement with its command tag, row count, SQLSTATE and duration. A
+// committed schema change (a CREATE, ALTER or DROP tag, then an idle
+// ReadyForQuery) makes the catalog be read again (Decider.CatalogChanged).
 //
 // # Transaction pooling
 //
@@ -83,10 +89,16 @@
 // LISTEN, temporary objects, advisory locks, WITH HOLD cursors, SQL-level
 // PREPARE) pin the client to its backend for the rest of the session.
 //
+// Sessions also come from the WebSocket bridge (package bridge), which
+// hands each connection to Server.ServeConn: one session implementation for
+// TCP and WebSocket.
+//
 // # Cancel
 //
-// Clients get the proxy's own BackendKeyData. A CancelRequest carrying it is
-// looked up (secret compared in constant time) and turned into a cancel of
+// Clients get a BackendKeyData with the proxy's own secret; its process id is
+// the backend's in session pooling (pg_backend_pid() agrees) and the proxy's
+// own in transaction pooling. A CancelRequest carrying it is looked up (by
+// process id and secret, compared in constant time) and turned into a cancel of
 // the backend connection the session holds, with the backend's own key, and
 // only while a statement is outstanding there. With Config.PeerID set, keys
 // carry the proxy instance's id, and a cancel for another instance's key is
