@@ -92,7 +92,7 @@ type Snapshot struct {
 	byName map[string][]*Function
 	byOID  map[uint32]*Function
 	ops    map[string][]operator
-	inval  uint64 // the entry's inval when its load started
+	inval  uint64               // the entry's inval when its load started
 	rels   map[string]*Relation // "schema.name"
 	hash   [32]byte
 	count  int
