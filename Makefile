@@ -1,5 +1,9 @@
 # Convenience targets; each is one command you can also run by hand.
-.PHONY: test bench bench-quick pgx-suite pgx-suite-tx
+.PHONY: build test bench bench-quick pgx-suite pgx-suite-tx
+
+# The binary, stamped with the git revision (also where GOFLAGS has -buildvcs=false).
+build:
+	go build -ldflags "-X main.version=$$(git describe --tags --always --dirty) -X main.revision=$$(git rev-parse HEAD)" -o dbalproxy ./cmd/dbalproxy
 
 # The whole test suite, as CI runs it (installs PostgreSQL if missing).
 test:
