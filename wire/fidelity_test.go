@@ -372,8 +372,11 @@ func TestDisconnectInTransactionEndsBackend(t *testing.T) {
 		return pid
 	}
 	idle := pidOf(func(c *pgx.Conn) { _ = c.Close(ctx) })
+	direct := openConn(t, p.DirectDB, nil)
+	mustExec(t, ctx, direct, "CREATE TABLE disconnect_rows (id int)")
 	again := pidOf(func(c *pgx.Conn) {
 		mustExec(t, ctx, c, "BEGIN")
+		mustExec(t, ctx, c, "INSERT INTO disconnect_rows VALUES (1)")
 		_ = c.Close(ctx)
 	})
 	if again != idle {
@@ -382,6 +385,10 @@ func TestDisconnectInTransactionEndsBackend(t *testing.T) {
 	waitFor(t, "a new backend after a disconnect inside a transaction", 5*time.Second, func() bool {
 		return pidOf(func(c *pgx.Conn) { _ = c.Close(ctx) }) != again
 	})
+	var n int
+	if err := direct.QueryRow(ctx, "SELECT count(*) FROM disconnect_rows").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("the gone client's uncommitted row: %d %v", n, err)
+	}
 }
 
 // TestStartupReadOnlyDoesNotLeak checks that a client's startup parameter
