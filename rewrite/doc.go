@@ -75,6 +75,13 @@
 // table's name is not the table (`WITH users AS (SELECT * FROM users)
 // SELECT * FROM users` fences only the inner reference).
 //
+// Names are resolved with package sqlscope, which package parser uses too,
+// so that both agree on which relation a name refers to: query levels,
+// aliases, CTEs (a non-recursive CTE is visible after its definition
+// only), LATERAL, a function in FROM seeing the earlier FROM items, the
+// select-list names ORDER BY and DISTINCT ON prefer (GROUP BY prefers input
+// columns), EXCLUDED.
+//
 // # UPDATE, DELETE and ON CONFLICT DO UPDATE
 //
 // The target of an UPDATE or DELETE of a filtered table is guarded in its
