@@ -11,7 +11,7 @@
 //
 // # Filters: what is fenced
 //
-// A filter (policy.Filter, e.g. {"sql": "id = $1", "args": ["u_alice"]} for
+// A filter (decision.Filter, e.g. {"sql": "id = $1", "args": ["u_alice"]} for
 // public.users) is an SQL boolean expression over one table's columns. It is
 // parsed once as the WHERE clause of "SELECT 1 WHERE <sql>"; its $n become
 // literal constants built from Args, and its column references are bound to
