@@ -74,6 +74,14 @@
 // table, or schema.table), innermost query level first; an unqualified one
 // belongs to the only relation of the nearest query level that has any, and
 // is otherwise left unassigned with Flag "ambiguous_column" (no guessing).
+// Names resolve as package sqlscope (shared with package rewrite) says:
+// CTEs, aliases, LATERAL (a function in FROM sees the earlier FROM items
+// without it), JOIN ... USING. A bare name in ORDER BY or DISTINCT ON that
+// is a select-list name (AS) is no column; in GROUP BY it is one, as
+// PostgreSQL prefers an input column there and the parser cannot tell
+// whether the table has one. Boolean options (EXPLAIN ANALYZE) are read as
+// PostgreSQL's defGetBoolean reads them (package pgbool); a value it would
+// reject counts as on.
 // Read columns (select lists, WHERE, JOIN ON/USING, GROUP BY, HAVING, ORDER
 // BY, RETURNING, function arguments, SET expressions) are "select" columns,
 // also on a write target, whose Access then includes "select" as well (a

@@ -114,8 +114,16 @@ var factCases = []factCase{
 		"a(select,update) select:*; b(select,update) select:*", "", "select_for_update", ""},
 	{"for update in subquery", "SELECT * FROM (SELECT id FROM a FOR UPDATE) s, b", "SELECT", write,
 		"a(select,update) select:id; b(select) select:*", "", "select_for_update", ""},
+	// GROUP BY prefers an input column to an output name (users may have
+	// a column e); ORDER BY prefers the output name.
 	{"group by output alias", "SELECT lower(email) AS e, count(*) FROM users GROUP BY e ORDER BY e", "SELECT", read,
-		"users(select) select:email", "count,lower", "", ""},
+		"users(select) select:e,email", "count,lower", "", ""},
+	{"group by input column over output name", "SELECT a AS b, count(*) FROM t GROUP BY b ORDER BY b", "SELECT", read,
+		"t(select) select:a,b", "count", "", ""},
+	{"function in from sees earlier items", "SELECT x FROM t, generate_series(1, t.n) x", "SELECT", read,
+		"t(select) select:n", "generate_series", "", ""},
+	{"lateral function in from", "SELECT x FROM t, LATERAL generate_series(1, n) x", "SELECT", read,
+		"t(select) select:n", "generate_series", "", ""},
 	{"distinct on", "SELECT DISTINCT ON (user_id) user_id, created_at FROM logins ORDER BY user_id, created_at DESC", "SELECT", read,
 		"logins(select) select:created_at,user_id", "", "", ""},
 	{"order by unselected", "SELECT name FROM users ORDER BY created_at DESC", "SELECT", read, "users(select) select:created_at,name", "", "", ""},
@@ -416,6 +424,11 @@ var factCases = []factCase{
 	{"explain analyze select", "EXPLAIN (ANALYZE, BUFFERS) SELECT 1", "EXPLAIN", read, "", "", "explain_analyze", ""},
 	{"explain analyze delete", "EXPLAIN ANALYZE DELETE FROM users", "EXPLAIN", write, "users(delete)", "", "explain_analyze", ""},
 	{"explain analyze off", "EXPLAIN (ANALYZE false) DELETE FROM users", "EXPLAIN", read, "users(delete)", "", "", ""},
+	{"explain analyze off as 0", "EXPLAIN (ANALYZE 0) DELETE FROM users", "EXPLAIN", read, "users(delete)", "", "", ""},
+	// defGetBoolean knows only true/false/on/off and 0/1: PostgreSQL
+	// rejects these, the parser does not guess that they mean off.
+	{"explain analyze f", "EXPLAIN (ANALYZE f) DELETE FROM users", "EXPLAIN", write, "users(delete)", "", "explain_analyze", ""},
+	{"explain analyze 2", "EXPLAIN (ANALYZE 2) DELETE FROM users", "EXPLAIN", write, "users(delete)", "", "explain_analyze", ""},
 	{"explain update", "EXPLAIN UPDATE users SET a = 1", "EXPLAIN", read, "users(update) update:a", "", "", ""},
 	{"explain analyze create table as", "EXPLAIN ANALYZE CREATE TABLE x AS SELECT 1", "EXPLAIN", ddl, "x()", "", "explain_analyze", ""},
 }

@@ -6,7 +6,9 @@ import (
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/dbalproxy/dbalproxy/pgbool"
+	"github.com/dbalproxy/dbalproxy/sqlscope"
 )
 
 // accessSet is a bit set of Access kinds; bit order is Table.Access order.
@@ -55,45 +57,12 @@ func (t *tableAcc) addColumn(kind accessSet, col string) {
 	}
 }
 
-// rel is one entry of a scope's range table: something a column reference can
-// be qualified by.
-type rel struct {
-	name    string    // the visible name: alias, else relation name
-	schema  string    // schema as written, for an unaliased base table
-	aliased bool      // an alias hides the relation's own name
-	t       *tableAcc // nil for subqueries, functions, CTE references, EXCLUDED
-	// qualifiedOnly rels (ON CONFLICT's EXCLUDED) are never the owner of an
-	// unqualified column.
-	qualifiedOnly bool
-}
+// rel is one entry of a query level's range table; its Info is the table
+// it refers to, nil for sub-selects, functions, CTE references and EXCLUDED.
+type rel = sqlscope.Rel[*tableAcc]
 
-// scope is one query level: its range table and the CTE names it defines.
-type scope struct {
-	parent *scope
-	rels   []rel
-	ctes   []string
-	// opaque stops unqualified-column resolution from reaching outer levels
-	// (the ORDER BY of a set operation names output columns only).
-	opaque bool
-	// outputs are the select-list aliases, consulted for ORDER BY and GROUP
-	// BY while useOutputs is set.
-	outputs    map[string]bool
-	useOutputs bool
-	// using are the JOIN ... USING column names of this level, already
-	// attributed to both sides.
-	using map[string]bool
-}
-
-func (s *scope) isCTE(name string) bool {
-	for ; s != nil; s = s.parent {
-		for _, c := range s.ctes {
-			if c == name {
-				return true
-			}
-		}
-	}
-	return false
-}
+// scope is one query level (see package sqlscope).
+type scope = sqlscope.Scope[*tableAcc]
 
 // walker collects the facts of one statement in a single recursive walk over
 // the parse tree. Most node kinds are walked generically (every message field,
@@ -122,21 +91,8 @@ func newWalker() *walker {
 	}
 }
 
-// nodeOneof is the "node" oneof of pg_query.Node (an immutable descriptor).
-var nodeOneof = (&pg_query.Node{}).ProtoReflect().Descriptor().Oneofs().ByName("node")
-
 // unwrap returns the message inside a pg_query.Node, or nil.
-func unwrap(n *pg_query.Node) proto.Message {
-	if n == nil {
-		return nil
-	}
-	m := n.ProtoReflect()
-	fd := m.WhichOneof(nodeOneof)
-	if fd == nil {
-		return nil
-	}
-	return m.Get(fd).Message().Interface()
-}
+func unwrap(n *pg_query.Node) proto.Message { return sqlscope.Unwrap(n) }
 
 func (w *walker) flag(f string) { w.flags[f] = struct{}{} }
 
@@ -144,7 +100,7 @@ func (w *walker) flag(f string) { w.flags[f] = struct{}{} }
 // closes it.
 func (w *walker) push() func() {
 	saved := w.sc
-	w.sc = &scope{parent: saved}
+	w.sc = saved.Child()
 	return func() { w.sc = saved }
 }
 
@@ -250,22 +206,7 @@ func (w *walker) visit(m proto.Message) {
 }
 
 // children visits every message-typed field of m.
-func (w *walker) children(m proto.Message) {
-	m.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.Kind() != protoreflect.MessageKind {
-			return true
-		}
-		if fd.IsList() {
-			l := v.List()
-			for i := 0; i < l.Len(); i++ {
-				w.visit(l.Get(i).Message().Interface())
-			}
-		} else if !fd.IsMap() {
-			w.visit(v.Message().Interface())
-		}
-		return true
-	})
-}
+func (w *walker) children(m proto.Message) { sqlscope.Children(m, w.visit) }
 
 // table records a relation with the given access kinds.
 func (w *walker) table(rv *pg_query.RangeVar, kinds accessSet) *tableAcc {
@@ -316,17 +257,7 @@ func (w *walker) namedRelation(typ pg_query.ObjectType, obj *pg_query.Node) {
 }
 
 // stringList returns the String values of ns (nil if any is not a String).
-func stringList(ns []*pg_query.Node) []string {
-	out := make([]string, 0, len(ns))
-	for _, n := range ns {
-		s, ok := n.GetNode().(*pg_query.Node_String_)
-		if !ok {
-			return nil
-		}
-		out = append(out, s.String_.Sval)
-	}
-	return out
-}
+func stringList(ns []*pg_query.Node) []string { return sqlscope.Strings(ns) }
 
 // funcCall records a called function by its (possibly qualified) name and
 // its number of arguments (-1: unknown).
@@ -502,34 +433,16 @@ func (w *walker) setConfig(fc *pg_query.FuncCall) {
 }
 
 // with registers the CTEs of a WITH clause in the current scope and walks
-// their queries. A non-recursive CTE is visible only after its definition, so
-// `WITH users AS (SELECT * FROM users)` reads the real table.
+// their queries (see sqlscope.Scope.With).
 func (w *walker) with(wc *pg_query.WithClause) {
-	if wc == nil {
-		return
-	}
-	if wc.Recursive {
-		for _, c := range wc.Ctes {
-			if cte := c.GetCommonTableExpr(); cte != nil {
-				w.sc.ctes = append(w.sc.ctes, cte.Ctename)
-			}
-		}
-	}
-	for _, c := range wc.Ctes {
-		cte := c.GetCommonTableExpr()
-		if cte == nil {
-			continue
-		}
+	w.sc.With(wc, func(cte *pg_query.CommonTableExpr) {
 		switch cte.Ctequery.GetNode().(type) {
 		case *pg_query.Node_InsertStmt, *pg_query.Node_UpdateStmt,
 			*pg_query.Node_DeleteStmt, *pg_query.Node_MergeStmt:
 			w.flag(FlagDataModifyingCTE)
 		}
 		w.visit(cte.Ctequery)
-		if !wc.Recursive {
-			w.sc.ctes = append(w.sc.ctes, cte.Ctename)
-		}
-	}
+	})
 }
 
 // fromItem walks one FROM (or USING) item and adds what it defines to the
@@ -544,39 +457,27 @@ func (w *walker) fromItem(n *pg_query.Node) {
 		if using := stringList(x.UsingClause); len(using) > 0 {
 			w.usingColumns(x.Larg, using)
 			w.usingColumns(x.Rarg, using)
-			if w.sc.using == nil {
-				w.sc.using = make(map[string]bool, len(using))
-			}
-			for _, c := range using {
-				w.sc.using[c] = true
-			}
+			w.sc.AddUsing(using)
 		}
 		w.visit(x.Quals)
 	case *pg_query.RangeSubselect:
 		w.lateral(x.Lateral, func() { w.visit(x.Subquery) })
-		w.sc.rels = append(w.sc.rels, rel{name: x.Alias.GetAliasname(), aliased: true})
+		w.sc.Rels = append(w.sc.Rels, rel{Name: x.Alias.GetAliasname(), Aliased: true})
 	case *pg_query.RangeFunction:
-		w.lateral(x.Lateral, func() { w.visitAll(x.Functions) })
-		name := x.Alias.GetAliasname()
-		if name == "" && len(x.Functions) > 0 {
-			// Without an alias the function's name qualifies its columns.
-			if fc := x.Functions[0].GetList().GetItems(); len(fc) > 0 {
-				if names := stringList(fc[0].GetFuncCall().GetFuncname()); len(names) > 0 {
-					name = names[len(names)-1]
-				}
-			}
-		}
-		w.sc.rels = append(w.sc.rels, rel{name: name, aliased: true})
+		// A function in FROM sees the earlier FROM items with or without
+		// LATERAL (PostgreSQL: there LATERAL is a noise word).
+		w.visitAll(x.Functions)
+		w.sc.Rels = append(w.sc.Rels, rel{Name: sqlscope.FunctionName(x), Aliased: true})
 	case *pg_query.RangeTableSample:
 		w.fromItem(x.Relation)
 		w.visitAll(x.Args)
 		w.visit(x.Repeatable)
 	case *pg_query.RangeTableFunc:
 		w.visit(x)
-		w.sc.rels = append(w.sc.rels, rel{name: x.Alias.GetAliasname(), aliased: true})
+		w.sc.Rels = append(w.sc.Rels, rel{Name: x.Alias.GetAliasname(), Aliased: true})
 	case *pg_query.JsonTable:
 		w.visit(x)
-		w.sc.rels = append(w.sc.rels, rel{name: x.Alias.GetAliasname(), aliased: true})
+		w.sc.Rels = append(w.sc.Rels, rel{Name: x.Alias.GetAliasname(), Aliased: true})
 	default:
 		w.visit(n)
 	}
@@ -587,20 +488,17 @@ func (w *walker) fromItem(n *pg_query.Node) {
 // matches a CTE in scope (a DML target is always a real relation), else a
 // table with the given access kinds.
 func (w *walker) fromRangeVar(rv *pg_query.RangeVar, kinds accessSet, target bool) *tableAcc {
-	r := rel{name: rv.Relname, schema: rv.Schemaname}
-	if a := rv.Alias.GetAliasname(); a != "" {
-		r.name, r.aliased = a, true
-	}
-	if !target && rv.Schemaname == "" && rv.Catalogname == "" && w.sc.isCTE(rv.Relname) {
-		w.sc.rels = append(w.sc.rels, r)
+	r := sqlscope.RelOf[*tableAcc](rv)
+	if !target && w.sc.IsCTERef(rv) {
+		w.sc.Rels = append(w.sc.Rels, r)
 		return nil
 	}
 	if w.inLocking && kinds&accSelect != 0 {
 		kinds |= accUpdate
 	}
-	r.t = w.table(rv, kinds)
-	w.sc.rels = append(w.sc.rels, r)
-	return r.t
+	r.Info = w.table(rv, kinds)
+	w.sc.Rels = append(w.sc.Rels, r)
+	return r.Info
 }
 
 // lateral runs f with the current scope's range table visible (LATERAL) or
@@ -612,7 +510,7 @@ func (w *walker) lateral(isLateral bool, f func()) {
 		return
 	}
 	saved := w.sc
-	w.sc = &scope{parent: saved.parent, ctes: saved.ctes}
+	w.sc = saved.Sibling()
 	f()
 	w.sc = saved
 }
@@ -628,11 +526,11 @@ func (w *walker) usingColumns(side *pg_query.Node, cols []string) {
 	if a := rv.Alias.GetAliasname(); a != "" {
 		name = a
 	}
-	for i := len(w.sc.rels) - 1; i >= 0; i-- {
-		if r := w.sc.rels[i]; r.name == name {
-			if r.t != nil {
+	for i := len(w.sc.Rels) - 1; i >= 0; i-- {
+		if r := w.sc.Rels[i]; r.Name == name {
+			if r.Info != nil {
 				for _, c := range cols {
-					r.t.addColumn(accSelect, c)
+					r.Info.addColumn(accSelect, c)
 				}
 			}
 			return
@@ -647,10 +545,10 @@ func (w *walker) selectStmt(s *pg_query.SelectStmt) {
 	}
 	defer w.push()()
 	w.with(s.WithClause)
-	if s.Op != pg_query.SetOperation_SETOP_NONE && s.Op != pg_query.SetOperation_SET_OPERATION_UNDEFINED {
+	if sqlscope.IsSetOperation(s) {
 		w.selectStmt(s.Larg)
 		w.selectStmt(s.Rarg)
-		w.sc.opaque = true
+		w.sc.Opaque = true
 		w.visitAll(s.SortClause)
 		w.visit(s.LimitOffset)
 		w.visit(s.LimitCount)
@@ -671,21 +569,18 @@ func (w *walker) selectStmt(s *pg_query.SelectStmt) {
 	w.lockNamed(lockNames)
 	w.visitAll(s.TargetList)
 	w.visit(s.WhereClause)
-	for _, t := range s.TargetList {
-		if name := t.GetResTarget().GetName(); name != "" {
-			if w.sc.outputs == nil {
-				w.sc.outputs = make(map[string]bool)
-			}
-			w.sc.outputs[name] = true
-		}
-	}
-	w.sc.useOutputs = true
+	// GROUP BY prefers an input column to a select-list name of the same
+	// name (PostgreSQL's findTargetlistEntrySQL92): without the tables'
+	// columns the name counts as a column.
 	w.visitAll(s.GroupClause)
-	w.visitAll(s.SortClause)
-	w.visitAll(s.DistinctClause)
-	w.sc.useOutputs = false
 	w.visit(s.HavingClause)
 	w.visitAll(s.WindowClause)
+	// ORDER BY and DISTINCT ON prefer the select-list name.
+	w.sc.SetOutputs(s.TargetList)
+	w.sc.UseOutputs = true
+	w.visitAll(s.SortClause)
+	w.visitAll(s.DistinctClause)
+	w.sc.UseOutputs = false
 	w.visit(s.LimitOffset)
 	w.visit(s.LimitCount)
 	w.locking(s.LockingClause)
@@ -717,17 +612,17 @@ func lockTargets(lcs []*pg_query.Node) (all bool, names []string) {
 func (w *walker) lockNamed(names []string) {
 	for _, name := range names {
 		found := false
-		for i := range w.sc.rels {
-			r := &w.sc.rels[i]
-			if r.name != name {
+		for i := range w.sc.Rels {
+			r := &w.sc.Rels[i]
+			if r.Name != name {
 				continue
 			}
 			found = true
-			if r.t == nil {
+			if r.Info == nil {
 				found = false
 				break
 			}
-			r.t.access |= accUpdate
+			r.Info.access |= accUpdate
 			w.writes = true
 		}
 		if !found {
@@ -780,12 +675,12 @@ func (w *walker) insertStmt(s *pg_query.InsertStmt) {
 		if oc.Action == pg_query.OnConflictAction_ONCONFLICT_UPDATE && t != nil {
 			t.access |= accUpdate
 		}
-		n := len(w.sc.rels)
-		w.sc.rels = append(w.sc.rels, rel{name: "excluded", aliased: true, qualifiedOnly: true})
+		n := len(w.sc.Rels)
+		w.sc.Rels = append(w.sc.Rels, rel{Name: "excluded", Aliased: true, QualifiedOnly: true})
 		w.visit(oc.Infer)
 		w.targetColumns(t, accUpdate, oc.TargetList)
 		w.visit(oc.WhereClause)
-		w.sc.rels = w.sc.rels[:n]
+		w.sc.Rels = w.sc.Rels[:n]
 	}
 	w.visitAll(s.ReturningList)
 }
@@ -886,44 +781,35 @@ func (w *walker) copyStmt(s *pg_query.CopyStmt) {
 	if s.WhereClause != nil {
 		// COPY FROM ... WHERE filters the incoming rows, not the table.
 		defer w.push()()
-		w.sc.rels = append(w.sc.rels, rel{name: s.Relation.Relname})
+		w.sc.Rels = append(w.sc.Rels, rel{Name: s.Relation.Relname})
 		w.visit(s.WhereClause)
 	}
 }
 
 // columnRef resolves a column reference to a table of the scope chain.
 func (w *walker) columnRef(c *pg_query.ColumnRef) {
-	names := make([]string, 0, len(c.Fields))
-	star := false
-	for _, f := range c.Fields {
-		switch v := f.GetNode().(type) {
-		case *pg_query.Node_String_:
-			names = append(names, v.String_.Sval)
-		case *pg_query.Node_AStar:
-			star = true
-		}
-	}
+	names, star := sqlscope.ColumnRefNames(c)
 	switch {
 	case star && len(names) == 0:
 		w.starAll()
 	case len(names) == 1 && !star:
 		w.unqualified(names[0])
 	case star:
-		if r, _ := w.qualified(names, true); r != nil && r.t != nil {
-			r.t.star |= accSelect
+		if r, _ := w.sc.Qualified(names, true); r != nil && r.Info != nil {
+			r.Info.star |= accSelect
 		}
 	default:
 		// x.name may also be the call name(x) (see Function.Field).
 		for _, n := range names[1:] {
 			w.funcs[Function{Name: n, Args: 1, Field: true}] = struct{}{}
 		}
-		r, col := w.qualified(names, false)
+		r, take := w.sc.Qualified(names, false)
 		switch {
 		case r == nil:
 			// Not a relation: a field of a composite column, (a).b.
 			w.unqualified(names[0])
-		case r.t != nil:
-			r.t.addColumn(accSelect, col)
+		case r.Info != nil:
+			r.Info.addColumn(accSelect, names[take])
 		}
 	}
 }
@@ -931,109 +817,50 @@ func (w *walker) columnRef(c *pg_query.ColumnRef) {
 // starAll handles an unqualified *: every relation of the nearest query level
 // that has a range table.
 func (w *walker) starAll() {
-	for s := w.sc; s != nil; s = s.parent {
-		if len(s.rels) == 0 {
-			if s.opaque {
-				return
-			}
-			continue
-		}
-		for _, r := range s.rels {
-			if r.t != nil && !r.qualifiedOnly {
-				r.t.star |= accSelect
+	if lvl := w.sc.Nearest(); lvl != nil {
+		for _, r := range lvl.Rels {
+			if r.Info != nil && !r.QualifiedOnly {
+				r.Info.star |= accSelect
 			}
 		}
-		return
 	}
 }
 
-// unqualified resolves a bare name: a select-list alias (ORDER BY/GROUP BY),
-// a whole-row reference to a relation of that name, or a column of the only
+// unqualified resolves a bare name: a select-list alias (ORDER BY), a
+// whole-row reference to a relation of that name, or a column of the only
 // relation of the nearest query level with a range table.
 func (w *walker) unqualified(name string) {
-	if w.sc.useOutputs && w.sc.outputs[name] {
+	if w.sc.IsOutput(name) {
 		return
 	}
-	for s := w.sc; s != nil; s = s.parent {
-		if len(s.rels) == 0 {
-			if s.opaque {
-				return
+	s := w.sc.Nearest()
+	if s == nil || s.Using[name] {
+		return
+	}
+	var only *rel
+	n, tables := 0, 0
+	for i := range s.Rels {
+		r := &s.Rels[i]
+		if r.Name == name && !r.QualifiedOnly {
+			if r.Info != nil {
+				r.Info.star |= accSelect // whole-row reference
 			}
-			continue
-		}
-		if s.using[name] {
 			return
 		}
-		var only *rel
-		n, tables := 0, 0
-		for i := range s.rels {
-			r := &s.rels[i]
-			if r.name == name && !r.qualifiedOnly {
-				if r.t != nil {
-					r.t.star |= accSelect // whole-row reference
-				}
-				return
-			}
-			if !r.qualifiedOnly {
-				only = r
-				n++
-				if r.t != nil {
-					tables++
-				}
-			}
-		}
-		switch {
-		case n == 1 && only.t != nil:
-			only.t.addColumn(accSelect, name)
-		case n > 1 && tables > 0:
-			w.flag(FlagAmbiguousColumn)
-		}
-		return
-	}
-}
-
-// qualified finds the relation that qualifies names and returns it with the
-// column name. Without a star the last relation-qualifier length that matches
-// wins, longest first, as in PostgreSQL: a.b.c is schema a, table b, column c,
-// else table a, column b (and field c). With a star all of names is the
-// qualifier. It returns nil when no relation in scope matches.
-func (w *walker) qualified(names []string, star bool) (*rel, string) {
-	if star {
-		if len(names) > 3 {
-			return nil, ""
-		}
-		return w.findRel(names), ""
-	}
-	for take := min(len(names)-1, 3); take >= 1; take-- {
-		if r := w.findRel(names[:take]); r != nil {
-			return r, names[take]
-		}
-	}
-	return nil, ""
-}
-
-// findRel looks up a relation by its qualifier ([catalog.]schema.table or
-// table), innermost query level first.
-func (w *walker) findRel(q []string) *rel {
-	schema, name := "", q[len(q)-1]
-	if len(q) >= 2 {
-		schema = q[len(q)-2]
-	}
-	for s := w.sc; s != nil; s = s.parent {
-		for i := len(s.rels) - 1; i >= 0; i-- {
-			r := &s.rels[i]
-			if r.name != name {
-				continue
-			}
-			if schema == "" {
-				return r
-			}
-			if !r.aliased && (r.schema == schema || r.schema == "") {
-				return r
+		if !r.QualifiedOnly {
+			only = r
+			n++
+			if r.Info != nil {
+				tables++
 			}
 		}
 	}
-	return nil
+	switch {
+	case n == 1 && only.Info != nil:
+		only.Info.addColumn(accSelect, name)
+	case n > 1 && tables > 0:
+		w.flag(FlagAmbiguousColumn)
+	}
 }
 
 // explainAnalyze reports whether EXPLAIN's options include ANALYZE (on).
@@ -1050,22 +877,10 @@ func explainAnalyze(e *pg_query.ExplainStmt) bool {
 }
 
 // defElemBool interprets an option's argument as PostgreSQL's defGetBoolean
-// does; no argument means true, and anything unrecognised counts as true.
+// does (no argument means true); anything it would reject counts as true.
 func defElemBool(d *pg_query.DefElem) bool {
-	switch v := d.Arg.GetNode().(type) {
-	case nil:
-		return true
-	case *pg_query.Node_Integer:
-		return v.Integer.Ival != 0
-	case *pg_query.Node_Boolean:
-		return v.Boolean.Boolval
-	case *pg_query.Node_String_:
-		switch strings.ToLower(v.String_.Sval) {
-		case "false", "off", "no", "f", "n", "0", "of":
-			return false
-		}
-	}
-	return true
+	v, ok := pgbool.Option(d)
+	return v || !ok
 }
 
 // result turns the collected facts into sorted, non-nil slices.

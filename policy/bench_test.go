@@ -9,6 +9,8 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
+
+	"github.com/dbalproxy/dbalproxy/decision"
 )
 
 // BenchmarkDecide measures one first-time decision with the shipped set (no
@@ -21,12 +23,12 @@ func BenchmarkDecide(b *testing.B) {
 	}
 	join := userInput("user", "page_views", "select")
 	join.Statement.Tables = append(join.Statement.Tables,
-		Table{Schema: "public", Name: "users", Access: []string{"select"}},
-		Table{Schema: "public", Name: "workflows", Access: []string{"select"}})
-	set := &Input{Session: userInput("user", "", "").Session, Statement: Statement{Command: "SET", Class: "utility", Setting: &Setting{Name: "search_path"}}}
+		decision.Table{Schema: "public", Name: "users", Access: []string{"select"}},
+		decision.Table{Schema: "public", Name: "workflows", Access: []string{"select"}})
+	set := &decision.Input{Session: userInput("user", "", "").Session, Statement: decision.Statement{Command: "SET", Class: "utility", Setting: &decision.Setting{Name: "search_path"}}}
 	for _, bc := range []struct {
 		name  string
-		in    *Input
+		in    *decision.Input
 		allow bool
 	}{
 		{"allow_update_users", userInput("user", "users", "update"), true},

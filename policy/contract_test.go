@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/dbalproxy/dbalproxy/decision"
 )
 
 // contractCase is one entry of testdata/cases.yaml.
@@ -32,10 +34,10 @@ func TestContract(t *testing.T) {
 	if len(cases) < 25 {
 		t.Fatalf("only %d cases", len(cases))
 	}
-	e := newEngine(t, shippedDir, ModeStrict, false)
+	e := newEngine(t, shippedDir, decision.ModeStrict, false)
 	for _, c := range cases {
 		t.Run(c.Note, func(t *testing.T) {
-			var in Input
+			var in decision.Input
 			if err := viaJSON(c.Input, &in); err != nil {
 				t.Fatalf("input: %v", err)
 			}

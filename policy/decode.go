@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/dbalproxy/dbalproxy/decision"
 )
 
 // Keys of the decision document, built once.
@@ -29,67 +31,67 @@ var (
 // decodeDecision reads the value of data.dbal.decision. Anything but an
 // object of the documented shape is an error: a typo such as "filter" for
 // "filters" must deny, not silently drop a row filter.
-func decodeDecision(v ast.Value) (Decision, error) {
+func decodeDecision(v ast.Value) (decision.Decision, error) {
 	obj, ok := v.(ast.Object)
 	if !ok {
-		return Decision{}, fmt.Errorf("decision is %s, not an object", typeName(v))
+		return decision.Decision{}, fmt.Errorf("decision is %s, not an object", typeName(v))
 	}
-	var d Decision
+	var d decision.Decision
 	var err error
 	t := obj.Get(dAllow)
 	if t == nil {
-		return Decision{}, errors.New("decision has no allow field")
+		return decision.Decision{}, errors.New("decision has no allow field")
 	}
 	b, ok := t.Value.(ast.Boolean)
 	if !ok {
-		return Decision{}, fmt.Errorf("decision.allow is %s, not a boolean", typeName(t.Value))
+		return decision.Decision{}, fmt.Errorf("decision.allow is %s, not a boolean", typeName(t.Value))
 	}
 	d.Allow = bool(b)
 	known := 1
 	if t := obj.Get(dReason); t != nil {
 		known++
 		if d.Reason, err = stringField("reason", t.Value); err != nil {
-			return Decision{}, err
+			return decision.Decision{}, err
 		}
 	}
 	if t := obj.Get(dRule); t != nil {
 		known++
 		if d.Rule, err = stringField("rule", t.Value); err != nil {
-			return Decision{}, err
+			return decision.Decision{}, err
 		}
 	}
 	if t := obj.Get(dFilters); t != nil {
 		known++
 		if d.Filters, err = filtersField("filters", t.Value); err != nil {
-			return Decision{}, err
+			return decision.Decision{}, err
 		}
 	}
 	if t := obj.Get(dChecks); t != nil {
 		known++
 		if d.Checks, err = filtersField("checks", t.Value); err != nil {
-			return Decision{}, err
+			return decision.Decision{}, err
 		}
 	}
 	if t := obj.Get(dColumns); t != nil {
 		known++
 		if d.Columns, err = columnsField(t.Value); err != nil {
-			return Decision{}, err
+			return decision.Decision{}, err
 		}
 	}
 	if t := obj.Get(dTimeoutMS); t != nil {
 		known++
 		if d.TimeoutMS, err = countField("timeout_ms", t.Value); err != nil {
-			return Decision{}, err
+			return decision.Decision{}, err
 		}
 	}
 	if t := obj.Get(dMaxRows); t != nil {
 		known++
 		if d.MaxRows, err = countField("max_rows", t.Value); err != nil {
-			return Decision{}, err
+			return decision.Decision{}, err
 		}
 	}
 	if known != obj.Len() {
-		return Decision{}, unknownKey("decision", obj, "allow, reason, rule, filters, checks, columns, timeout_ms, max_rows")
+		return decision.Decision{}, unknownKey("decision", obj, "allow, reason, rule, filters, checks, columns, timeout_ms, max_rows")
 	}
 	return d, nil
 }
@@ -141,7 +143,7 @@ func tableKey(field string, k *ast.Term) (string, error) {
 	return string(s), nil
 }
 
-func filtersField(field string, v ast.Value) (map[string]Filter, error) {
+func filtersField(field string, v ast.Value) (map[string]decision.Filter, error) {
 	obj, ok := v.(ast.Object)
 	if !ok {
 		return nil, fmt.Errorf("decision.%s is %s, not an object", field, typeName(v))
@@ -149,7 +151,7 @@ func filtersField(field string, v ast.Value) (map[string]Filter, error) {
 	if obj.Len() == 0 {
 		return nil, nil
 	}
-	out := make(map[string]Filter, obj.Len())
+	out := make(map[string]decision.Filter, obj.Len())
 	for it := obj.KeysIterator(); ; {
 		k, ok := it.Next()
 		if !ok {
@@ -168,28 +170,28 @@ func filtersField(field string, v ast.Value) (map[string]Filter, error) {
 	return out, nil
 }
 
-func filterValue(path string, v ast.Value) (Filter, error) {
+func filterValue(path string, v ast.Value) (decision.Filter, error) {
 	obj, ok := v.(ast.Object)
 	if !ok {
-		return Filter{}, fmt.Errorf("decision.%s is %s, not an object", path, typeName(v))
+		return decision.Filter{}, fmt.Errorf("decision.%s is %s, not an object", path, typeName(v))
 	}
-	var f Filter
+	var f decision.Filter
 	known := 0
 	t := obj.Get(dSQL)
 	if t == nil {
-		return Filter{}, fmt.Errorf("decision.%s has no sql", path)
+		return decision.Filter{}, fmt.Errorf("decision.%s has no sql", path)
 	}
 	known++
 	s, ok := t.Value.(ast.String)
 	if !ok || strings.TrimSpace(string(s)) == "" {
-		return Filter{}, fmt.Errorf("decision.%s.sql is %s, not a non-empty string", path, typeName(t.Value))
+		return decision.Filter{}, fmt.Errorf("decision.%s.sql is %s, not a non-empty string", path, typeName(t.Value))
 	}
 	f.SQL = string(s)
 	if t := obj.Get(dArgs); t != nil {
 		known++
 		arr, ok := t.Value.(*ast.Array)
 		if !ok {
-			return Filter{}, fmt.Errorf("decision.%s.args is %s, not an array", path, typeName(t.Value))
+			return decision.Filter{}, fmt.Errorf("decision.%s.args is %s, not an array", path, typeName(t.Value))
 		}
 		if arr.Len() > 0 {
 			f.Args = make([]any, arr.Len())
@@ -197,12 +199,12 @@ func filterValue(path string, v ast.Value) (Filter, error) {
 		for i := range arr.Len() {
 			var err error
 			if f.Args[i], err = argValue(arr.Elem(i).Value); err != nil {
-				return Filter{}, fmt.Errorf("decision.%s.args[%d]: %w", path, i, err)
+				return decision.Filter{}, fmt.Errorf("decision.%s.args[%d]: %w", path, i, err)
 			}
 		}
 	}
 	if known != obj.Len() {
-		return Filter{}, unknownKey("decision."+path, obj, "sql, args")
+		return decision.Filter{}, unknownKey("decision."+path, obj, "sql, args")
 	}
 	return f, nil
 }
@@ -233,7 +235,7 @@ func argValue(v ast.Value) (any, error) {
 	return nil, fmt.Errorf("%s is not a valid argument", typeName(v))
 }
 
-func columnsField(v ast.Value) (map[string]ColumnRule, error) {
+func columnsField(v ast.Value) (map[string]decision.ColumnRule, error) {
 	obj, ok := v.(ast.Object)
 	if !ok {
 		return nil, fmt.Errorf("decision.columns is %s, not an object", typeName(v))
@@ -241,7 +243,7 @@ func columnsField(v ast.Value) (map[string]ColumnRule, error) {
 	if obj.Len() == 0 {
 		return nil, nil
 	}
-	out := make(map[string]ColumnRule, obj.Len())
+	out := make(map[string]decision.ColumnRule, obj.Len())
 	for it := obj.KeysIterator(); ; {
 		k, ok := it.Next()
 		if !ok {
@@ -255,7 +257,7 @@ func columnsField(v ast.Value) (map[string]ColumnRule, error) {
 		if !ok {
 			return nil, fmt.Errorf("decision.columns[%s] is %s, not an object", key, typeName(obj.Get(k).Value))
 		}
-		var cr ColumnRule
+		var cr decision.ColumnRule
 		known := 0
 		if t := rule.Get(dDenyRead); t != nil {
 			known++

@@ -6,6 +6,12 @@
 // about sockets, wire messages or SQL text: the caller (package wire) passes
 // the parser's facts about one statement as an Input.
 //
+// Input, Decision and the types inside them are package decision's, which
+// does not import OPA, so that packages that only apply a decision
+// (rewrite) do not link the engine; this package's names for them (Input,
+// Decision, Filter, Mode, ...) are aliases kept for callers that have not
+// moved yet.
+//
 // # Contract for policy authors
 //
 // Policies are Rego v1 files in package dbal. The entry point is

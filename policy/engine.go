@@ -15,6 +15,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/print"
 	"github.com/rs/zerolog"
+
+	"github.com/dbalproxy/dbalproxy/decision"
 )
 
 // Options configure an Engine.
@@ -28,7 +30,7 @@ type Options struct {
 	// fails if it cannot; Watch polls for new ones; Reload polls at once.
 	Bundle *BundleOptions
 	// Mode is how decisions are enforced; "" means ModeStrict.
-	Mode Mode
+	Mode decision.Mode
 	// Logger receives one line per load, reload and reload failure, and
 	// the output of the policies' print() calls (at info level, with the
 	// file:line of the call). The zero Logger discards them. The proxy logs
@@ -50,7 +52,7 @@ type Options struct {
 // and swap it in only if it is good.
 type Engine struct {
 	dir      string
-	mode     Mode
+	mode     decision.Mode
 	runTests bool
 	log      zerolog.Logger
 	onReload func(error)
@@ -70,12 +72,12 @@ type Engine struct {
 // directory cannot be read, the set does not compile, defines no decision,
 // or fails its tests. In ModeDisabled nothing is loaded.
 func New(opts Options) (*Engine, error) {
-	mode, err := ParseMode(string(opts.Mode))
+	mode, err := decision.ParseMode(string(opts.Mode))
 	if err != nil {
 		return nil, err
 	}
 	e := &Engine{dir: filepath.Clean(opts.Dir), mode: mode, runTests: opts.RunTests, log: opts.Logger, onReload: opts.OnReload}
-	if mode == ModeDisabled {
+	if mode == decision.ModeDisabled {
 		e.log.Warn().Str("policy_mode", string(mode)).Msg("policy enforcement is disabled: every statement is allowed")
 		return e, nil
 	}
@@ -95,7 +97,7 @@ func New(opts Options) (*Engine, error) {
 }
 
 // Mode returns the engine's enforcement mode.
-func (e *Engine) Mode() Mode { return e.mode }
+func (e *Engine) Mode() decision.Mode { return e.mode }
 
 // Version returns a short hash of the current set's files and data (12 hex
 // digits), for a bundle with a revision preceded by the revision and "@"
@@ -123,7 +125,7 @@ func (e *Engine) Revision() string {
 // place, one error line is logged, and the error is returned. Reloading
 // unchanged content is a no-op. In ModeDisabled it does nothing.
 func (e *Engine) Reload() error {
-	if e.mode == ModeDisabled {
+	if e.mode == decision.ModeDisabled {
 		return nil
 	}
 	e.reloadMu.Lock()
@@ -216,18 +218,18 @@ func (e *Engine) install(ctx context.Context, snap *snapshot, what string) error
 // allowed: the Decision has Allow and WouldDeny set, the Reason of the
 // denial, and a nil error. In ModeDisabled every statement is allowed
 // without evaluation.
-func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
+func (e *Engine) Decide(ctx context.Context, in *decision.Input) (decision.Decision, error) {
 	set := e.set.Load()
 	if set == nil {
-		return Decision{Allow: true, Rule: "disabled", Reason: "allowed: policy enforcement is disabled"}, nil
+		return decision.Decision{Allow: true, Rule: "disabled", Reason: "allowed: policy enforcement is disabled"}, nil
 	}
 	d, err := set.decide(ctx, in, &e.backends)
-	if e.mode == ModePermissive && (err != nil || !d.Allow) {
+	if e.mode == decision.ModePermissive && (err != nil || !d.Allow) {
 		if err != nil {
 			e.log.Warn().Err(err).Str("policy_version", set.version).
 				Msg("policy evaluation failed; permissive mode allows the statement")
 		}
-		return Decision{Allow: true, WouldDeny: true, Reason: d.Reason, Rule: d.Rule, Version: set.version}, nil
+		return decision.Decision{Allow: true, WouldDeny: true, Reason: d.Reason, Rule: d.Rule, Version: set.version}, nil
 	}
 	return d, err
 }
@@ -244,9 +246,9 @@ var (
 
 func keepAST(t *ast.Term, _ *rego.EvalContext) (any, error) { return t.Value, nil }
 
-func (s *policySet) decide(ctx context.Context, in *Input, bc *backendCache) (Decision, error) {
-	deny := func(reason string, err error) (Decision, error) {
-		return Decision{Reason: reason, Rule: "error", Version: s.version},
+func (s *policySet) decide(ctx context.Context, in *decision.Input, bc *backendCache) (decision.Decision, error) {
+	deny := func(reason string, err error) (decision.Decision, error) {
+		return decision.Decision{Reason: reason, Rule: "error", Version: s.version},
 			fmt.Errorf("policy %s: %w", s.version, err)
 	}
 	if in == nil {
@@ -288,7 +290,7 @@ func (s *policySet) decide(ctx context.Context, in *Input, bc *backendCache) (De
 	d.Version = s.version
 	if d.Allow && s.rows != nil {
 		if deny, err := s.rows.apply(ctx, in, v.(ast.Object).Get(kSession).Value, &d); deny != "" {
-			d := Decision{Reason: deny, Rule: "row_rules", Version: s.version}
+			d := decision.Decision{Reason: deny, Rule: "row_rules", Version: s.version}
 			if err != nil {
 				return d, fmt.Errorf("policy %s: row rules: %w", s.version, err)
 			}

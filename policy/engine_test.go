@@ -15,6 +15,8 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/rs/zerolog"
+
+	"github.com/dbalproxy/dbalproxy/decision"
 )
 
 const shippedDir = "../policies"
@@ -41,7 +43,7 @@ func writeFiles(t *testing.T, dir string, files map[string]string) {
 	}
 }
 
-func newEngine(t *testing.T, dir string, mode Mode, runTests bool) *Engine {
+func newEngine(t *testing.T, dir string, mode decision.Mode, runTests bool) *Engine {
 	t.Helper()
 	e, err := New(Options{Dir: dir, Mode: mode, RunTests: runTests, Logger: zerolog.New(zerolog.NewTestWriter(t))})
 	if err != nil {
@@ -51,20 +53,20 @@ func newEngine(t *testing.T, dir string, mode Mode, runTests bool) *Engine {
 }
 
 // userInput is role "user" doing one CRUD statement on public.<table>.
-func userInput(role, table, kind string) *Input {
+func userInput(role, table, kind string) *decision.Input {
 	class := "write"
 	if kind == "select" {
 		class = "read"
 	}
-	return &Input{
-		Session: Session{User: "alice", Role: role, Claims: map[string]any{"user_id": "u_alice"},
+	return &decision.Input{
+		Session: decision.Session{User: "alice", Role: role, Claims: map[string]any{"user_id": "u_alice"},
 			Database: "app", ApplicationName: "test", ClientAddr: "127.0.0.1:5000"},
-		Statement: Statement{
+		Statement: decision.Statement{
 			Command: strings.ToUpper(kind), Class: class,
-			Tables:      []Table{{Name: table, Access: []string{kind}, Columns: map[string][]string{kind: {"id"}}}},
+			Tables:      []decision.Table{{Name: table, Access: []string{kind}, Columns: map[string][]string{kind: {"id"}}}},
 			Fingerprint: "f00", Text: "SELECT id FROM " + table,
 		},
-		Backend: Backend{Version: "17.2", VersionNum: 170002, Settings: backendSettings},
+		Backend: decision.Backend{Version: "17.2", VersionNum: 170002, Settings: backendSettings},
 	}
 }
 
@@ -86,18 +88,18 @@ decision := {"allow": false, "reason": "v2 denies", "rule": "v2"}
 `
 
 func TestShippedSet(t *testing.T) {
-	e := newEngine(t, shippedDir, ModeStrict, true)
+	e := newEngine(t, shippedDir, decision.ModeStrict, true)
 	if v := e.Version(); len(v) != 12 {
 		t.Errorf("Version() = %q, want 12 hex digits", v)
 	}
-	if e.Mode() != ModeStrict {
+	if e.Mode() != decision.ModeStrict {
 		t.Errorf("Mode() = %q", e.Mode())
 	}
 	d, err := e.Decide(context.Background(), userInput("user", "users", "update"))
 	if err != nil || !d.Allow {
 		t.Fatalf("user update users: %+v, %v", d, err)
 	}
-	want := Filter{SQL: `"id" = $1`, Args: []any{"u_alice"}}
+	want := decision.Filter{SQL: `"id" = $1`, Args: []any{"u_alice"}}
 	if f := d.Filters["public.users"]; f.SQL != want.SQL || len(f.Args) != 1 || f.Args[0] != "u_alice" {
 		t.Errorf("filter = %+v, want %+v", f, want)
 	}
@@ -115,7 +117,7 @@ func TestModes(t *testing.T) {
 	in := userInput("user", "workflows", "select")
 
 	strict := newEngine(t, shippedDir, "", false)
-	if strict.Mode() != ModeStrict {
+	if strict.Mode() != decision.ModeStrict {
 		t.Errorf("default mode = %q", strict.Mode())
 	}
 	d, err := strict.Decide(ctx, in)
@@ -123,7 +125,7 @@ func TestModes(t *testing.T) {
 		t.Errorf("strict: %+v, %v", d, err)
 	}
 
-	perm := newEngine(t, shippedDir, ModePermissive, false)
+	perm := newEngine(t, shippedDir, decision.ModePermissive, false)
 	d, err = perm.Decide(ctx, in)
 	if err != nil || !d.Allow || !d.WouldDeny || d.Reason != `role "user" may not select from public.workflows` {
 		t.Errorf("permissive deny: %+v, %v", d, err)
@@ -134,7 +136,7 @@ func TestModes(t *testing.T) {
 	}
 
 	// Disabled: no directory needed, nothing evaluated.
-	dis, err := New(Options{Dir: filepath.Join(t.TempDir(), "missing"), Mode: ModeDisabled})
+	dis, err := New(Options{Dir: filepath.Join(t.TempDir(), "missing"), Mode: decision.ModeDisabled})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +144,7 @@ func TestModes(t *testing.T) {
 	if err != nil || !d.Allow || d.WouldDeny || d.Version != "" {
 		t.Errorf("disabled: %+v, %v", d, err)
 	}
-	if dis.Version() != "disabled" || dis.Reload() != nil || dis.Mode() != ModeDisabled {
+	if dis.Version() != "disabled" || dis.Reload() != nil || dis.Mode() != decision.ModeDisabled {
 		t.Errorf("disabled engine: version %q", dis.Version())
 	}
 
@@ -185,7 +187,7 @@ func TestFailClosed(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			dir := writeDir(t, map[string]string{"p.rego": "package dbal\n" + c.rego + "\n"})
-			e := newEngine(t, dir, ModeStrict, false)
+			e := newEngine(t, dir, decision.ModeStrict, false)
 			d, err := e.Decide(context.Background(), in)
 			if err == nil {
 				t.Fatalf("no error; decision %+v", d)
@@ -196,7 +198,7 @@ func TestFailClosed(t *testing.T) {
 			if !strings.HasPrefix(d.Reason, "denied: ") {
 				t.Errorf("reason %q does not start with denied:", d.Reason)
 			}
-			p := newEngine(t, dir, ModePermissive, false)
+			p := newEngine(t, dir, decision.ModePermissive, false)
 			d, err = p.Decide(context.Background(), in)
 			if err != nil || !d.Allow || !d.WouldDeny {
 				t.Errorf("permissive: %+v, %v", d, err)
@@ -205,13 +207,13 @@ func TestFailClosed(t *testing.T) {
 	}
 
 	t.Run("nil input", func(t *testing.T) {
-		e := newEngine(t, shippedDir, ModeStrict, false)
+		e := newEngine(t, shippedDir, decision.ModeStrict, false)
 		if d, err := e.Decide(context.Background(), nil); err == nil || d.Allow {
 			t.Errorf("%+v, %v", d, err)
 		}
 	})
 	t.Run("cancelled", func(t *testing.T) {
-		e := newEngine(t, shippedDir, ModeStrict, false)
+		e := newEngine(t, shippedDir, decision.ModeStrict, false)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		d, err := e.Decide(ctx, userInput("god", "users", "select"))
@@ -220,7 +222,7 @@ func TestFailClosed(t *testing.T) {
 		}
 	})
 	t.Run("bad claim", func(t *testing.T) {
-		e := newEngine(t, shippedDir, ModeStrict, false)
+		e := newEngine(t, shippedDir, decision.ModeStrict, false)
 		in := userInput("god", "users", "select")
 		in.Session.Claims = map[string]any{"ch": make(chan int)}
 		if d, err := e.Decide(context.Background(), in); err == nil || d.Allow {
@@ -239,7 +241,7 @@ decision := {
 	"timeout_ms": 100, "max_rows": 7,
 }
 `})
-	e := newEngine(t, dir, ModeStrict, false)
+	e := newEngine(t, dir, decision.ModeStrict, false)
 	d, err := e.Decide(context.Background(), userInput("user", "t", "select"))
 	if err != nil {
 		t.Fatal(err)
@@ -261,13 +263,13 @@ func TestInputValue(t *testing.T) {
 	in.Session.Claims = map[string]any{"user_id": "u_1", "n": 3, "f": 1.5, "big": int64(1) << 40,
 		"ok": true, "none": nil, "tags": []any{"a", 1.0}, "list": []string{"x"},
 		"nested": map[string]any{"k": "v"}, "num": json.Number("12")}
-	in.Statement.Tables = append(in.Statement.Tables, Table{Schema: "pg_catalog", Name: "pg_class", Access: []string{"select"}, Columns: map[string][]string{}})
-	in.Statement.Functions = []Function{{Schema: "", Name: "now", Args: 0, Resolved: true, Candidates: []FunctionCandidate{
+	in.Statement.Tables = append(in.Statement.Tables, decision.Table{Schema: "pg_catalog", Name: "pg_class", Access: []string{"select"}, Columns: map[string][]string{}})
+	in.Statement.Functions = []decision.Function{{Schema: "", Name: "now", Args: 0, Resolved: true, Candidates: []decision.FunctionCandidate{
 		{Schema: "pg_catalog", Name: "now", OID: 1299, Builtin: true, Kind: "function", Volatility: "stable", Language: "internal"},
-	}}, {Name: "email", Args: 1, Field: true, Candidates: []FunctionCandidate{}}}
+	}}, {Name: "email", Args: 1, Field: true, Candidates: []decision.FunctionCandidate{}}}
 	in.Statement.Configs = []string{"search_path"}
 	in.Statement.Flags = []string{"x"}
-	in.Statement.Setting = &Setting{Name: "search_path", Local: true}
+	in.Statement.Setting = &decision.Setting{Name: "search_path", Local: true}
 	in.Transaction.Active = true
 	in.Session.TLS = true
 
@@ -288,7 +290,7 @@ func TestInputValue(t *testing.T) {
 	}
 
 	// Nil slices and maps become empty arrays and objects.
-	empty, err := inputValue(&Input{}, nil)
+	empty, err := inputValue(&decision.Input{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,9 +304,9 @@ func TestInputValue(t *testing.T) {
 
 func TestBackendCache(t *testing.T) {
 	var bc backendCache
-	b := Backend{Version: "17.2", VersionNum: 170002, Settings: map[string]string{"TimeZone": "UTC"}}
+	b := decision.Backend{Version: "17.2", VersionNum: 170002, Settings: map[string]string{"TimeZone": "UTC"}}
 	t1 := bc.term(&b)
-	if t2 := bc.term(&Backend{Version: "17.2", VersionNum: 170002, Settings: map[string]string{"TimeZone": "UTC"}}); t2 != t1 {
+	if t2 := bc.term(&decision.Backend{Version: "17.2", VersionNum: 170002, Settings: map[string]string{"TimeZone": "UTC"}}); t2 != t1 {
 		t.Error("equal backend converted again")
 	}
 	b.Settings["TimeZone"] = "Europe/Paris" // the cache holds its own copy
@@ -312,7 +314,7 @@ func TestBackendCache(t *testing.T) {
 	if t3 == t1 || t3.Value.Compare(backendTerm(&b).Value) != 0 {
 		t.Errorf("changed settings: got %v", t3)
 	}
-	if t4 := bc.term(&Backend{Version: "16.1", VersionNum: 160001, Settings: b.Settings}); t4 == t3 {
+	if t4 := bc.term(&decision.Backend{Version: "16.1", VersionNum: 160001, Settings: b.Settings}); t4 == t3 {
 		t.Error("changed version not converted")
 	}
 
@@ -320,7 +322,7 @@ func TestBackendCache(t *testing.T) {
 	dir := writeDir(t, map[string]string{"p.rego": `package dbal
 decision := {"allow": input.backend.settings.TimeZone == "UTC", "reason": input.backend.version}
 `})
-	e := newEngine(t, dir, ModeStrict, false)
+	e := newEngine(t, dir, decision.ModeStrict, false)
 	in := userInput("user", "t", "select")
 	in.Backend.Settings = map[string]string{"TimeZone": "UTC"}
 	for _, tz := range []string{"UTC", "CET", "UTC"} {
@@ -333,7 +335,7 @@ decision := {"allow": input.backend.settings.TimeZone == "UTC", "reason": input.
 
 func TestReload(t *testing.T) {
 	dir := writeDir(t, map[string]string{"p.rego": allowAll})
-	e := newEngine(t, dir, ModeStrict, true)
+	e := newEngine(t, dir, decision.ModeStrict, true)
 	ctx := context.Background()
 	in := userInput("user", "users", "select")
 	v1 := e.Version()
@@ -407,7 +409,7 @@ test_denies if not data.dbal.decision.allow
 
 	t.Run("vanished dir", func(t *testing.T) {
 		dir := writeDir(t, map[string]string{"p.rego": allowAll})
-		e := newEngine(t, dir, ModeStrict, false)
+		e := newEngine(t, dir, decision.ModeStrict, false)
 		v1 := e.Version()
 		if err := os.RemoveAll(dir); err != nil {
 			t.Fatal(err)
@@ -422,7 +424,7 @@ test_denies if not data.dbal.decision.allow
 
 	t.Run("tests ignored without RunTests", func(t *testing.T) {
 		dir := writeDir(t, broken["failing test"])
-		newEngine(t, dir, ModeStrict, false)
+		newEngine(t, dir, decision.ModeStrict, false)
 	})
 }
 
@@ -437,7 +439,7 @@ decision := {"allow": input.session.role in data.roles.allowed, "max_rows": data
 		".hidden/data.json": `{"msg": "must not load"}`,
 		"notes.txt":         "ignored",
 	})
-	e := newEngine(t, dir, ModeStrict, false)
+	e := newEngine(t, dir, decision.ModeStrict, false)
 	d, err := e.Decide(context.Background(), userInput("admin", "t", "select"))
 	if err != nil || !d.Allow || d.MaxRows != 9 || d.Reason != "from data.json" {
 		t.Fatalf("%+v, %v", d, err)
@@ -462,9 +464,9 @@ decision := {"allow": input.session.role in data.roles.allowed, "max_rows": data
 }
 
 func TestVersionIsContentHash(t *testing.T) {
-	a := newEngine(t, writeDir(t, map[string]string{"p.rego": allowAll}), ModeStrict, false)
-	b := newEngine(t, writeDir(t, map[string]string{"p.rego": allowAll}), ModeStrict, false)
-	c := newEngine(t, writeDir(t, map[string]string{"q.rego": allowAll}), ModeStrict, false)
+	a := newEngine(t, writeDir(t, map[string]string{"p.rego": allowAll}), decision.ModeStrict, false)
+	b := newEngine(t, writeDir(t, map[string]string{"p.rego": allowAll}), decision.ModeStrict, false)
+	c := newEngine(t, writeDir(t, map[string]string{"q.rego": allowAll}), decision.ModeStrict, false)
 	if a.Version() != b.Version() {
 		t.Errorf("same content, versions %s and %s", a.Version(), b.Version())
 	}
@@ -571,7 +573,7 @@ func (b *lockedBuffer) count(s string) int {
 }
 
 func TestWatchDisabled(t *testing.T) {
-	e, err := New(Options{Mode: ModeDisabled})
+	e, err := New(Options{Mode: decision.ModeDisabled})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -626,7 +628,7 @@ todo_test_later if false
 // and forth; every decision must come whole from one set.
 func TestConcurrentDecideReload(t *testing.T) {
 	dir := writeDir(t, map[string]string{"p.rego": allowAll})
-	e := newEngine(t, dir, ModeStrict, false)
+	e := newEngine(t, dir, decision.ModeStrict, false)
 	ctx := context.Background()
 	var stop atomic.Bool
 	var wg sync.WaitGroup

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/dbalproxy/dbalproxy/decision"
 )
 
 // Key terms of the input document, built once. Terms are never modified by
@@ -75,7 +77,7 @@ var (
 // become empty arrays and objects, so that policies can iterate them. The
 // backend part comes from bc when it describes the same backend (bc may be
 // nil).
-func inputValue(in *Input, bc *backendCache) (ast.Value, error) {
+func inputValue(in *decision.Input, bc *backendCache) (ast.Value, error) {
 	claims, err := mapValue(in.Session.Claims)
 	if err != nil {
 		return nil, fmt.Errorf("session.claims: %w", err)
@@ -134,7 +136,7 @@ func inputValue(in *Input, bc *backendCache) (ast.Value, error) {
 }
 
 // functionTerm is the input object of one called function.
-func functionTerm(f *Function) *ast.Term {
+func functionTerm(f *decision.Function) *ast.Term {
 	cands := make([]*ast.Term, len(f.Candidates))
 	for i := range f.Candidates {
 		c := &f.Candidates[i]
@@ -177,7 +179,7 @@ type backendEntry struct {
 	term       *ast.Term
 }
 
-func (c *backendCache) term(b *Backend) *ast.Term {
+func (c *backendCache) term(b *decision.Backend) *ast.Term {
 	if c == nil {
 		return backendTerm(b)
 	}
@@ -201,7 +203,7 @@ func sameSettings(a, b map[string]string) bool {
 	return true
 }
 
-func backendTerm(b *Backend) *ast.Term {
+func backendTerm(b *decision.Backend) *ast.Term {
 	settings := make([][2]*ast.Term, 0, len(b.Settings))
 	for k, v := range b.Settings {
 		settings = append(settings, ast.Item(str(k), str(v)))

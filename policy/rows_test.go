@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/dbalproxy/dbalproxy/decision"
 )
 
 // rowsAllow is a decision that allows everything, for sets that test row
@@ -18,15 +20,15 @@ decision := {"allow": true}
 
 // onTable is a statement by a session with claims doing kinds to
 // public.<name> (schema as written).
-func onTable(role string, claims map[string]any, schema, name string, kinds ...string) *Input {
-	return &Input{
-		Session: Session{User: "u", Role: role, Claims: claims, ClientAddr: "127.0.0.1:1"},
-		Statement: Statement{Command: "SELECT", Class: "read",
-			Tables: []Table{{Schema: schema, Name: name, Access: kinds}}},
+func onTable(role string, claims map[string]any, schema, name string, kinds ...string) *decision.Input {
+	return &decision.Input{
+		Session: decision.Session{User: "u", Role: role, Claims: claims, ClientAddr: "127.0.0.1:1"},
+		Statement: decision.Statement{Command: "SELECT", Class: "read",
+			Tables: []decision.Table{{Schema: schema, Name: name, Access: kinds}}},
 	}
 }
 
-func decideOK(t *testing.T, e *Engine, in *Input) Decision {
+func decideOK(t *testing.T, e *Engine, in *decision.Input) decision.Decision {
 	t.Helper()
 	d, err := e.Decide(context.Background(), in)
 	if err != nil || !d.Allow {
@@ -40,13 +42,13 @@ var alice = map[string]any{"user_id": "u_alice"}
 // TestShippedRowRules: the shipped rows.rego compiles to the expected SQL
 // and arguments for every role and operation on public.users.
 func TestShippedRowRules(t *testing.T) {
-	e := newEngine(t, shippedDir, ModeStrict, false)
-	own := Filter{SQL: `"id" = $1`, Args: []any{"u_alice"}}
-	roleCheck := Filter{SQL: `"role" IN ($1, $2)`, Args: []any{"admin", "user"}}
+	e := newEngine(t, shippedDir, decision.ModeStrict, false)
+	own := decision.Filter{SQL: `"id" = $1`, Args: []any{"u_alice"}}
+	roleCheck := decision.Filter{SQL: `"role" IN ($1, $2)`, Args: []any{"admin", "user"}}
 	cases := []struct {
 		role            string
 		kinds           []string
-		filter, check   *Filter
+		filter, check   *decision.Filter
 		noFilterNoCheck bool
 	}{
 		{role: "user", kinds: []string{"select"}, filter: &own},
@@ -78,11 +80,11 @@ func TestShippedRowRules(t *testing.T) {
 // TestShippedRowRulesExactNumbers: an integer claim reaches SQL as the same
 // integer, even past 2^53 where a float64 would round it to a neighbour's id.
 func TestShippedRowRulesExactNumbers(t *testing.T) {
-	e := newEngine(t, shippedDir, ModeStrict, false)
+	e := newEngine(t, shippedDir, decision.ModeStrict, false)
 	in := userInput("user", "users", "select")
 	in.Session.Claims = map[string]any{"user_id": int64(9007199254740993)}
 	d := decideOK(t, e, in)
-	want := Filter{SQL: `"id" = $1`, Args: []any{int64(9007199254740993)}}
+	want := decision.Filter{SQL: `"id" = $1`, Args: []any{int64(9007199254740993)}}
 	if !reflect.DeepEqual(d.Filters["public.users"], want) {
 		t.Errorf("filter = %#v, want %#v", d.Filters["public.users"], want)
 	}
@@ -96,7 +98,7 @@ func rowSet(t *testing.T, rules string) *Engine {
 		"decision.rego": rowsAllow,
 		"rows.rego":     "package dbal\n\nrow_columns[\"public.t\"] := {\"a\", \"b\", \"n\", \"owner\", \"Mixed \\\"Case\\\"\"}\n\n" + rules,
 	})
-	return newEngine(t, dir, ModeStrict, true)
+	return newEngine(t, dir, decision.ModeStrict, true)
 }
 
 // TestRowRuleTranslation: Rego conditions in, SQL and arguments out.
@@ -173,14 +175,14 @@ new_rows["public.t"].update if input.row.b == "u"
 	e := rowSet(t, rules)
 	cases := []struct {
 		kinds         []string
-		filter, check Filter
+		filter, check decision.Filter
 	}{
-		{[]string{"select"}, Filter{SQL: `"a" = $1`, Args: []any{"s"}}, Filter{}},
-		{[]string{"insert"}, Filter{}, Filter{SQL: `"b" = $1`, Args: []any{"i"}}},
-		{[]string{"select", "update"}, Filter{SQL: `"a" = $1 AND "a" = $2`, Args: []any{"s", "u"}}, Filter{SQL: `"b" = $1`, Args: []any{"u"}}},
-		{[]string{"delete"}, Filter{SQL: `"a" = $1`, Args: []any{"d"}}, Filter{}},
-		{[]string{"insert", "update", "select"}, Filter{SQL: `"a" = $1 AND "a" = $2`, Args: []any{"s", "u"}}, Filter{SQL: `"b" = $1 AND "b" = $2`, Args: []any{"i", "u"}}},
-		{[]string{}, Filter{}, Filter{}},
+		{[]string{"select"}, decision.Filter{SQL: `"a" = $1`, Args: []any{"s"}}, decision.Filter{}},
+		{[]string{"insert"}, decision.Filter{}, decision.Filter{SQL: `"b" = $1`, Args: []any{"i"}}},
+		{[]string{"select", "update"}, decision.Filter{SQL: `"a" = $1 AND "a" = $2`, Args: []any{"s", "u"}}, decision.Filter{SQL: `"b" = $1`, Args: []any{"u"}}},
+		{[]string{"delete"}, decision.Filter{SQL: `"a" = $1`, Args: []any{"d"}}, decision.Filter{}},
+		{[]string{"insert", "update", "select"}, decision.Filter{SQL: `"a" = $1 AND "a" = $2`, Args: []any{"s", "u"}}, decision.Filter{SQL: `"b" = $1 AND "b" = $2`, Args: []any{"i", "u"}}},
+		{[]string{}, decision.Filter{}, decision.Filter{}},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.kinds, "+"), func(t *testing.T) {
@@ -191,7 +193,7 @@ new_rows["public.t"].update if input.row.b == "u"
 		})
 	}
 	// Another schema, or a table without rules, gets nothing.
-	for _, in := range []*Input{onTable("r", nil, "other", "t", "select"), onTable("r", nil, "", "u", "select")} {
+	for _, in := range []*decision.Input{onTable("r", nil, "other", "t", "select"), onTable("r", nil, "", "u", "select")} {
 		if d := decideOK(t, e, in); len(d.Filters) != 0 || len(d.Checks) != 0 {
 			t.Errorf("%+v: filters %#v checks %#v, want none", in.Statement.Tables, d.Filters, d.Checks)
 		}
@@ -213,7 +215,7 @@ rows["public.t"].select if input.row.owner == input.session.claims.user_id
 rows["public.t"].update if { input.row.owner == input.session.claims.user_id; input.row.a != "closed" }
 `)
 	d := decideOK(t, e, onTable("r", alice, "", "t", "select", "update"))
-	want := Filter{SQL: `"owner" = $1 AND "a" <> $2`, Args: []any{"u_alice", "closed"}}
+	want := decision.Filter{SQL: `"owner" = $1 AND "a" <> $2`, Args: []any{"u_alice", "closed"}}
 	if !reflect.DeepEqual(d.Filters["public.t"], want) {
 		t.Errorf("filter %#v, want %#v", d.Filters["public.t"], want)
 	}
@@ -226,22 +228,22 @@ rows["public.t"].update if { input.row.owner == input.session.claims.user_id; in
 func TestRowRulesMergeWithSQLForm(t *testing.T) {
 	for _, c := range []struct {
 		name, sqlForm, args string
-		want                Filter
+		want                decision.Filter
 		deny                bool
 	}{
-		{"and", `a = $1 OR b = $2`, `[1, "two"]`, Filter{SQL: "(a = $1 OR b = $2\n) AND (\"owner\" = $3)", Args: []any{int64(1), "two", "u_alice"}}, false},
-		{"comment at the end", `a = $1 -- note`, `[1]`, Filter{SQL: "(a = $1 -- note\n) AND (\"owner\" = $2)", Args: []any{int64(1), "u_alice"}}, false},
-		{"parentheses trick", `true) OR (true`, `[]`, Filter{}, true},
-		{"two statements", `true; SELECT 1`, `[]`, Filter{}, true},
-		{"a clause", `true ORDER BY 1`, `[]`, Filter{}, true},
-		{"$n past its arguments", `a = $2`, `[1]`, Filter{}, true},
+		{"and", `a = $1 OR b = $2`, `[1, "two"]`, decision.Filter{SQL: "(a = $1 OR b = $2\n) AND (\"owner\" = $3)", Args: []any{int64(1), "two", "u_alice"}}, false},
+		{"comment at the end", `a = $1 -- note`, `[1]`, decision.Filter{SQL: "(a = $1 -- note\n) AND (\"owner\" = $2)", Args: []any{int64(1), "u_alice"}}, false},
+		{"parentheses trick", `true) OR (true`, `[]`, decision.Filter{}, true},
+		{"two statements", `true; SELECT 1`, `[]`, decision.Filter{}, true},
+		{"a clause", `true ORDER BY 1`, `[]`, decision.Filter{}, true},
+		{"$n past its arguments", `a = $2`, `[1]`, decision.Filter{}, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := writeDir(t, map[string]string{
 				"decision.rego": "package dbal\ndecision := {\"allow\": true, \"filters\": {\"public.t\": {\"sql\": " + strconvQuote(c.sqlForm) + ", \"args\": " + c.args + "}}}\n",
 				"rows.rego":     "package dbal\nrow_columns[\"public.t\"] := {\"owner\"}\nrows[\"public.t\"].select if input.row.owner == input.session.claims.user_id\n",
 			})
-			e := newEngine(t, dir, ModeStrict, false)
+			e := newEngine(t, dir, decision.ModeStrict, false)
 			d, err := e.Decide(context.Background(), onTable("r", alice, "", "t", "select"))
 			if c.deny {
 				if d.Allow || err == nil || !strings.Contains(d.Reason, "cannot be combined") {
@@ -327,7 +329,7 @@ func TestRowRulesDenyAtDecision(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := writeDir(t, map[string]string{"decision.rego": rowsAllow, "rows.rego": "package dbal\n" + c.rules + "\n"})
-			e := newEngine(t, dir, ModeStrict, false)
+			e := newEngine(t, dir, decision.ModeStrict, false)
 			d, err := e.Decide(context.Background(), onTable("r", c.claims, "", "t", "select"))
 			if d.Allow || len(d.Filters) != 0 || !strings.Contains(d.Reason, c.want) {
 				t.Fatalf("got %+v, %v\nwant a denial containing %q", d, err, c.want)
@@ -351,7 +353,7 @@ func TestRowRulesDenyAtDecision(t *testing.T) {
 	// any other denial.
 	dir := writeDir(t, map[string]string{"decision.rego": rowsAllow, "rows.rego": "package dbal\n" + cols +
 		`rows["public.t"].select if input.row.owner == input.session.claims.user_id` + "\n"})
-	e := newEngine(t, dir, ModePermissive, false)
+	e := newEngine(t, dir, decision.ModePermissive, false)
 	if d, err := e.Decide(context.Background(), onTable("r", nil, "", "t", "select")); err != nil || !d.Allow || !d.WouldDeny {
 		t.Errorf("permissive: %+v, %v", d, err)
 	}
@@ -361,7 +363,7 @@ func TestRowRulesDenyAtDecision(t *testing.T) {
 // session values it reads, and reused across statements and sessions that
 // differ only in what it does not read.
 func TestRowRulesCache(t *testing.T) {
-	e := newEngine(t, shippedDir, ModeStrict, false)
+	e := newEngine(t, shippedDir, decision.ModeStrict, false)
 	rs := e.set.Load().rows
 	decide := func(user, addr string, userID any) {
 		in := userInput("user", "users", "select")
@@ -390,7 +392,7 @@ func TestRowRulesCache(t *testing.T) {
 
 // TestRowRulesPaths: the session paths a rule reads, through helpers.
 func TestRowRulesPaths(t *testing.T) {
-	e := newEngine(t, shippedDir, ModeStrict, false)
+	e := newEngine(t, shippedDir, decision.ModeStrict, false)
 	r := e.set.Load().rows.tables["public.users"].rules["rows.select"]
 	want := [][]string{{"claims", "user_id"}, {"role"}}
 	if !reflect.DeepEqual(r.session, want) {
@@ -402,7 +404,7 @@ func TestRowRulesPaths(t *testing.T) {
 	if got, want := e.RowColumns(), map[string][]string{"public.users": {"id", "role"}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("RowColumns() = %v, want %v", got, want)
 	}
-	if got := newEngine(t, writeDir(t, map[string]string{"p.rego": allowAll}), ModeStrict, false).RowColumns(); got != nil {
+	if got := newEngine(t, writeDir(t, map[string]string{"p.rego": allowAll}), decision.ModeStrict, false).RowColumns(); got != nil {
 		t.Errorf("RowColumns() without row rules = %v", got)
 	}
 }
@@ -410,7 +412,7 @@ func TestRowRulesPaths(t *testing.T) {
 // TestRowRulesConcurrent: concurrent decisions for many sessions (cache
 // misses and hits at once) each get their own condition.
 func TestRowRulesConcurrent(t *testing.T) {
-	e := newEngine(t, shippedDir, ModeStrict, false)
+	e := newEngine(t, shippedDir, decision.ModeStrict, false)
 	done := make(chan error, 8)
 	for g := range 8 {
 		go func() {
@@ -419,7 +421,7 @@ func TestRowRulesConcurrent(t *testing.T) {
 				in := userInput("user", "users", "update")
 				in.Session.Claims = map[string]any{"user_id": id}
 				d, err := e.Decide(context.Background(), in)
-				want := Filter{SQL: `"id" = $1`, Args: []any{id}}
+				want := decision.Filter{SQL: `"id" = $1`, Args: []any{id}}
 				if err != nil || !reflect.DeepEqual(d.Filters["public.users"], want) || !reflect.DeepEqual(d.Checks["public.users"], want) {
 					done <- fmt.Errorf("%s: %+v, %v", id, d, err)
 					return

@@ -15,6 +15,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/dbalproxy/dbalproxy/decision"
 )
 
 // exprKind is the kind of a rowExpr node.
@@ -469,18 +471,18 @@ func conjunction(xs []*rowExpr) *rowExpr {
 // expression whose $n are its own arguments (checked here, as rewrite would):
 // otherwise parentheses around it could change what it means, or a $n could
 // point at a Rego argument.
-func mergeFilter(sqlForm Filter, x *rowExpr) (Filter, error) {
+func mergeFilter(sqlForm decision.Filter, x *rowExpr) (decision.Filter, error) {
 	if x.kind == exprFalse {
-		return Filter{SQL: "false"}, nil
+		return decision.Filter{SQL: "false"}, nil
 	}
 	if x.kind == exprTrue {
 		return sqlForm, nil
 	}
 	if err := checkSQLForm(sqlForm); err != nil {
-		return Filter{}, err
+		return decision.Filter{}, err
 	}
 	sql, args := render(x, len(sqlForm.Args))
-	return Filter{
+	return decision.Filter{
 		SQL:  "(" + sqlForm.SQL + "\n) AND (" + sql + ")",
 		Args: append(append([]any(nil), sqlForm.Args...), args...),
 	}, nil
@@ -497,7 +499,7 @@ var sqlTemplate = sync.OnceValue(func() *pg_query.SelectStmt {
 	return s
 })
 
-func checkSQLForm(f Filter) error {
+func checkSQLForm(f decision.Filter) error {
 	res, err := pg_query.Parse("SELECT 1 WHERE " + f.SQL)
 	if err != nil || len(res.Stmts) != 1 || res.Stmts[0].Stmt.GetSelectStmt() == nil {
 		return errors.New("its SQL-form filter is not one SQL expression")
@@ -533,7 +535,7 @@ type tableAccess struct {
 // apply adds the conditions of the row rules of the statement's tables to
 // d (allowed). A non-empty deny means the statement must be denied with that
 // reason; err, if set, is for the log.
-func (rs *rowRuleSet) apply(ctx context.Context, in *Input, session ast.Value, d *Decision) (deny string, err error) {
+func (rs *rowRuleSet) apply(ctx context.Context, in *decision.Input, session ast.Value, d *decision.Decision) (deny string, err error) {
 	var touched map[string]*tableAccess
 	for i := range in.Statement.Tables {
 		st := &in.Statement.Tables[i]
@@ -616,7 +618,7 @@ func (rs *rowRuleSet) apply(ctx context.Context, in *Input, session ast.Value, d
 
 // addCondition ANDs xs into m[name] (allocating m when needed). A
 // condition that allows every row adds nothing.
-func addCondition(m map[string]Filter, name string, xs []*rowExpr) (map[string]Filter, error) {
+func addCondition(m map[string]decision.Filter, name string, xs []*rowExpr) (map[string]decision.Filter, error) {
 	if len(xs) == 0 {
 		return m, nil
 	}
@@ -624,7 +626,7 @@ func addCondition(m map[string]Filter, name string, xs []*rowExpr) (map[string]F
 	if x.kind == exprTrue {
 		return m, nil
 	}
-	var f Filter
+	var f decision.Filter
 	if prev, had := m[name]; had {
 		var err error
 		if f, err = mergeFilter(prev, x); err != nil {
@@ -634,7 +636,7 @@ func addCondition(m map[string]Filter, name string, xs []*rowExpr) (map[string]F
 		f.SQL, f.Args = render(x, 0)
 	}
 	if m == nil {
-		m = map[string]Filter{}
+		m = map[string]decision.Filter{}
 	}
 	m[name] = f
 	return m, nil

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/dbalproxy/dbalproxy/decision"
 )
 
 // Watch timing; variables so that tests can shorten them.
@@ -33,7 +35,7 @@ var (
 // With a bundle service (Options.Bundle), Watch polls it instead, as
 // BundleOptions describes, until ctx is done.
 func (e *Engine) Watch(ctx context.Context) error {
-	if e.mode == ModeDisabled {
+	if e.mode == decision.ModeDisabled {
 		<-ctx.Done()
 		return nil
 	}

@@ -5,14 +5,14 @@ import (
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
 )
 
 const pgbenchSelect = "SELECT abalance FROM pgbench_accounts WHERE aid = $1"
 
 var pgbenchRules = Rules{
-	Filters: map[string]policy.Filter{"public.pgbench_accounts": {SQL: "bid = $1", Args: []any{int64(1)}}},
-	Columns: map[string]policy.ColumnRule{"public.pgbench_accounts": {DenyWrite: []string{"bid"}}},
+	Filters: map[string]decision.Filter{"public.pgbench_accounts": {SQL: "bid = $1", Args: []any{int64(1)}}},
+	Columns: map[string]decision.ColumnRule{"public.pgbench_accounts": {DenyWrite: []string{"bid"}}},
 }
 
 func BenchmarkCompile(b *testing.B) {

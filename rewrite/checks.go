@@ -544,7 +544,7 @@ func (w *walker) starWidth(sel *pg_query.SelectStmt, outer *pg_query.WithClause,
 				}
 			}
 		}
-		if w.sc.isCTE(rv.Relname) {
+		if w.sc.IsCTE(rv.Relname) {
 			return -1
 		}
 	}

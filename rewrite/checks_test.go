@@ -10,8 +10,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/parser"
-	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/testenv"
 )
 
@@ -19,13 +19,13 @@ import (
 // check), an "admin" one (may not make anyone god or supergod) and one with
 // a numeric check on page_views, to see that parameters keep their types.
 var (
-	ownRow     = policy.Filter{SQL: "id = $1", Args: []any{"u_alice"}}
+	ownRow     = decision.Filter{SQL: "id = $1", Args: []any{"u_alice"}}
 	userChecks = Rules{
-		Filters: map[string]policy.Filter{"public.users": ownRow},
-		Checks:  map[string]policy.Filter{"public.users": ownRow},
+		Filters: map[string]decision.Filter{"public.users": ownRow},
+		Checks:  map[string]decision.Filter{"public.users": ownRow},
 	}
-	adminChecks = Rules{Checks: map[string]policy.Filter{"public.users": {SQL: "role IN ('user','admin')"}}}
-	levelChecks = Rules{Checks: map[string]policy.Filter{"public.page_views": {SQL: "level BETWEEN $1 AND $2", Args: []any{1, 5}}}}
+	adminChecks = Rules{Checks: map[string]decision.Filter{"public.users": {SQL: "role IN ('user','admin')"}}}
+	levelChecks = Rules{Checks: map[string]decision.Filter{"public.page_views": {SQL: "level BETWEEN $1 AND $2", Args: []any{1, 5}}}}
 )
 
 // checkViolation is what the rewritten statement's error carries when a row
@@ -236,17 +236,17 @@ func TestChecksKeepParameterTypes(t *testing.T) {
 }
 
 func TestCompileChecks(t *testing.T) {
-	for _, bad := range []policy.Filter{
+	for _, bad := range []decision.Filter{
 		{SQL: "role IN (SELECT 'x')"},
 		{SQL: "id = $2", Args: []any{"a"}},
 		{SQL: "other.id = 'x'"},
 		{SQL: "pg_sleep(1) IS NULL"},
 	} {
-		if _, err := Compile(Rules{Checks: map[string]policy.Filter{"public.users": bad}}); err == nil || !strings.Contains(err.Error(), "check for public.users") {
+		if _, err := Compile(Rules{Checks: map[string]decision.Filter{"public.users": bad}}); err == nil || !strings.Contains(err.Error(), "check for public.users") {
 			t.Errorf("Compile(check %q) = %v, want an error naming the check", bad.SQL, err)
 		}
 	}
-	c := mustCompile(t, Rules{Checks: map[string]policy.Filter{"users": {SQL: "users.role = lower($1) AND id <> ''", Args: []any{"X"}}}})
+	c := mustCompile(t, Rules{Checks: map[string]decision.Filter{"users": {SQL: "users.role = lower($1) AND id <> ''", Args: []any{"X"}}}})
 	if got := c.checks[tableKey{"public", "users"}].columns; !slices.Equal(got, []string{"id", "role"}) {
 		t.Errorf("check columns = %v, want [id role]", got)
 	}

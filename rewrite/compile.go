@@ -13,7 +13,7 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
 )
 
 // Rules is what a decision asks of one statement, keyed "schema.table".
@@ -23,14 +23,14 @@ import (
 type Rules struct {
 	// Filters are row filters: rows outside the predicate are invisible
 	// (like the USING expression of row-level security).
-	Filters map[string]policy.Filter
+	Filters map[string]decision.Filter
 	// Checks are conditions every row an INSERT, UPDATE or ON CONFLICT DO
 	// UPDATE writes must satisfy (like the WITH CHECK expression of
 	// row-level security); the statement fails with 42501 otherwise. They
 	// have the form of filters; their columns are the new row's.
-	Checks map[string]policy.Filter
+	Checks map[string]decision.Filter
 	// Columns are the columns that may not be read or written.
-	Columns map[string]policy.ColumnRule
+	Columns map[string]decision.ColumnRule
 }
 
 // Compiled is a Rules set whose filter predicates were parsed, checked and
@@ -162,7 +162,7 @@ func parseKey(s string) (tableKey, error) {
 	return tableKey{schema, name}, nil
 }
 
-func compileColumns(k tableKey, r policy.ColumnRule) (*columnRule, error) {
+func compileColumns(k tableKey, r decision.ColumnRule) (*columnRule, error) {
 	if len(r.DenyRead) == 0 && len(r.DenyWrite) == 0 {
 		return nil, nil
 	}
@@ -200,7 +200,7 @@ var template = sync.OnceValues(func() (*pg_query.SelectStmt, int32) {
 	return s, res.Version
 })
 
-func compileFilter(k tableKey, f policy.Filter) (*filter, error) {
+func compileFilter(k tableKey, f decision.Filter) (*filter, error) {
 	sql := strings.TrimSpace(f.SQL)
 	if sql == "" {
 		return nil, errors.New("empty sql")

@@ -8,7 +8,7 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
 )
 
 // exprSQL deparses an expression node (as the WHERE clause of SELECT 1).
@@ -25,7 +25,7 @@ func exprSQL(tb testing.TB, n *pg_query.Node) string {
 }
 
 func compileOne(key, sql string, args ...any) (*Compiled, error) {
-	return Compile(Rules{Filters: map[string]policy.Filter{key: {SQL: sql, Args: args}}})
+	return Compile(Rules{Filters: map[string]decision.Filter{key: {SQL: sql, Args: args}}})
 }
 
 func TestCompileBindsFilters(t *testing.T) {
@@ -124,10 +124,10 @@ func TestCompileRefuses(t *testing.T) {
 		{"nan", filterRules("n = $1", math.NaN()), "not a finite number"},
 		{"nul", filterRules("id = $1", "a\x00b"), "NUL"},
 		{"bad utf-8", filterRules("id = $1", "a\xffb"), "UTF-8"},
-		{"bad key", Rules{Filters: map[string]policy.Filter{".users": {SQL: "true"}}}, "not \"schema.table\""},
-		{"dotted key", Rules{Filters: map[string]policy.Filter{"a.b.c": {SQL: "true"}}}, "not \"schema.table\""},
-		{"duplicate keys", Rules{Filters: map[string]policy.Filter{"users": {SQL: "true"}, "public.users": {SQL: "false"}}}, "two filters for public.users"},
-		{"empty column", Rules{Columns: map[string]policy.ColumnRule{"users": {DenyRead: []string{""}}}}, "empty column name"},
+		{"bad key", Rules{Filters: map[string]decision.Filter{".users": {SQL: "true"}}}, "not \"schema.table\""},
+		{"dotted key", Rules{Filters: map[string]decision.Filter{"a.b.c": {SQL: "true"}}}, "not \"schema.table\""},
+		{"duplicate keys", Rules{Filters: map[string]decision.Filter{"users": {SQL: "true"}, "public.users": {SQL: "false"}}}, "two filters for public.users"},
+		{"empty column", Rules{Columns: map[string]decision.ColumnRule{"users": {DenyRead: []string{""}}}}, "empty column name"},
 	} {
 		_, err := Compile(tc.r)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -137,11 +137,11 @@ func TestCompileRefuses(t *testing.T) {
 }
 
 func filterRules(sql string, args ...any) Rules {
-	return Rules{Filters: map[string]policy.Filter{"public.users": {SQL: sql, Args: args}}}
+	return Rules{Filters: map[string]decision.Filter{"public.users": {SQL: sql, Args: args}}}
 }
 
 func TestCompileEmpty(t *testing.T) {
-	for _, r := range []Rules{{}, {Columns: map[string]policy.ColumnRule{"users": {}}}} {
+	for _, r := range []Rules{{}, {Columns: map[string]decision.ColumnRule{"users": {}}}} {
 		c := mustCompile(t, r)
 		st := stmt(t, "SELECT * FROM users")
 		got, changed, err := Apply(st, c)

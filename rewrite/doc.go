@@ -11,7 +11,7 @@
 //
 // # Filters: what is fenced
 //
-// A filter (policy.Filter, e.g. {"sql": "id = $1", "args": ["u_alice"]} for
+// A filter (decision.Filter, e.g. {"sql": "id = $1", "args": ["u_alice"]} for
 // public.users) is an SQL boolean expression over one table's columns. It is
 // parsed once as the WHERE clause of "SELECT 1 WHERE <sql>"; its $n become
 // literal constants built from Args, and its column references are bound to
@@ -74,6 +74,13 @@
 // table, while "Users" is another one. A reference to a CTE that shadows the
 // table's name is not the table (`WITH users AS (SELECT * FROM users)
 // SELECT * FROM users` fences only the inner reference).
+//
+// Names are resolved with package sqlscope, which package parser uses too,
+// so that both agree on which relation a name refers to: query levels,
+// aliases, CTEs (a non-recursive CTE is visible after its definition
+// only), LATERAL, a function in FROM seeing the earlier FROM items, the
+// select-list names ORDER BY and DISTINCT ON prefer (GROUP BY prefers input
+// columns), EXCLUDED.
 //
 // # UPDATE, DELETE and ON CONFLICT DO UPDATE
 //

@@ -10,8 +10,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/parser"
-	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/testenv"
 )
 
@@ -43,12 +43,12 @@ func mustCompile(tb testing.TB, r Rules) *Compiled {
 
 // The rule sets of the table tests.
 var (
-	aliceFilter = map[string]policy.Filter{"public.users": {SQL: "id = $1", Args: []any{"u_alice"}}}
-	usersCols   = map[string]policy.ColumnRule{"public.users": {DenyRead: []string{"email"}, DenyWrite: []string{"role", "id"}}}
+	aliceFilter = map[string]decision.Filter{"public.users": {SQL: "id = $1", Args: []any{"u_alice"}}}
+	usersCols   = map[string]decision.ColumnRule{"public.users": {DenyRead: []string{"email"}, DenyWrite: []string{"role", "id"}}}
 	filterOnly  = Rules{Filters: aliceFilter}
 	colsOnly    = Rules{Columns: usersCols}
 	both        = Rules{Filters: aliceFilter, Columns: usersCols}
-	orFilter    = Rules{Filters: map[string]policy.Filter{"users": {SQL: "id = $1 OR role = $2", Args: []any{"u_alice", "admin"}}}}
+	orFilter    = Rules{Filters: map[string]decision.Filter{"users": {SQL: "id = $1 OR role = $2", Args: []any{"u_alice", "admin"}}}}
 )
 
 // fence is the fenced sub-select of public.users under filterOnly.
@@ -291,7 +291,7 @@ func TestApplyIsSafeForConcurrentUse(t *testing.T) {
 func TestApplyDoesNotTrustMissingFacts(t *testing.T) {
 	rules := mustCompile(t, Rules{
 		Filters: aliceFilter,
-		Columns: map[string]policy.ColumnRule{"public.page_views": {DenyRead: []string{"level"}}},
+		Columns: map[string]decision.ColumnRule{"public.page_views": {DenyRead: []string{"level"}}},
 	})
 	orig := stmt(t, "SELECT p.title FROM page_views p, users u WHERE u.id = p.owner_id")
 	st := *orig

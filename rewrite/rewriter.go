@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/parser"
-	"github.com/dbalproxy/dbalproxy/policy"
 	lru "github.com/hashicorp/golang-lru/v2"
 )
 
@@ -36,7 +36,7 @@ func NewRewriter(size int) *Rewriter {
 // text and whether it differs; an error (invalid rules, a forbidden column,
 // a statement the rules cannot be applied to) means st must not run.
 // tables is the database's catalog (see ApplyWith); nil for none.
-func (r *Rewriter) Rewrite(st *parser.Statement, d *policy.Decision, tables Tables) (string, bool, error) {
+func (r *Rewriter) Rewrite(st *parser.Statement, d *decision.Decision, tables Tables) (string, bool, error) {
 	rules := Rules{Filters: d.Filters, Checks: d.Checks, Columns: d.Columns}
 	key, err := json.Marshal(rules) // map keys are sorted: a canonical key
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/testenv"
 )
 
@@ -182,7 +182,7 @@ func TestAttacksAgainstPostgres(t *testing.T) {
 	}
 	defer conn.Close(context.Background())
 	mustExec(t, ctx, conn, "SET statement_timeout = '5s'")
-	rules := mustCompile(t, Rules{Filters: map[string]policy.Filter{"public.users": {SQL: "id = $1", Args: []any{"u_alice"}}}})
+	rules := mustCompile(t, Rules{Filters: map[string]decision.Filter{"public.users": {SQL: "id = $1", Args: []any{"u_alice"}}}})
 
 	for _, a := range attacks {
 		t.Run(a.name, func(t *testing.T) {

@@ -5,15 +5,19 @@ import (
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/dbalproxy/dbalproxy/sqlscope"
 )
 
 // rel is one entry of a query level's range table: a name a column reference
-// can be qualified with.
-type rel struct {
-	name    string // alias, else the relation's name
-	schema  string // schema as written, for an unaliased table
-	aliased bool
+// can be qualified with (see package sqlscope).
+type rel = sqlscope.Rel[relInfo]
+
+// scope is one query level.
+type scope = sqlscope.Scope[relInfo]
+
+// relInfo is what the rewriter keeps about a range-table entry.
+type relInfo struct {
 	// rules are the column rules of the tables whose columns this name
 	// exposes: one for a table, several for a join alias, none for a
 	// subquery, function or CTE reference.
@@ -28,9 +32,6 @@ type rel struct {
 	fence *pg_query.SelectStmt
 	// filter is the fenced table's filter (see unfence).
 	filter *filter
-	// qualifiedOnly rels (ON CONFLICT's EXCLUDED) never own an unqualified
-	// column.
-	qualifiedOnly bool
 	// table is set for a reference to a table (fenced or not, also a DML
 	// target), which has system columns; joined for one inside a JOIN,
 	// whose names an unqualified column does not reach directly (only
@@ -65,31 +66,6 @@ func isSystemColumn(name string) bool {
 	for _, c := range systemColumns {
 		if c == name {
 			return true
-		}
-	}
-	return false
-}
-
-// scope is one query level.
-type scope struct {
-	parent *scope
-	rels   []rel
-	ctes   []string
-	// opaque stops name resolution from reaching outer levels (the ORDER BY
-	// of a set operation names output columns only).
-	opaque bool
-	// outputs are the select-list names ORDER BY and DISTINCT ON may refer
-	// to, consulted while useOutputs is set.
-	outputs    map[string]bool
-	useOutputs bool
-}
-
-func (s *scope) isCTE(name string) bool {
-	for ; s != nil; s = s.parent {
-		for _, c := range s.ctes {
-			if c == name {
-				return true
-			}
 		}
 	}
 	return false
@@ -156,7 +132,7 @@ func (w *walker) mutate() {
 // (see finishLevel) and closes it.
 func (w *walker) push() func() {
 	saved := w.sc
-	w.sc = &scope{parent: saved}
+	w.sc = saved.Child()
 	return func() {
 		if !w.aborted {
 			w.finishLevel()
@@ -175,30 +151,30 @@ func (w *walker) push() func() {
 // than the table without changing the row the client gets, so such a
 // statement is refused.
 func (w *walker) finishLevel() {
-	for i := range w.sc.rels {
-		r := &w.sc.rels[i]
-		if r.fence == nil || r.use == nil || len(r.use.sys) == 0 {
+	for i := range w.sc.Rels {
+		r := &w.sc.Rels[i]
+		if r.Info.fence == nil || r.Info.use == nil || len(r.Info.use.sys) == 0 {
 			continue // not fenced (any more: see unfence), or nothing to add
 		}
 		var cols []string
 		for _, c := range systemColumns {
-			if r.use.sys[c] {
+			if r.Info.use.sys[c] {
 				cols = append(cols, c)
 			}
 		}
-		if r.use.star {
-			w.fail(denied(r.key.String(), "system column %s of %s cannot be read in a statement that also reads every column of %q (*, %s.*, a whole-row reference or NATURAL JOIN) while a row filter applies: list the columns you need", cols[0], r.key, r.name, r.name))
+		if r.Info.use.star {
+			w.fail(denied(r.Info.key.String(), "system column %s of %s cannot be read in a statement that also reads every column of %q (*, %s.*, a whole-row reference or NATURAL JOIN) while a row filter applies: list the columns you need", cols[0], r.Info.key, r.Name, r.Name))
 		}
 		w.mutate()
 		for _, c := range cols {
-			r.fence.TargetList = append(r.fence.TargetList,
+			r.Info.fence.TargetList = append(r.Info.fence.TargetList,
 				pg_query.MakeResTargetNodeWithVal(pg_query.MakeColumnRefNode([]*pg_query.Node{pg_query.MakeStrNode(c)}, -1), -1))
 		}
 	}
 }
 
 // useSystem records a reference to system column name of r.
-func (r *rel) useSystem(name string) {
+func (r *relInfo) useSystem(name string) {
 	if r.use == nil {
 		return
 	}
@@ -209,7 +185,7 @@ func (r *rel) useSystem(name string) {
 }
 
 // useStar records that every column of r is read.
-func (r *rel) useStar() {
+func (r *relInfo) useStar() {
 	if r.use != nil {
 		r.use.star = true
 	}
@@ -223,29 +199,16 @@ func (r *rel) useStar() {
 func uses(rels []rel) []*fenceUse {
 	var out []*fenceUse
 	for _, r := range rels {
-		if r.use != nil {
-			out = append(out, r.use)
+		if r.Info.use != nil {
+			out = append(out, r.Info.use)
 		}
-		out = append(out, r.inner...)
+		out = append(out, r.Info.inner...)
 	}
 	return out
 }
 
-// nodeOneof is the "node" oneof of pg_query.Node.
-var nodeOneof = (&pg_query.Node{}).ProtoReflect().Descriptor().Oneofs().ByName("node")
-
 // unwrap returns the message inside a Node, or nil.
-func unwrap(n *pg_query.Node) proto.Message {
-	if n == nil {
-		return nil
-	}
-	m := n.ProtoReflect()
-	fd := m.WhichOneof(nodeOneof)
-	if fd == nil {
-		return nil
-	}
-	return m.Get(fd).Message().Interface()
-}
+func unwrap(n *pg_query.Node) proto.Message { return sqlscope.Unwrap(n) }
 
 func (w *walker) nodes(ns []*pg_query.Node) {
 	for _, n := range ns {
@@ -353,29 +316,7 @@ func (w *walker) msg(m proto.Message) {
 }
 
 // children walks every message-typed field of m.
-func (w *walker) children(m proto.Message) {
-	if m == nil {
-		return
-	}
-	r := m.ProtoReflect()
-	if !r.IsValid() {
-		return
-	}
-	r.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
-			return true
-		}
-		if fd.IsList() {
-			l := v.List()
-			for i := 0; i < l.Len(); i++ {
-				w.msg(l.Get(i).Message().Interface())
-			}
-		} else {
-			w.msg(v.Message().Interface())
-		}
-		return true
-	})
-}
+func (w *walker) children(m proto.Message) { sqlscope.Children(m, w.msg) }
 
 // keyOf is the table a RangeVar names (unqualified: public).
 func keyOf(rv *pg_query.RangeVar) tableKey {
@@ -419,31 +360,13 @@ func (w *walker) dropStmt(d *pg_query.DropStmt) {
 }
 
 // with registers a WITH clause's CTE names in the current level and walks
-// their queries. A non-recursive CTE is visible only after its own
-// definition, so `WITH users AS (SELECT * FROM users)` reads the table.
+// their queries (see sqlscope.Scope.With).
 func (w *walker) with(wc *pg_query.WithClause) {
-	if wc == nil {
-		return
-	}
-	if wc.Recursive {
-		for _, c := range wc.Ctes {
-			if cte := c.GetCommonTableExpr(); cte != nil {
-				w.sc.ctes = append(w.sc.ctes, cte.Ctename)
-			}
-		}
-	}
-	for _, c := range wc.Ctes {
-		cte := c.GetCommonTableExpr()
-		if cte == nil {
-			continue
-		}
+	w.sc.With(wc, func(cte *pg_query.CommonTableExpr) {
 		w.inlinable++ // a CTE referenced once is inlined
 		w.node(cte.Ctequery)
 		w.inlinable--
-		if !wc.Recursive {
-			w.sc.ctes = append(w.sc.ctes, cte.Ctename)
-		}
-	}
+	})
 }
 
 // lateral runs f with the current level's range table visible (LATERAL)
@@ -455,7 +378,7 @@ func (w *walker) lateral(isLateral bool, f func()) {
 		return
 	}
 	saved := w.sc
-	w.sc = &scope{parent: saved.parent, ctes: saved.ctes}
+	w.sc = saved.Sibling()
 	f()
 	w.sc = saved
 }
@@ -480,17 +403,17 @@ func (w *walker) fromItem(n *pg_query.Node) {
 		}
 	case *pg_query.Node_JoinExpr:
 		j := x.JoinExpr
-		start := len(w.sc.rels)
+		start := len(w.sc.Rels)
 		w.fromItem(j.Larg)
 		w.fromItem(j.Rarg)
-		inside := w.sc.rels[start:]
+		inside := w.sc.Rels[start:]
 		if j.IsNatural {
 			// NATURAL compares every column the two sides share.
 			for _, u := range uses(inside) {
 				u.star = true
 			}
 			for _, r := range inside {
-				for _, cr := range r.rules {
+				for _, cr := range r.Info.rules {
 					if len(cr.readList) > 0 {
 						w.fail(&ColumnError{Table: cr.table, Column: cr.readList[0], Implicit: true})
 					}
@@ -500,7 +423,7 @@ func (w *walker) fromItem(n *pg_query.Node) {
 		for _, u := range j.UsingClause {
 			col := u.GetString_().GetSval()
 			for _, r := range inside {
-				for _, cr := range r.rules {
+				for _, cr := range r.Info.rules {
 					if cr.read[col] {
 						w.fail(&ColumnError{Table: cr.table, Column: col})
 					}
@@ -509,47 +432,39 @@ func (w *walker) fromItem(n *pg_query.Node) {
 		}
 		var rules []*columnRule
 		for _, r := range inside {
-			rules = append(rules, r.rules...)
+			rules = append(rules, r.Info.rules...)
 		}
 		inner := uses(inside)
 		w.node(j.Quals)
 		// Past its ON clause, a join's members are reached by unqualified
 		// names only through the join.
 		for i := range inside {
-			inside[i].joined = true
+			inside[i].Info.joined = true
 		}
 		if a := j.JoinUsingAlias; a != nil && a.Aliasname != "" {
-			w.sc.rels = append(w.sc.rels, rel{name: a.Aliasname, aliased: true, rules: rules, inner: inner})
+			w.sc.Rels = append(w.sc.Rels, rel{Name: a.Aliasname, Aliased: true, Info: relInfo{rules: rules, inner: inner}})
 		}
 		if a := j.Alias; a != nil && a.Aliasname != "" {
-			w.sc.rels = append(w.sc.rels, rel{name: a.Aliasname, aliased: true, rules: rules, inner: inner})
+			w.sc.Rels = append(w.sc.Rels, rel{Name: a.Aliasname, Aliased: true, Info: relInfo{rules: rules, inner: inner}})
 		}
 	case *pg_query.Node_RangeSubselect:
 		rs := x.RangeSubselect
 		w.inlinable++ // the planner pulls it up, or pushes conditions into it
 		w.lateral(rs.Lateral, func() { w.node(rs.Subquery) })
 		w.inlinable--
-		w.sc.rels = append(w.sc.rels, rel{name: rs.Alias.GetAliasname(), aliased: true})
+		w.sc.Rels = append(w.sc.Rels, rel{Name: rs.Alias.GetAliasname(), Aliased: true})
 	case *pg_query.Node_RangeFunction:
 		// Functions in FROM may refer to earlier FROM items even without
 		// LATERAL.
 		rf := x.RangeFunction
 		w.nodes(rf.Functions)
-		name := rf.Alias.GetAliasname()
-		if name == "" && len(rf.Functions) > 0 {
-			if items := rf.Functions[0].GetList().GetItems(); len(items) > 0 {
-				if fn := items[0].GetFuncCall().GetFuncname(); len(fn) > 0 {
-					name = fn[len(fn)-1].GetString_().GetSval()
-				}
-			}
-		}
-		w.sc.rels = append(w.sc.rels, rel{name: name, aliased: true})
+		w.sc.Rels = append(w.sc.Rels, rel{Name: sqlscope.FunctionName(rf), Aliased: true})
 	case *pg_query.Node_RangeTableFunc:
 		w.children(x.RangeTableFunc)
-		w.sc.rels = append(w.sc.rels, rel{name: x.RangeTableFunc.Alias.GetAliasname(), aliased: true})
+		w.sc.Rels = append(w.sc.Rels, rel{Name: x.RangeTableFunc.Alias.GetAliasname(), Aliased: true})
 	case *pg_query.Node_JsonTable:
 		w.children(x.JsonTable)
-		w.sc.rels = append(w.sc.rels, rel{name: x.JsonTable.Alias.GetAliasname(), aliased: true})
+		w.sc.Rels = append(w.sc.Rels, rel{Name: x.JsonTable.Alias.GetAliasname(), Aliased: true})
 	default:
 		w.node(n)
 	}
@@ -560,19 +475,16 @@ func (w *walker) fromItem(n *pg_query.Node) {
 // its fence (n's content changes) when it has a filter. sample is the
 // TABLESAMPLE clause around rv, if any; it moves into the fence.
 func (w *walker) fromRangeVar(n *pg_query.Node, rv *pg_query.RangeVar, sample *pg_query.RangeTableSample) {
-	r := rel{name: rv.Relname, schema: rv.Schemaname}
-	if a := rv.Alias.GetAliasname(); a != "" {
-		r.name, r.aliased = a, true
-	}
-	if rv.Schemaname == "" && rv.Catalogname == "" && w.sc.isCTE(rv.Relname) {
-		w.sc.rels = append(w.sc.rels, r)
+	r := sqlscope.RelOf[relInfo](rv)
+	if w.sc.IsCTERef(rv) {
+		w.sc.Rels = append(w.sc.Rels, r)
 		return
 	}
 	k := keyOf(rv)
-	r.table = true
-	r.renamed = len(rv.Alias.GetColnames()) > 0
+	r.Info.table = true
+	r.Info.renamed = len(rv.Alias.GetColnames()) > 0
 	if cr := w.c.columns[k]; cr != nil {
-		r.rules = []*columnRule{cr}
+		r.Info.rules = []*columnRule{cr}
 	}
 	if f := w.c.filters[k]; f != nil {
 		w.mutate()
@@ -594,9 +506,9 @@ func (w *walker) fromRangeVar(n *pg_query.Node, rv *pg_query.RangeVar, sample *p
 			Subquery: sub,
 			Alias:    alias,
 		}}
-		r.fenced, r.key, r.fence, r.filter, r.use = true, k, sub.GetSelectStmt(), f, &fenceUse{}
+		r.Info.fenced, r.Info.key, r.Info.fence, r.Info.filter, r.Info.use = true, k, sub.GetSelectStmt(), f, &fenceUse{}
 	}
-	w.sc.rels = append(w.sc.rels, r)
+	w.sc.Rels = append(w.sc.Rels, r)
 }
 
 // fenceRangeVar is the table reference inside a fence: schema-qualified,
@@ -642,7 +554,7 @@ func (w *walker) guard(f *filter, qual string, client *pg_query.Node) *pg_query.
 	// Simple comparisons of the target's columns with constants also stand
 	// outside the CASE, where the planner can use them for an index scan.
 	args := conjuncts(f.instance(qual))
-	single := len(w.sc.rels) == 1
+	single := len(w.sc.Rels) == 1
 	for _, c := range conjuncts(client) {
 		if col := simpleComparison(c); col != nil && ownColumn(col, qual, single) {
 			args = append(args, proto.Clone(c).(*pg_query.Node))
@@ -669,26 +581,26 @@ func (w *walker) pushDown(where *pg_query.Node) {
 	if where == nil {
 		return
 	}
-	single := len(w.sc.rels) == 1
-	for i := range w.sc.rels {
-		r := &w.sc.rels[i]
-		if r.fence == nil || r.renamed {
+	single := len(w.sc.Rels) == 1
+	for i := range w.sc.Rels {
+		r := &w.sc.Rels[i]
+		if r.Info.fence == nil || r.Info.renamed {
 			// With a column list (users AS u(a, id)) the client's names
 			// are not the table's: u.id is its second column.
 			continue
 		}
 		for _, c := range conjuncts(where) {
 			col := simpleComparison(c)
-			if col == nil || !ownColumn(col, r.name, single) {
+			if col == nil || !ownColumn(col, r.Name, single) {
 				continue
 			}
 			cp := proto.Clone(c).(*pg_query.Node)
-			requalify(cp, r.key.name)
+			requalify(cp, r.Info.key.name)
 			// One flat AND, as PostgreSQL's parser would build it.
-			if b := r.fence.WhereClause.GetBoolExpr(); b != nil && b.Boolop == pg_query.BoolExprType_AND_EXPR {
+			if b := r.Info.fence.WhereClause.GetBoolExpr(); b != nil && b.Boolop == pg_query.BoolExprType_AND_EXPR {
 				b.Args = append(b.Args, cp)
 			} else {
-				r.fence.WhereClause = pg_query.MakeBoolExprNode(pg_query.BoolExprType_AND_EXPR, []*pg_query.Node{r.fence.WhereClause, cp}, -1)
+				r.Info.fence.WhereClause = pg_query.MakeBoolExprNode(pg_query.BoolExprType_AND_EXPR, []*pg_query.Node{r.Info.fence.WhereClause, cp}, -1)
 			}
 		}
 	}
@@ -709,34 +621,34 @@ func (w *walker) pushDown(where *pg_query.Node) {
 // whose conditions could then run beside the filter, so there the fence
 // stays.
 func (w *walker) unfence(s *pg_query.SelectStmt) {
-	if w.inlinable > 0 || len(s.FromClause) != 1 || len(w.sc.rels) != 1 {
+	if w.inlinable > 0 || len(s.FromClause) != 1 || len(w.sc.Rels) != 1 {
 		return
 	}
-	r := &w.sc.rels[0]
+	r := &w.sc.Rels[0]
 	rs := s.FromClause[0].GetRangeSubselect()
-	if r.fence == nil || r.filter == nil || rs == nil || rs.Subquery.GetSelectStmt() != r.fence ||
-		len(r.fence.FromClause) != 1 || r.fence.FromClause[0].GetRangeVar() == nil {
+	if r.Info.fence == nil || r.Info.filter == nil || rs == nil || rs.Subquery.GetSelectStmt() != r.Info.fence ||
+		len(r.Info.fence.FromClause) != 1 || r.Info.fence.FromClause[0].GetRangeVar() == nil {
 		return // not fenced here, or fenced with its TABLESAMPLE
 	}
-	if r.renamed {
+	if r.Info.renamed {
 		return // u(a, b) renames the columns the filter and the client's conditions name
 	}
 	client := conjuncts(s.WhereClause)
 	for _, c := range client {
-		if col := simpleComparison(c); col == nil || !ownColumn(col, r.name, true) {
+		if col := simpleComparison(c); col == nil || !ownColumn(col, r.Name, true) {
 			return
 		}
 	}
-	rv := r.fence.FromClause[0].GetRangeVar()
+	rv := r.Info.fence.FromClause[0].GetRangeVar()
 	rv.Alias = rs.Alias
-	s.FromClause[0] = r.fence.FromClause[0]
-	filter := r.filter.instance(r.name)
+	s.FromClause[0] = r.Info.fence.FromClause[0]
+	filter := r.Info.filter.instance(r.Name)
 	if len(client) == 0 {
 		s.WhereClause = filter
 	} else {
 		s.WhereClause = pg_query.MakeBoolExprNode(pg_query.BoolExprType_AND_EXPR, append(conjuncts(filter), client...), -1)
 	}
-	r.fence = nil
+	r.Info.fence = nil
 }
 
 // conjuncts returns the top-level AND terms of e.
@@ -848,11 +760,10 @@ func (w *walker) selectStmt(s *pg_query.SelectStmt) {
 	}
 	defer w.push()()
 	w.with(s.WithClause)
-	switch s.Op {
-	case pg_query.SetOperation_SETOP_UNION, pg_query.SetOperation_SETOP_INTERSECT, pg_query.SetOperation_SETOP_EXCEPT:
+	if sqlscope.IsSetOperation(s) {
 		w.selectStmt(s.Larg)
 		w.selectStmt(s.Rarg)
-		w.sc.opaque = true
+		w.sc.Opaque = true
 		w.nodes(s.SortClause)
 		w.node(s.LimitOffset)
 		w.node(s.LimitCount)
@@ -873,18 +784,11 @@ func (w *walker) selectStmt(s *pg_query.SelectStmt) {
 	w.nodes(s.GroupClause)
 	w.node(s.HavingClause)
 	w.nodes(s.WindowClause)
-	for _, t := range s.TargetList {
-		if name := t.GetResTarget().GetName(); name != "" {
-			if w.sc.outputs == nil {
-				w.sc.outputs = make(map[string]bool)
-			}
-			w.sc.outputs[name] = true
-		}
-	}
-	w.sc.useOutputs = true
+	w.sc.SetOutputs(s.TargetList)
+	w.sc.UseOutputs = true
 	w.nodes(s.SortClause)
 	w.nodes(s.DistinctClause)
-	w.sc.useOutputs = false
+	w.sc.UseOutputs = false
 	w.node(s.LimitOffset)
 	w.node(s.LimitCount)
 	if s.IntoClause != nil {
@@ -895,12 +799,10 @@ func (w *walker) selectStmt(s *pg_query.SelectStmt) {
 // targetRel is the rel of a DML target, with its filter if any.
 func (w *walker) targetRel(rv *pg_query.RangeVar) (rel, *filter) {
 	k := keyOf(rv)
-	r := rel{name: rv.Relname, schema: rv.Schemaname, table: true}
-	if a := rv.Alias.GetAliasname(); a != "" {
-		r.name, r.aliased = a, true
-	}
+	r := sqlscope.RelOf[relInfo](rv)
+	r.Info.table = true
 	if cr := w.c.columns[k]; cr != nil {
-		r.rules = []*columnRule{cr}
+		r.Info.rules = []*columnRule{cr}
 	}
 	return r, w.c.filters[k]
 }
@@ -938,11 +840,11 @@ func (w *walker) insertStmt(s *pg_query.InsertStmt) {
 		return
 	}
 	r, f := w.targetRel(s.Relation)
-	w.sc.rels = append(w.sc.rels, r)
+	w.sc.Rels = append(w.sc.Rels, r)
 	w.setTargets(s.Cols)
 	if oc := s.OnConflictClause; oc != nil {
-		n := len(w.sc.rels)
-		w.sc.rels = append(w.sc.rels, rel{name: "excluded", aliased: true, qualifiedOnly: true})
+		n := len(w.sc.Rels)
+		w.sc.Rels = append(w.sc.Rels, rel{Name: "excluded", Aliased: true, QualifiedOnly: true})
 		if inf := oc.Infer; inf != nil {
 			for _, e := range inf.IndexElems {
 				ie := e.GetIndexElem()
@@ -951,7 +853,7 @@ func (w *walker) insertStmt(s *pg_query.InsertStmt) {
 					continue
 				}
 				if ie.Name != "" {
-					for _, cr := range r.rules {
+					for _, cr := range r.Info.rules {
 						if cr.read[ie.Name] {
 							w.fail(&ColumnError{Table: cr.table, Column: ie.Name})
 						}
@@ -966,15 +868,15 @@ func (w *walker) insertStmt(s *pg_query.InsertStmt) {
 		if f != nil && oc.Action == pg_query.OnConflictAction_ONCONFLICT_UPDATE {
 			// The existing row must be visible to be updated; a hidden one
 			// is an error, as with row-level security.
-			oc.WhereClause = w.conflictGuard(f, r.name, oc.WhereClause)
+			oc.WhereClause = w.conflictGuard(f, r.Name, oc.WhereClause)
 		}
 		if chk != nil && oc.Action == pg_query.OnConflictAction_ONCONFLICT_UPDATE {
 			// The row as DO UPDATE leaves it must pass the check.
 			subst := w.setSubstitutions(chk, s.Relation, oc.TargetList)
 			w.mutate()
-			oc.WhereClause = guardedCheck(oc.WhereClause, checkCase(chk, chk.checkInstance(r.name, subst)))
+			oc.WhereClause = guardedCheck(oc.WhereClause, checkCase(chk, chk.checkInstance(r.Name, subst)))
 		}
-		w.sc.rels = w.sc.rels[:n]
+		w.sc.Rels = w.sc.Rels[:n]
 	}
 	w.nodes(s.ReturningList)
 	if chk != nil {
@@ -989,7 +891,7 @@ func (w *walker) updateStmt(s *pg_query.UpdateStmt) {
 		return
 	}
 	r, f := w.targetRel(s.Relation)
-	w.sc.rels = append(w.sc.rels, r)
+	w.sc.Rels = append(w.sc.Rels, r)
 	for _, item := range s.FromClause {
 		w.fromItem(item)
 	}
@@ -997,10 +899,10 @@ func (w *walker) updateStmt(s *pg_query.UpdateStmt) {
 	w.node(s.WhereClause)
 	w.nodes(s.ReturningList)
 	if f != nil {
-		w.guardTarget(f, r.name, &s.WhereClause)
+		w.guardTarget(f, r.Name, &s.WhereClause)
 	}
 	if chk := w.c.checks[keyOf(s.Relation)]; chk != nil {
-		w.checkUpdate(chk, r.name, s.Relation, s.TargetList, &s.WhereClause)
+		w.checkUpdate(chk, r.Name, s.Relation, s.TargetList, &s.WhereClause)
 	}
 }
 
@@ -1011,14 +913,14 @@ func (w *walker) deleteStmt(s *pg_query.DeleteStmt) {
 		return
 	}
 	r, f := w.targetRel(s.Relation)
-	w.sc.rels = append(w.sc.rels, r)
+	w.sc.Rels = append(w.sc.Rels, r)
 	for _, item := range s.UsingClause {
 		w.fromItem(item)
 	}
 	w.node(s.WhereClause)
 	w.nodes(s.ReturningList)
 	if f != nil {
-		w.guardTarget(f, r.name, &s.WhereClause)
+		w.guardTarget(f, r.Name, &s.WhereClause)
 	}
 }
 
@@ -1039,7 +941,7 @@ func (w *walker) mergeStmt(s *pg_query.MergeStmt) {
 	}
 	r, f := w.targetRel(s.Relation)
 	chk := w.c.checks[keyOf(s.Relation)]
-	w.sc.rels = append(w.sc.rels, r)
+	w.sc.Rels = append(w.sc.Rels, r)
 	w.fromItem(s.SourceRelation)
 	w.node(s.JoinCondition)
 	for _, n := range s.MergeWhenClauses {
@@ -1057,17 +959,17 @@ func (w *walker) mergeStmt(s *pg_query.MergeStmt) {
 		// Only visible target rows match; a hidden one is "not matched by
 		// target" (an INSERT of its key then fails on the key, as under
 		// row-level security) and never "not matched by source".
-		s.JoinCondition = w.guard(f, r.name, s.JoinCondition)
+		s.JoinCondition = w.guard(f, r.Name, s.JoinCondition)
 		for _, n := range s.MergeWhenClauses {
 			if mw := n.GetMergeWhenClause(); mw != nil && mw.MatchKind == pg_query.MergeMatchKind_MERGE_WHEN_NOT_MATCHED_BY_SOURCE {
-				mw.Condition = w.guard(f, r.name, mw.Condition)
+				mw.Condition = w.guard(f, r.Name, mw.Condition)
 			}
 		}
 	}
 	if chk != nil {
 		for _, n := range s.MergeWhenClauses {
 			if mw := n.GetMergeWhenClause(); mw != nil {
-				w.checkMergeAction(chk, r.name, s.Relation, mw)
+				w.checkMergeAction(chk, r.Name, s.Relation, mw)
 			}
 		}
 	}
@@ -1096,7 +998,7 @@ func (w *walker) copyStmt(s *pg_query.CopyStmt) {
 	if s.WhereClause != nil {
 		// COPY FROM ... WHERE tests the incoming rows, not the table's.
 		restore := w.push()
-		w.sc.rels = append(w.sc.rels, rel{name: s.Relation.Relname})
+		w.sc.Rels = append(w.sc.Rels, rel{Name: s.Relation.Relname})
 		w.node(s.WhereClause)
 		restore()
 	}
@@ -1185,19 +1087,12 @@ func (w *walker) wholeRow(c *pg_query.ColumnRef) (tableKey, bool) {
 		return tableKey{}, false
 	}
 	name := c.Fields[0].GetString_().GetSval()
-	if name == "" || (w.sc.useOutputs && w.sc.outputs[name]) {
+	if name == "" {
 		return tableKey{}, false
 	}
-	for s := w.sc; s != nil; s = s.parent {
-		for i := range s.rels {
-			if r := &s.rels[i]; !r.qualifiedOnly && r.name == name {
-				r.useStar()
-				return r.key, r.fenced
-			}
-		}
-		if s.opaque && len(s.rels) == 0 {
-			break
-		}
+	if r := w.sc.WholeRow(name); r != nil {
+		r.Info.useStar()
+		return r.Info.key, r.Info.fenced
 	}
 	return tableKey{}, false
 }
@@ -1206,61 +1101,48 @@ func (w *walker) wholeRow(c *pg_query.ColumnRef) (tableKey, bool) {
 // reference qualified with the schema of a fenced table, drops the schema
 // (the fence's alias is a plain name).
 func (w *walker) columnRef(c *pg_query.ColumnRef) {
-	var buf [4]string
-	names := buf[:0]
-	star := false
-	for _, f := range c.Fields {
-		switch v := f.Node.(type) {
-		case *pg_query.Node_String_:
-			names = append(names, v.String_.Sval)
-		case *pg_query.Node_AStar:
-			star = true
-		}
-	}
+	names, star := sqlscope.ColumnRefNames(c)
 	switch {
 	case star && len(names) == 0:
 		w.starAll()
 	case len(names) == 1 && !star:
 		w.unqualified(names[0])
 	case star:
-		if len(names) <= 3 {
-			if r := w.findRel(names); r != nil {
-				checkStar(r)
-				r.useStar()
-				w.dropSchema(c, r, len(names))
-			}
+		if r, take := w.sc.Qualified(names, true); r != nil {
+			checkStar(r)
+			r.Info.useStar()
+			w.dropSchema(c, r, take)
 		}
 	default:
-		for take := min(len(names)-1, 3); take >= 1; take-- {
-			if r := w.findRel(names[:take]); r != nil {
-				if take == len(names)-1 && isSystemColumn(names[take]) {
-					r.useSystem(names[take])
-				}
-				for _, cr := range r.rules {
-					if cr.read[names[take]] {
-						w.fail(&ColumnError{Table: cr.table, Column: names[take]})
-					}
-				}
-				w.dropSchema(c, r, take)
-				return
+		r, take := w.sc.Qualified(names, false)
+		if r == nil {
+			// Not a relation: a field of a composite column, (a).b.
+			w.unqualified(names[0])
+			return
+		}
+		if take == len(names)-1 && isSystemColumn(names[take]) {
+			r.Info.useSystem(names[take])
+		}
+		for _, cr := range r.Info.rules {
+			if cr.read[names[take]] {
+				w.fail(&ColumnError{Table: cr.table, Column: names[take]})
 			}
 		}
-		// Not a relation: a field of a composite column, (a).b.
-		w.unqualified(names[0])
+		w.dropSchema(c, r, take)
 	}
 }
 
 // dropSchema turns schema.table.col (or catalog.schema.table.col) into
 // table.col when table is fenced.
 func (w *walker) dropSchema(c *pg_query.ColumnRef, r *rel, qualifierLen int) {
-	if r.fenced && qualifierLen > 1 {
+	if r.Info.fenced && qualifierLen > 1 {
 		w.mutate()
 		c.Fields = c.Fields[qualifierLen-1:]
 	}
 }
 
 func checkStar(r *rel) {
-	for _, cr := range r.rules {
+	for _, cr := range r.Info.rules {
 		if len(cr.readList) > 0 {
 			panic(abort{&ColumnError{Table: cr.table, Column: cr.readList[0], Implicit: true}})
 		}
@@ -1270,20 +1152,15 @@ func checkStar(r *rel) {
 // starAll handles an unqualified *: every relation of the nearest level that
 // has any.
 func (w *walker) starAll() {
-	for s := w.sc; s != nil; s = s.parent {
-		if len(s.rels) == 0 {
-			if s.opaque {
-				return
-			}
-			continue
-		}
-		for i := range s.rels {
-			if !s.rels[i].qualifiedOnly {
-				checkStar(&s.rels[i])
-				s.rels[i].useStar()
-			}
-		}
+	s := w.sc.Nearest()
+	if s == nil {
 		return
+	}
+	for i := range s.Rels {
+		if !s.Rels[i].QualifiedOnly {
+			checkStar(&s.Rels[i])
+			s.Rels[i].Info.useStar()
+		}
 	}
 }
 
@@ -1292,33 +1169,27 @@ func (w *walker) starAll() {
 // reach is a protected table with that column forbidden, or is named so
 // (a whole-row reference) and forbids any column.
 func (w *walker) unqualified(name string) {
-	if w.sc.useOutputs && w.sc.outputs[name] {
+	if w.sc.IsOutput(name) {
 		return
 	}
 	if isSystemColumn(name) {
 		w.unqualifiedSystem(name)
 	}
 	first := true
-	for s := w.sc; s != nil; s = s.parent {
-		if len(s.rels) == 0 {
-			if s.opaque {
-				return
-			}
-			continue
-		}
+	for s := range w.sc.Reach {
 		candidates := 0
-		for i := range s.rels {
-			if !s.rels[i].qualifiedOnly {
+		for i := range s.Rels {
+			if !s.Rels[i].QualifiedOnly {
 				candidates++
 			}
 		}
-		for i := range s.rels {
-			r := &s.rels[i]
-			if r.qualifiedOnly {
+		for i := range s.Rels {
+			r := &s.Rels[i]
+			if r.QualifiedOnly {
 				continue
 			}
-			for _, cr := range r.rules {
-				if r.name == name && len(cr.readList) > 0 {
+			for _, cr := range r.Info.rules {
+				if r.Name == name && len(cr.readList) > 0 {
 					w.fail(&ColumnError{Table: cr.table, Column: cr.readList[0], Implicit: true})
 				}
 				if cr.read[name] {
@@ -1335,47 +1206,20 @@ func (w *walker) unqualified(name string) {
 // references visible to bare names (several: PostgreSQL finds the name
 // ambiguous).
 func (w *walker) unqualifiedSystem(name string) {
-	for s := w.sc; s != nil; s = s.parent {
-		if len(s.rels) == 0 && s.opaque {
-			return
-		}
+	for s := range w.sc.Reach {
 		var found *rel
 		n := 0
-		for i := range s.rels {
-			if r := &s.rels[i]; r.table && !r.joined && !r.qualifiedOnly {
+		for i := range s.Rels {
+			if r := &s.Rels[i]; r.Info.table && !r.Info.joined && !r.QualifiedOnly {
 				found = r
 				n++
 			}
 		}
 		if n == 1 {
-			found.useSystem(name)
+			found.Info.useSystem(name)
 		}
 		if n > 0 {
 			return
 		}
 	}
-}
-
-// findRel looks up a relation by qualifier ([catalog.]schema.table or a
-// name), innermost level first.
-func (w *walker) findRel(q []string) *rel {
-	schema, name := "", q[len(q)-1]
-	if len(q) >= 2 {
-		schema = q[len(q)-2]
-	}
-	for s := w.sc; s != nil; s = s.parent {
-		for i := len(s.rels) - 1; i >= 0; i-- {
-			r := &s.rels[i]
-			if r.name != name {
-				continue
-			}
-			if schema == "" {
-				return r
-			}
-			if !r.aliased && (r.schema == schema || r.schema == "") {
-				return r
-			}
-		}
-	}
-	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/identity"
 	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/pgbool"
 	"github.com/jackc/pgx/v5/pgproto3"
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -533,10 +534,7 @@ func isTrue(n *pg_query.Node) bool {
 		return b.Boolval
 	}
 	if s := c.GetSval(); s != nil {
-		switch strings.ToLower(strings.TrimSpace(s.Sval)) {
-		case "true", "t", "on", "yes", "y", "1":
-			return true
-		}
+		return pgbool.IsTrue(s.Sval)
 	}
 	return false
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/pgbool"
 	"github.com/dbalproxy/dbalproxy/pool"
 )
 
@@ -59,13 +60,7 @@ func normalizeEncoding(s string) string {
 }
 
 // isOn reports whether a boolean setting's value means on.
-func isOn(v string) bool {
-	switch strings.ToLower(strings.TrimSpace(v)) {
-	case "on", "true", "yes", "1", "t", "tr", "tru", "y", "ye":
-		return true
-	}
-	return false
-}
+func isOn(v string) bool { return pgbool.IsTrue(v) }
 
 // settingHazard returns why setting name to value would make the backend
 // lex SQL unlike the proxy's parser, or "".

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/pgbool"
 	"github.com/dbalproxy/dbalproxy/pool"
 	lru "github.com/hashicorp/golang-lru/v2"
 	pg_query "github.com/pganalyze/pg_query_go/v6"
@@ -557,11 +558,7 @@ func setConfigIsLocal(m protoreflect.ProtoMessage) bool {
 		case c.GetBoolval() != nil:
 			local = c.GetBoolval().Boolval
 		case c.GetSval() != nil:
-			switch strings.ToLower(c.GetSval().Sval) {
-			case "t", "true", "on", "yes", "y", "1":
-			default:
-				local = false
-			}
+			local = pgbool.IsTrue(c.GetSval().Sval)
 		default:
 			local = false
 		}
