@@ -3,7 +3,6 @@ package catalog
 import (
 	"errors"
 	"fmt"
-	"time"
 )
 
 // Relation is one table, view, foreign table or materialized view: its
@@ -90,18 +89,4 @@ func (s *Snapshot) loadRelations(rows [][][]byte, h interface{ Write([]byte) (in
 		r.Columns = append(r.Columns, Column{Name: string(row[3]), Generated: isTrue(row[4]), IdentityAlways: isTrue(row[5]), Default: string(row[6])})
 	}
 	return nil
-}
-
-// WithRelations returns a copy of s that also knows rels (for tools and
-// tests without a database).
-func (s *Snapshot) WithRelations(rels ...Relation) *Snapshot {
-	out := *s
-	out.rels = map[string]*Relation{}
-	for i := range rels {
-		r := rels[i]
-		out.rels[r.Schema+"."+r.Name] = &r
-		out.hash[0] ^= byte(len(r.Columns)) + 1 // a different content, a different hash
-	}
-	out.Loaded = time.Now()
-	return &out
 }

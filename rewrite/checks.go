@@ -376,16 +376,10 @@ func (w *walker) checkInsert(f *filter, s *pg_query.InsertStmt, width int) {
 		defCols = append(defCols, c)
 		defVals = append(defVals, v)
 	}
-	if src != nil {
-		switch {
-		case len(src.ValuesLists) > 0:
-			for _, row := range src.ValuesLists {
-				items := row.GetList().GetItems()
-				for _, it := range items {
-					if it.GetSetToDefault() != nil {
-						w.fail(denied(f.key.String(), "INSERT into %s may not use DEFAULT in VALUES: the table has a check; omit the column instead", f.key))
-					}
-				}
+	for _, row := range src.GetValuesLists() {
+		for _, it := range row.GetList().GetItems() {
+			if it.GetSetToDefault() != nil {
+				w.fail(denied(f.key.String(), "INSERT into %s may not use DEFAULT in VALUES: the table has a check; omit the column instead", f.key))
 			}
 		}
 	}

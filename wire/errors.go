@@ -18,6 +18,7 @@ const (
 	CodeTooManyConnections   = "53300"
 	CodeInsufficientPriv     = "42501"
 	CodeSyntaxError          = "42601"
+	CodeUndefinedFunction    = "42883"
 	CodeQueryCanceled        = "57014"
 	CodeAdminShutdown        = "57P01"
 	CodeCannotConnectNow     = "57P03"

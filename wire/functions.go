@@ -181,10 +181,6 @@ func catalogDenial(err error) string {
 	return fmt.Sprintf("the proxy could not look up the functions this statement calls in the database's catalog, so it is denied: %v", err)
 }
 
-// CodeUndefinedFunction is PostgreSQL's SQLSTATE for a function that does
-// not exist.
-const CodeUndefinedFunction = "42883"
-
 // DecideFunctionCall implements Decider. The function is looked up by OID
 // in the database's catalog (read again once if the OID is unknown) and
 // decided as the SQL call "schema"."name"($1, …, $n): the policy sees the

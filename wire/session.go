@@ -408,13 +408,28 @@ func (sess *session) drop(n int) error {
 // schemaChangeTag reports whether a CommandComplete body's tag is of a
 // statement that changes the catalog (CREATE, ALTER, DROP, ...).
 func schemaChangeTag(body []byte) bool {
-	for _, p := range []string{"CREATE ", "ALTER ", "DROP ", "IMPORT FOREIGN SCHEMA"} {
-		if bytes.HasPrefix(body, []byte(p)) {
-			return true
-		}
+	if len(body) == 0 {
+		return false
+	}
+	switch body[0] { // every CommandComplete passes here: most tags stop at once
+	case 'C':
+		return bytes.HasPrefix(body, tagCreate)
+	case 'A':
+		return bytes.HasPrefix(body, tagAlter)
+	case 'D':
+		return bytes.HasPrefix(body, tagDrop)
+	case 'I':
+		return bytes.HasPrefix(body, tagImportSchema)
 	}
 	return false
 }
+
+var (
+	tagCreate       = []byte("CREATE ")
+	tagAlter        = []byte("ALTER ")
+	tagDrop         = []byte("DROP ")
+	tagImportSchema = []byte("IMPORT FOREIGN SCHEMA")
+)
 
 // handleFunctionCall decides a fast-path FunctionCall (psql's \lo_import,
 // libpq's lo_* functions) like the same call written in SQL: the function
