@@ -12,7 +12,9 @@ import (
 	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/bridge"
 	"github.com/dbalproxy/dbalproxy/catalog"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/planner"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/pool"
 	"github.com/dbalproxy/dbalproxy/rewrite"
@@ -63,14 +65,14 @@ func startProxy(t testing.TB, opts ...option) *proxy {
 	}
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 	pcfg := pool.Config{ConnString: c.AppURL(db), MaxConns: 20, AcquireTimeout: 5 * time.Second}
-	engine, err := policy.New(policy.Options{Dir: "../policies", Mode: policy.ModeStrict, Logger: log})
+	engine, err := policy.New(policy.Options{Dir: "../policies", Mode: decision.ModeStrict, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cat := catalog.NewCache(catalog.CacheConfig{Connector: connectorFunc(func(ctx context.Context, _ string) (*pgconn.PgConn, error) {
 		return pgconn.Connect(ctx, pcfg.ConnString)
 	})})
-	planner, err := wire.NewPlanner(wire.PlannerConfig{Parser: parser.New(parser.Options{}), Policy: engine, Rewriter: rewrite.NewRewriter(0), Catalog: cat})
+	planner, err := planner.New(planner.Config{Parser: parser.New(parser.Options{}), Policy: engine, Rewriter: rewrite.NewRewriter(0), Catalog: cat})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,10 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
-
-	"github.com/dbalproxy/dbalproxy/decision"
 )
 
 // BenchmarkDecide measures one first-time decision with the shipped set (no

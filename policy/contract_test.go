@@ -7,9 +7,8 @@ import (
 	"reflect"
 	"testing"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/dbalproxy/dbalproxy/decision"
+	"go.yaml.in/yaml/v3"
 )
 
 // contractCase is one entry of testdata/cases.yaml.

@@ -7,9 +7,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/open-policy-agent/opa/v1/ast"
-
 	"github.com/dbalproxy/dbalproxy/decision"
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // Keys of the decision document, built once.

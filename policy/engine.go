@@ -9,14 +9,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/print"
 	"github.com/rs/zerolog"
-
-	"github.com/dbalproxy/dbalproxy/decision"
 )
 
 // Options configure an Engine.

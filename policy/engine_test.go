@@ -13,10 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/rs/zerolog"
-
-	"github.com/dbalproxy/dbalproxy/decision"
 )
 
 const shippedDir = "../policies"

@@ -7,9 +7,8 @@ import (
 	"math"
 	"sync/atomic"
 
-	"github.com/open-policy-agent/opa/v1/ast"
-
 	"github.com/dbalproxy/dbalproxy/decision"
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // Key terms of the input document, built once. Terms are never modified by

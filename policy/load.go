@@ -14,6 +14,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/cover"
 	"github.com/open-policy-agent/opa/v1/loader"
@@ -149,7 +150,7 @@ type policySet struct {
 	query rego.PreparedEvalQuery
 	// rows are the set's Rego row rules; nil if it has none.
 	rows     *rowRuleSet
-	use      *InputUse // what the rules can read of the input
+	use      *decision.InputUse // what the rules can read of the input
 	version  string
 	revision string // the bundle's revision; "" for a directory
 	files    int

@@ -2,12 +2,14 @@ package policy
 
 import (
 	"testing"
+
+	"github.com/dbalproxy/dbalproxy/decision"
 )
 
 // InputUse finds what the rules read of the input, conservatively: a whole
 // document or a part under a variable key reads everything in it.
 func TestInputUse(t *testing.T) {
-	shipped := newEngine(t, shippedDir, ModeStrict, false)
+	shipped := newEngine(t, shippedDir, decision.ModeStrict, false)
 	u, ok := shipped.InputUse()
 	if !ok || u.Version != shipped.Version() || !u.Deterministic {
 		t.Fatalf("shipped set: %+v, %v", u, ok)
@@ -57,16 +59,16 @@ decision := {"allow": f(input.statement) == ""}`, true, true, false, true},
 		{"nested call", `decision := {"allow": count([rand.intn("x", 10)]) > 0}`, false, false, false, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			e := newEngine(t, writeDir(t, map[string]string{"p.rego": "package dbal\n" + c.rule + "\n"}), ModeStrict, false)
+			e := newEngine(t, writeDir(t, map[string]string{"p.rego": "package dbal\n" + c.rule + "\n"}), decision.ModeStrict, false)
 			u, _ := e.InputUse()
 			if got := u.Reads("statement", "text"); got != c.text {
-				t.Errorf("Reads(statement, text) = %v, want %v (%q)", got, c.text, u.reads)
+				t.Errorf("Reads(statement, text) = %v, want %v (%q)", got, c.text, u.Paths)
 			}
 			if got := u.Reads("statement", "tables"); got != c.tables {
-				t.Errorf("Reads(statement, tables) = %v, want %v (%q)", got, c.tables, u.reads)
+				t.Errorf("Reads(statement, tables) = %v, want %v (%q)", got, c.tables, u.Paths)
 			}
 			if got := u.Reads("session", "role"); got != c.role {
-				t.Errorf("Reads(session, role) = %v, want %v (%q)", got, c.role, u.reads)
+				t.Errorf("Reads(session, role) = %v, want %v (%q)", got, c.role, u.Paths)
 			}
 			if u.Deterministic != c.deterministic {
 				t.Errorf("Deterministic = %v, want %v", u.Deterministic, c.deterministic)

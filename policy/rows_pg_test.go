@@ -9,13 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/open-policy-agent/opa/v1/rego"
-
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/parser"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/rewrite"
 	"github.com/dbalproxy/dbalproxy/testenv"
+	"github.com/jackc/pgx/v5"
+	"github.com/open-policy-agent/opa/v1/rego"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.RunMain(m)) }
@@ -108,9 +108,9 @@ func TestRowRulesAgreeWithPostgreSQL(t *testing.T) {
 				t.Fatal(err)
 			}
 			st := parsed.Statements[0]
-			in := &policy.Input{
-				Session:   policy.Session{Role: "r", Claims: map[string]any{"user_id": "u_alice"}},
-				Statement: policy.Statement{Command: st.Command, Class: "read", Tables: []policy.Table{{Name: "t", Access: []string{"select"}}}},
+			in := &decision.Input{
+				Session:   decision.Session{Role: "r", Claims: map[string]any{"user_id": "u_alice"}},
+				Statement: decision.Statement{Command: st.Command, Class: "read", Tables: []decision.Table{{Name: "t", Access: []string{"select"}}}},
 			}
 			d, err := e.Decide(ctx, in)
 			if err != nil || !d.Allow {

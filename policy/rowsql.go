@@ -11,12 +11,11 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/dbalproxy/dbalproxy/decision"
 )
 
 // exprKind is the kind of a rowExpr node.

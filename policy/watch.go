@@ -8,9 +8,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
-
 	"github.com/dbalproxy/dbalproxy/decision"
+	"github.com/fsnotify/fsnotify"
 )
 
 // Watch timing; variables so that tests can shorten them.

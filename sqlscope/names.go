@@ -1,6 +1,8 @@
 package sqlscope
 
 import (
+	"strings"
+
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -107,4 +109,10 @@ func IsSetOperation(s *pg_query.SelectStmt) bool {
 		return true
 	}
 	return false
+}
+
+// QuoteIdent quotes s as an SQL identifier, as PostgreSQL's quote_ident
+// always would (NUL bytes, which no identifier may hold, are dropped).
+func QuoteIdent(s string) string {
+	return `"` + strings.ReplaceAll(strings.ReplaceAll(s, "\x00", ""), `"`, `""`) + `"`
 }

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/audit"
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/pool"
 	"github.com/dbalproxy/dbalproxy/wire"
 	"github.com/jackc/pgx/v5"
@@ -76,7 +76,7 @@ func TestAuditRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = logger.Close() })
-	p := startProxy(t, withPolicy(t, policyEngine(t, "", policy.ModeStrict), sink),
+	p := startProxy(t, withPolicy(t, policyEngine(t, "", decision.ModeStrict), sink),
 		func(w *wire.Config, _ *pool.Config) { w.Auditor = teeAuditor{sink, logger} })
 	p.loadDemo(t)
 	db := connect(t, p.DirectDB)

@@ -60,13 +60,6 @@ func (l Logins) Login(name string) (*Login, bool) {
 	return x, ok
 }
 
-// Principal is who a session acts for, established at login.
-type Principal struct {
-	User   string         // the login name
-	Role   string         // the policy role
-	Claims map[string]any // verified claims (from the config or a token)
-}
-
 // SCRAMIterations is the iteration count used for verifiers made from plain
 // passwords, PostgreSQL's default.
 const SCRAMIterations = 4096

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -73,7 +73,7 @@ func runAll(ctx context.Context, conn *pgconn.PgConn, sql string) string {
 // change other users' rows; none may return, change or reveal one.
 func TestBypassAttempts(t *testing.T) {
 	sink := &auditSink{}
-	p := startProxy(t, withPolicy(t, policyEngine(t, "", policy.ModeStrict), sink))
+	p := startProxy(t, withPolicy(t, policyEngine(t, "", decision.ModeStrict), sink))
 	p.loadDemo(t)
 	ctx := ctxT(t, 120*time.Second)
 	// Statistics exist, so pg_stats would have something to show.
@@ -209,7 +209,7 @@ func TestBypassAttempts(t *testing.T) {
 // TestBypassPrepared checks the filter holds for prepared statements with
 // parameters, reused across executions.
 func TestBypassPrepared(t *testing.T) {
-	p := startProxy(t, withPolicy(t, policyEngine(t, "", policy.ModeStrict), nil))
+	p := startProxy(t, withPolicy(t, policyEngine(t, "", decision.ModeStrict), nil))
 	p.loadDemo(t)
 	ctx := ctxT(t, 30*time.Second)
 	conn, err := pgx.Connect(ctx, p.URL("alice"))

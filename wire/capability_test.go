@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -40,7 +40,7 @@ merge_returning_unsupported if {
 		t.Fatal(err)
 	}
 	sink := &auditSink{}
-	p := startProxy(t, withPolicy(t, policyEngine(t, dir, policy.ModeStrict), sink))
+	p := startProxy(t, withPolicy(t, policyEngine(t, dir, decision.ModeStrict), sink))
 	ctx := ctxT(t, 10*time.Second)
 	conn, err := pgx.Connect(ctx, p.URL("alice"))
 	if err != nil {

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -16,7 +16,7 @@ import (
 // without a cap get everything.
 func TestMaxRows(t *testing.T) {
 	sink := &auditSink{}
-	p := startProxy(t, withPolicy(t, policyEngine(t, "", policy.ModeStrict), sink))
+	p := startProxy(t, withPolicy(t, policyEngine(t, "", decision.ModeStrict), sink))
 	ctx := ctxT(t, 30*time.Second)
 	const q = "SELECT g FROM generate_series(1, 2500) g"
 	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement, pgx.QueryExecModeExec} {

@@ -5,10 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/dbalproxy/dbalproxy/audit"
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
+	"github.com/jackc/pgx/v5"
 )
 
 // Write checks through the proxy with the shipped policies: an admin may not
@@ -16,7 +15,7 @@ import (
 // own; the client gets 42501 and nothing is written, in both protocols, and
 // the session goes on.
 func TestChecksThroughProxy(t *testing.T) {
-	p, sink, direct := demoProxy(t, policy.ModeStrict)
+	p, sink, direct := demoProxy(t, decision.ModeStrict)
 	ctx := ctxT(t, 60*time.Second)
 	before := digest(t, direct)
 

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/audit"
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -22,7 +22,7 @@ func deepSum(n int) string {
 // PostgreSQL, the session goes on, and a concurrent session does not notice.
 func TestDeepStatementRefused(t *testing.T) {
 	sink := &auditSink{}
-	p := startProxy(t, withPolicy(t, policyEngine(t, "", policy.ModeStrict), sink))
+	p := startProxy(t, withPolicy(t, policyEngine(t, "", decision.ModeStrict), sink))
 	ctx := ctxT(t, 60*time.Second)
 	conn, err := pgx.Connect(ctx, p.URL("bob"))
 	if err != nil {
@@ -103,7 +103,7 @@ func TestDeepStatementRefused(t *testing.T) {
 // itself; the proxy must survive it (and its audit record) all the same.
 func TestDeepStatementForwardedInPermissiveMode(t *testing.T) {
 	sink := &auditSink{}
-	p := startProxy(t, withPolicy(t, policyEngine(t, "", policy.ModePermissive), sink))
+	p := startProxy(t, withPolicy(t, policyEngine(t, "", decision.ModePermissive), sink))
 	ctx := ctxT(t, 60*time.Second)
 	conn, err := pgx.Connect(ctx, p.URL("bob"))
 	if err != nil {

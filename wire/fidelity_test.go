@@ -13,12 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/pool"
 	"github.com/dbalproxy/dbalproxy/testenv"
 	"github.com/dbalproxy/dbalproxy/wire"
+	"github.com/jackc/pgx/v5"
 )
 
 // TestSyntaxErrorFields checks that the proxy's own syntax error carries
@@ -27,7 +26,7 @@ import (
 // block that raised it; the session goes on as PostgreSQL's would.
 func TestSyntaxErrorFields(t *testing.T) {
 	t.Parallel()
-	p, _, _ := demoProxy(t, policy.ModeStrict)
+	p, _, _ := demoProxy(t, decision.ModeStrict)
 	conn := connect(t, p.URL("carol"))
 	ctx := ctxT(t, 20*time.Second)
 	_, err := conn.Exec(ctx, "SELECT 1; SELEC 1")
@@ -115,7 +114,7 @@ func TestBackendPID(t *testing.T) {
 // decision id, and its session goes on.
 func TestFastPathFunctionCall(t *testing.T) {
 	t.Parallel()
-	p, sink, _ := demoProxy(t, policy.ModeStrict)
+	p, sink, _ := demoProxy(t, decision.ModeStrict)
 	dir := t.TempDir()
 	payload := strings.Repeat("large object payload ☃\n", 5000)
 	if err := os.WriteFile(filepath.Join(dir, "in.txt"), []byte(payload), 0o600); err != nil {
@@ -175,7 +174,7 @@ func TestFastPathFunctionCall(t *testing.T) {
 // the proxy is seen by the next statement.
 func TestCatalogAwareWrites(t *testing.T) {
 	t.Parallel()
-	p, _, db := demoProxy(t, policy.ModeStrict)
+	p, _, db := demoProxy(t, decision.ModeStrict)
 	ctx := ctxT(t, 30*time.Second)
 	bob := connect(t, p.URL("bob"))   // admin
 	dave := connect(t, p.URL("dave")) // supergod
@@ -253,7 +252,7 @@ func TestCatalogAwareWrites(t *testing.T) {
 // sequence advances by the number of rows.
 func TestCatalogAwareWritesVolatileDefault(t *testing.T) {
 	t.Parallel()
-	p, _, db := demoProxy(t, policy.ModeStrict)
+	p, _, db := demoProxy(t, decision.ModeStrict)
 	ctx := ctxT(t, 30*time.Second)
 	dave := connect(t, p.URL("dave"))
 	bob := connect(t, p.URL("bob"))

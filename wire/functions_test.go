@@ -11,7 +11,7 @@ import (
 
 	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/catalog"
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -25,7 +25,7 @@ import (
 // name the function; ordinary functions keep working.
 func TestFunctionCalls(t *testing.T) {
 	sink := &auditSink{}
-	p := startProxy(t, withPolicy(t, policyEngine(t, "", policy.ModeStrict), sink))
+	p := startProxy(t, withPolicy(t, policyEngine(t, "", decision.ModeStrict), sink))
 	p.loadDemo(t)
 	ctx := ctxT(t, 120*time.Second)
 	// A function of the application's own, created by its owner: the proxy
@@ -157,7 +157,7 @@ func TestFunctionCalls(t *testing.T) {
 // name.
 func TestFunctionCreatedLater(t *testing.T) {
 	dir := shippedPoliciesWith(t, `"user": {"public.my_count"},`)
-	p := startProxy(t, withPolicy(t, policyEngine(t, dir, policy.ModeStrict), nil))
+	p := startProxy(t, withPolicy(t, policyEngine(t, dir, decision.ModeStrict), nil))
 	p.loadDemo(t)
 	ctx := ctxT(t, 60*time.Second)
 	alice, err := pgx.Connect(ctx, p.URL("alice"))
@@ -195,7 +195,7 @@ func TestFunctionCreatedLater(t *testing.T) {
 // only if every function behind one is allowed to every role: checked here
 // against the server's own catalog.
 func TestOperators(t *testing.T) {
-	engine := policyEngine(t, "", policy.ModeStrict)
+	engine := policyEngine(t, "", decision.ModeStrict)
 	p := startProxy(t, withPolicy(t, engine, nil))
 	p.loadDemo(t)
 	ctx := ctxT(t, 60*time.Second)
@@ -231,10 +231,10 @@ func TestOperators(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range snap.BuiltinOperatorFunctions() {
-		in := policy.Input{
-			Session: policy.Session{User: "alice", Role: "user", Claims: map[string]any{"user_id": "u_alice"}},
-			Statement: policy.Statement{Command: "SELECT", Class: "read", Functions: []policy.Function{{
-				Name: f.Name, Args: 2, Resolved: true, Candidates: []policy.FunctionCandidate{{
+		in := decision.Input{
+			Session: decision.Session{User: "alice", Role: "user", Claims: map[string]any{"user_id": "u_alice"}},
+			Statement: decision.Statement{Command: "SELECT", Class: "read", Functions: []decision.Function{{
+				Name: f.Name, Args: 2, Resolved: true, Candidates: []decision.FunctionCandidate{{
 					Schema: f.Schema, Name: f.Name, Arguments: f.Arguments, OID: f.OID, Builtin: true,
 					Kind: f.Kind, Volatility: f.Volatility, Language: f.Language,
 				}},

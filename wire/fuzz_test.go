@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/plan"
+	"github.com/dbalproxy/dbalproxy/planner"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/pool"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -153,7 +155,7 @@ func FuzzDenyStatement(f *testing.F) {
 		if strings.IndexByte(msg, 0) >= 0 || strings.IndexByte(detail, 0) >= 0 {
 			return // cannot come from the protocol's C strings
 		}
-		sql := denyStatement(&Denial{Code: CodeInsufficientPriv, Message: msg, Detail: detail}, "abc")
+		sql := denyStatement(&plan.Denial{Code: CodeInsufficientPriv, Message: msg, Detail: detail}, "abc")
 		res, err := pg_query.Parse(sql)
 		if err != nil {
 			t.Fatalf("deny statement does not parse: %v\n%s", err, sql)
@@ -197,14 +199,14 @@ func FuzzSession(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	planner, err := NewPlanner(PlannerConfig{Parser: parser.New(parser.Options{}), Policy: engine, Logger: zerolog.Nop()})
+	pln, err := planner.New(planner.Config{Parser: parser.New(parser.Options{}), Policy: engine, Logger: zerolog.Nop()})
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		backends := &scriptedBackends{}
 		srv, err := NewServer(Config{Logins: Logins{}, Backends: backends, DefaultDatabase: "app",
-			Decider: planner, Logger: zerolog.Nop(), MaxMessageSize: 1 << 16})
+			Decider: pln, Logger: zerolog.Nop(), MaxMessageSize: 1 << 16})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -214,7 +216,7 @@ func FuzzSession(f *testing.F) {
 		go func() { _, _ = io.Copy(io.Discard, client) }()
 		sess := newSession(srv, server)
 		sess.user, sess.database = "alice", "app"
-		sess.principal = Principal{User: "alice", Role: "user", Claims: map[string]any{"user_id": "u_alice"}}
+		sess.principal = plan.Principal{User: "alice", Role: "user", Claims: map[string]any{"user_id": "u_alice"}}
 		sess.attach(pool.NewConn(beProxy, 1, []byte{1, 2, 3, 4}, map[string]string{"server_version": "15.0"}))
 		sess.initStatements()
 		sess.pumpDone = make(chan struct{})

@@ -11,7 +11,9 @@ import (
 
 	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/catalog"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/planner"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/pool"
 	"github.com/dbalproxy/dbalproxy/rewrite"
@@ -143,7 +145,7 @@ func (a *auditSink) Records() []audit.Record {
 
 // policyEngine loads a policy directory (the shipped ../policies by default)
 // in the given mode.
-func policyEngine(t testing.TB, dir string, mode policy.Mode) *policy.Engine {
+func policyEngine(t testing.TB, dir string, mode decision.Mode) *policy.Engine {
 	t.Helper()
 	if dir == "" {
 		dir = "../policies"
@@ -157,14 +159,14 @@ func policyEngine(t testing.TB, dir string, mode policy.Mode) *policy.Engine {
 
 // withPolicy makes the proxy decide every statement with engine and record
 // audit records in sink (which may be nil).
-func withPolicy(t testing.TB, engine wire.PolicyEngine, sink *auditSink) proxyOption {
+func withPolicy(t testing.TB, engine planner.PolicyEngine, sink *auditSink) proxyOption {
 	t.Helper()
 	return func(w *wire.Config, pc *pool.Config) {
 		// Functions resolve in the test database's catalog, as in serve.
 		cat := catalog.NewCache(catalog.CacheConfig{Connector: connectorFunc(func(ctx context.Context, _ string) (*pgconn.PgConn, error) {
 			return pgconn.Connect(ctx, pc.ConnString)
 		})})
-		planner, err := wire.NewPlanner(wire.PlannerConfig{Parser: parser.New(parser.Options{}), Policy: engine, Rewriter: rewrite.NewRewriter(0), Catalog: cat})
+		planner, err := planner.New(planner.Config{Parser: parser.New(parser.Options{}), Policy: engine, Rewriter: rewrite.NewRewriter(0), Catalog: cat})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/dbalproxy/dbalproxy/identity"
 	"github.com/dbalproxy/dbalproxy/parser"
 	"github.com/dbalproxy/dbalproxy/pgbool"
+	"github.com/dbalproxy/dbalproxy/plan"
 	"github.com/jackc/pgx/v5/pgproto3"
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -77,13 +78,6 @@ type identityState struct {
 	// prepared statements are decided again at Bind, for whoever is in
 	// effect then.
 	switched bool
-}
-
-// tokenSource is where an end-user switch statement's token is: a literal
-// in the text, or bind parameter number param (1-based).
-type tokenSource struct {
-	literal string
-	param   int
 }
 
 // stampRun records on r who it is decided for. It runs on run's goroutine
@@ -160,7 +154,7 @@ func tokenReason(err error) string {
 // that switches the end user itself (the policy does not see it): a plan
 // with switchTo set, or a denial if the statement may not switch. It returns
 // nil for every other statement.
-func (sess *session) identityDecide(sql string) *Plan {
+func (sess *session) identityDecide(sql string) *plan.Plan {
 	if sess.ident.who != nil && sess.txStatus.Load() == 'I' {
 		sess.endIdentity()
 	}
@@ -173,13 +167,13 @@ func (sess *session) identityDecide(sql string) *Plan {
 		// Too deep to tell whether it switches the end user: refused in
 		// every mode, as a switch that may not happen is.
 		v := sess.decider.Version()
-		return &Plan{Version: v, Statements: []PlannedStatement{{Decision: audit.DecisionDeny, Reason: parser.DepthMessage, PolicyVersion: v}},
-			Deny: &Denial{Code: de.SQLState(), Message: parser.DepthMessage, Hint: parser.DepthHint}}
+		return &plan.Plan{Version: v, Statements: []plan.Statement{{Decision: audit.DecisionDeny, Reason: parser.DepthMessage, PolicyVersion: v}},
+			Deny: &plan.Denial{Code: de.SQLState(), Message: parser.DepthMessage, Hint: parser.DepthHint}}
 	}
 	if err != nil {
 		return nil // the planner reports the syntax error
 	}
-	var src *tokenSource
+	var src *plan.TokenSource
 	command, mentions, problem := "", false, ""
 	for _, raw := range tree.Stmts {
 		c, s, m, p := switchShape(raw.Stmt)
@@ -213,9 +207,9 @@ func (sess *session) identityDecide(sql string) *Plan {
 	if command == "SELECT" {
 		q = auditSetConfig
 	}
-	return &Plan{
-		SQL: switchText(command, src, sql), Version: sess.decider.Version(), switchTo: src,
-		Statements: []PlannedStatement{{
+	return &plan.Plan{
+		SQL: switchText(command, src, sql), Version: sess.decider.Version(), SwitchTo: src,
+		Statements: []plan.Statement{{
 			Command: command, Query: q, QueryRaw: q, Decision: audit.DecisionAllow,
 			Reason: "end user switched for this transaction", PolicyVersion: sess.decider.Version(),
 		}},
@@ -227,11 +221,11 @@ func (sess *session) identityDecide(sql string) *Plan {
 // token, a bearer credential, never stands in the backend's query text,
 // where pg_stat_activity, pg_prepared_statements and statement logging show
 // it to others. A token passed as a Bind parameter is not in the text.
-func switchText(command string, src *tokenSource, sql string) string {
-	if src == nil || src.param > 0 {
+func switchText(command string, src *plan.TokenSource, sql string) string {
+	if src == nil || src.Param > 0 {
 		return sql
 	}
-	lit := "'" + strings.ReplaceAll(unsignedToken(src.literal), "'", "''") + "'"
+	lit := "'" + strings.ReplaceAll(unsignedToken(src.Literal), "'", "''") + "'"
 	if command == "SELECT" {
 		return "SELECT set_config('dbal.token', " + lit + ", true)"
 	}
@@ -251,7 +245,7 @@ func unsignedToken(tok string) string {
 }
 
 // identityDenial is a plan that refuses an end-user switch with code.
-func (sess *session) identityDenial(command, code, msg, hint string) *Plan {
+func (sess *session) identityDenial(command, code, msg, hint string) *plan.Plan {
 	q := auditSetLocal
 	if command == "SELECT" {
 		q = auditSetConfig
@@ -261,47 +255,47 @@ func (sess *session) identityDenial(command, code, msg, hint string) *Plan {
 
 // identityRefusal is a plan that refuses a statement about the end user,
 // audited as query.
-func (sess *session) identityRefusal(command, query, code, msg, hint string) *Plan {
+func (sess *session) identityRefusal(command, query, code, msg, hint string) *plan.Plan {
 	v := sess.decider.Version()
 	detail := "statement: " + command
 	if query == auditSetLocal || query == auditSetConfig {
 		detail += " " + tokenSetting
 	}
-	return &Plan{
+	return &plan.Plan{
 		Version: v,
-		Statements: []PlannedStatement{{
+		Statements: []plan.Statement{{
 			Command: command, Query: query, QueryRaw: query, Decision: audit.DecisionDeny, Reason: msg, PolicyVersion: v,
 		}},
-		Deny: &Denial{Code: code, Message: msg, Detail: detail, Hint: hint},
+		Deny: &plan.Denial{Code: code, Message: msg, Detail: detail, Hint: hint},
 	}
 }
 
 // identityQuery finishes a simple Query's plan: it performs an end-user
 // switch (or refuses it), and ends the end user after a statement that ends
 // the transaction.
-func (sess *session) identityQuery(plan *Plan) *Plan {
-	if plan.switchTo != nil {
-		return sess.switchEndUser(plan, plan.switchTo.literal)
+func (sess *session) identityQuery(pl *plan.Plan) *plan.Plan {
+	if pl.SwitchTo != nil {
+		return sess.switchEndUser(pl, pl.SwitchTo.Literal)
 	}
-	if sess.ident.who != nil && plan.Deny == nil {
-		for i := range plan.Statements {
-			if !endsTransaction(&plan.Statements[i]) {
+	if sess.ident.who != nil && pl.Deny == nil {
+		for i := range pl.Statements {
+			if !endsTransaction(&pl.Statements[i]) {
 				continue
 			}
-			if i != len(plan.Statements)-1 {
-				return sess.identityRefusal(plan.Statements[i].Command, plan.Statements[i].Query, CodeFeatureNotSupported,
+			if i != len(pl.Statements)-1 {
+				return sess.identityRefusal(pl.Statements[i].Command, pl.Statements[i].Query, CodeFeatureNotSupported,
 					"while an end user is in effect, COMMIT or ROLLBACK must be the last statement of its query string", "")
 			}
 			sess.endIdentity()
 		}
 	}
-	return plan
+	return pl
 }
 
 // endsTransaction reports whether a planned statement ends the transaction
 // block (COMMIT, ROLLBACK but not ROLLBACK TO SAVEPOINT, PREPARE
 // TRANSACTION).
-func endsTransaction(ps *PlannedStatement) bool {
+func endsTransaction(ps *plan.Statement) bool {
 	switch ps.Command {
 	case "COMMIT", "PREPARE TRANSACTION":
 		return true
@@ -317,31 +311,31 @@ func endsTransaction(ps *PlannedStatement) bool {
 }
 
 // identityBind performs the end-user switch of a Bind to a switch statement
-// (plan.switchTo set), with the token from the statement's literal or from
+// (plan.SwitchTo set), with the token from the statement's literal or from
 // the Bind's parameter. It returns plan, or the denial to send instead.
-func (sess *session) identityBind(n int, plan *Plan) *Plan {
-	if plan.switchTo.param == 0 {
-		return sess.identityBindBody(nil, plan)
+func (sess *session) identityBind(n int, pl *plan.Plan) *plan.Plan {
+	if pl.SwitchTo.Param == 0 {
+		return sess.identityBindBody(nil, pl)
 	}
 	b, err := sess.cr.r.Peek(5 + n)
 	if err != nil {
 		return sess.identityDenial("SELECT", CodeInvalidPassword, "invalid end-user token: the Bind message is too long", "")
 	}
-	return sess.identityBindBody(b[5:], plan)
+	return sess.identityBindBody(b[5:], pl)
 }
 
 // identityBindBody is identityBind for a Bind whose body (without type and
 // length) was already read.
-func (sess *session) identityBindBody(body []byte, plan *Plan) *Plan {
-	token := plan.switchTo.literal
-	if p := plan.switchTo.param; p > 0 {
+func (sess *session) identityBindBody(body []byte, pl *plan.Plan) *plan.Plan {
+	token := pl.SwitchTo.Literal
+	if p := pl.SwitchTo.Param; p > 0 {
 		v, ok := bindParam(body, p)
 		if !ok {
 			return sess.identityDenial("SELECT", CodeInvalidPassword, "invalid end-user token: no token in the bind parameters", "")
 		}
 		token = v
 	}
-	return sess.switchEndUser(plan, token)
+	return sess.switchEndUser(pl, token)
 }
 
 // bindParam returns the text of parameter number p (1-based) of a Bind
@@ -391,8 +385,8 @@ func bindParam(body []byte, p int) (string, bool) {
 
 // switchEndUser verifies token and makes its end user the session's
 // principal until the transaction ends. It returns plan, or a denial.
-func (sess *session) switchEndUser(plan *Plan, token string) *Plan {
-	command := plan.Statements[0].Command
+func (sess *session) switchEndUser(pl *plan.Plan, token string) *plan.Plan {
+	command := pl.Statements[0].Command
 	switch sess.txStatus.Load() {
 	case 'I':
 		return sess.identityDenial(command, CodeNoActiveTransaction,
@@ -400,7 +394,7 @@ func (sess *session) switchEndUser(plan *Plan, token string) *Plan {
 	case 'E':
 		// The backend refuses the statement itself (25P02), as it would
 		// without the proxy; nothing changes.
-		return plan
+		return pl
 	}
 	if e := sess.tokenTransportOK(); e != nil {
 		return sess.identityDenial(command, e.Code, e.Message, "")
@@ -424,24 +418,23 @@ func (sess *session) switchEndUser(plan *Plan, token string) *Plan {
 	}
 	sess.ident.who = &endUser{role: id.Role, userID: id.UserID, name: name}
 	sess.ident.switched = true
-	sess.info.Principal = Principal{User: sess.principal.User, Role: id.Role, Claims: id.Claims}
-	sess.info.principalKey = "" // plans are cached per effective principal
+	// plans are cached per effective principal
+	sess.info.SetPrincipal(plan.Principal{User: sess.principal.User, Role: id.Role, Claims: id.Claims})
 	sess.log.Debug().Str("end_user", name).Str("role", id.Role).Msg("end user in effect for this transaction")
-	return plan
+	return pl
 }
 
 // endIdentity gives the session back to its login.
 func (sess *session) endIdentity() {
 	sess.ident.who = nil
-	sess.info.Principal = sess.principal
-	sess.info.principalKey = ""
+	sess.info.SetPrincipal(sess.principal)
 }
 
 // switchShape looks at one statement for dbal.token. mentions says whether
 // it touches the setting at all; if it does, problem is empty for an
 // accepted switch (whose command and token source are returned) and says
 // what is wrong otherwise.
-func switchShape(stmt *pg_query.Node) (command string, src *tokenSource, mentions bool, problem string) {
+func switchShape(stmt *pg_query.Node) (command string, src *plan.TokenSource, mentions bool, problem string) {
 	if vs := stmt.GetVariableSetStmt(); vs != nil {
 		if !strings.EqualFold(vs.Name, tokenSetting) {
 			return "", nil, false, ""
@@ -452,7 +445,7 @@ func switchShape(stmt *pg_query.Node) (command string, src *tokenSource, mention
 		if len(vs.Args) != 1 || !isStringConst(vs.Args[0]) {
 			return "SET", nil, true, "SET LOCAL dbal.token needs one string literal, the token"
 		}
-		return "SET", &tokenSource{literal: vs.Args[0].GetAConst().GetSval().GetSval()}, true, ""
+		return "SET", &plan.TokenSource{Literal: vs.Args[0].GetAConst().GetSval().GetSval()}, true, ""
 	}
 	var calls []*pg_query.FuncCall
 	walkFuncCalls(stmt.ProtoReflect(), func(fc *pg_query.FuncCall) {
@@ -480,9 +473,9 @@ func switchShape(stmt *pg_query.Node) (command string, src *tokenSource, mention
 	}
 	switch v := uncast(fc.Args[1]); {
 	case isStringConst(v):
-		return "SELECT", &tokenSource{literal: v.GetAConst().GetSval().GetSval()}, true, ""
+		return "SELECT", &plan.TokenSource{Literal: v.GetAConst().GetSval().GetSval()}, true, ""
 	case v.GetParamRef() != nil && v.GetParamRef().Number > 0:
-		return "SELECT", &tokenSource{param: int(v.GetParamRef().Number)}, true, ""
+		return "SELECT", &plan.TokenSource{Param: int(v.GetParamRef().Number)}, true, ""
 	}
 	return "SELECT", nil, true, shape
 }

@@ -50,7 +50,7 @@ func TestSwitchShape(t *testing.T) {
 			t.Errorf("%s: mentions %v problem %q, want mentions %v ok %v", c.sql, mentions, problem, c.mentions, c.ok)
 			continue
 		}
-		if c.ok && (src == nil || src.literal != c.literal || src.param != c.param) {
+		if c.ok && (src == nil || src.Literal != c.literal || src.Param != c.param) {
 			t.Errorf("%s: source %+v, want literal %q param %d", c.sql, src, c.literal, c.param)
 		}
 	}

@@ -3,12 +3,10 @@ package wire
 import (
 	"strings"
 
-	"github.com/jackc/pgx/v5/pgproto3"
-
 	"github.com/dbalproxy/dbalproxy/audit"
-	"github.com/dbalproxy/dbalproxy/parser"
-	"github.com/dbalproxy/dbalproxy/pgbool"
+	"github.com/dbalproxy/dbalproxy/plan"
 	"github.com/dbalproxy/dbalproxy/pool"
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // The proxy parses every statement with PostgreSQL's own parser (pg_query),
@@ -27,89 +25,6 @@ import (
 // So the proxy pins both, whatever the policy says: it refuses them at
 // startup, refuses statements that would change them, and ends a session
 // whose backend reports one of them changed anyway.
-
-// lexerSettings are the settings the proxy pins.
-var lexerSettings = []string{"standard_conforming_strings", "client_encoding"}
-
-// unsafeEncodings are PostgreSQL's client-only encodings (and their
-// aliases), in the form normalizeEncoding gives.
-var unsafeEncodings = map[string]bool{
-	"sjis": true, "shiftjis": true, "mskanji": true, "win932": true, "windows932": true,
-	"shiftjis2004": true,
-	"big5":         true, "win950": true, "windows950": true,
-	"gbk": true, "win936": true, "windows936": true, "cp936": true,
-	"uhc": true, "win949": true, "windows949": true, "cp949": true,
-	"gb18030": true,
-	"johab":   true,
-}
-
-// normalizeEncoding lower-cases an encoding name and drops everything but
-// letters and digits, as PostgreSQL compares encoding names.
-func normalizeEncoding(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'A' && c <= 'Z':
-			b.WriteByte(c + 'a' - 'A')
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
-}
-
-// isOn reports whether a boolean setting's value means on.
-func isOn(v string) bool { return pgbool.IsTrue(v) }
-
-// settingHazard returns why setting name to value would make the backend
-// lex SQL unlike the proxy's parser, or "".
-func settingHazard(name, value string) string {
-	if len(name) != len("client_encoding") && len(name) != len("standard_conforming_strings") {
-		return "" // most parameters: no lower-casing
-	}
-	switch strings.ToLower(name) {
-	case "standard_conforming_strings":
-		if !isOn(value) {
-			return "standard_conforming_strings must stay on through dbalproxy: the proxy checks statements as PostgreSQL lexes them with it on"
-		}
-	case "client_encoding":
-		if value == "UTF8" || value == "SQL_ASCII" {
-			return "" // what backends report nearly always: no work per lease
-		}
-		if unsafeEncodings[normalizeEncoding(value)] {
-			return "client encoding " + strings.ToUpper(value) + " is not supported through dbalproxy: its multibyte characters contain ASCII bytes, so the proxy would check a different statement than the server runs (use UTF8)"
-		}
-	}
-	return ""
-}
-
-// lexerHazard returns why a statement could change how the backend lexes
-// the statements after it, or "".
-func lexerHazard(st *parser.Statement) string {
-	if s := st.Setting; s != nil && !s.IsReset {
-		if why := settingHazard(s.Name, s.Value); why != "" {
-			return why
-		}
-	}
-	if s := st.DefaultSetting; s != nil && !s.IsReset {
-		// ALTER SYSTEM reaches every session at the next reload, before
-		// the backend can tell; a role's or database's default would
-		// have every later client refused.
-		if why := settingHazard(s.Name, s.Value); why != "" {
-			return why
-		}
-	}
-	for _, name := range st.ConfigNames {
-		switch name {
-		case "standard_conforming_strings", "client_encoding":
-			return "set_config may not change " + name + " through dbalproxy (use SET with a supported value)"
-		case parser.ConfigUnknown:
-			return "set_config through dbalproxy must name its setting with a string constant"
-		}
-	}
-	return ""
-}
 
 // The pump catches a change it is told about, but PostgreSQL (14 and later)
 // tells only just before ReadyForQuery: a client that pipelines a statement
@@ -208,19 +123,19 @@ func lexGuardFailed(g uint8, body []byte) string {
 // pipelineLexCheck returns plan, or a denial in its place once the backend
 // reported a changed setting: the pump is ending the session, and nothing
 // read from the client meanwhile goes to the backend as checked.
-func (sess *session) pipelineLexCheck(plan *Plan) *Plan {
-	if plan.Deny != nil {
-		return plan
+func (sess *session) pipelineLexCheck(pl *plan.Plan) *plan.Plan {
+	if pl.Deny != nil {
+		return pl
 	}
 	h := sess.lexHazard.Load()
 	if h == nil {
-		return plan
+		return pl
 	}
 	command := ""
-	if len(plan.Statements) > 0 {
-		command = plan.Statements[0].Command
+	if len(pl.Statements) > 0 {
+		command = pl.Statements[0].Command
 	}
-	return &Plan{Version: plan.Version,
-		Statements: []PlannedStatement{{Command: command, Decision: audit.DecisionDeny, Reason: *h, PolicyVersion: plan.Version}},
-		Deny:       &Denial{Code: CodeFeatureNotSupported, Message: *h}}
+	return &plan.Plan{Version: pl.Version,
+		Statements: []plan.Statement{{Command: command, Decision: audit.DecisionDeny, Reason: *h, PolicyVersion: pl.Version}},
+		Deny:       &plan.Denial{Code: CodeFeatureNotSupported, Message: *h}}
 }

@@ -1,6 +1,10 @@
 package wire
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/dbalproxy/dbalproxy/parser"
+)
 
 // settingHazard knows the pinned settings whatever their spelling, and
 // only them.
@@ -27,8 +31,8 @@ func TestSettingHazard(t *testing.T) {
 		{"application_name", "off", false},
 		{"search_path", "SJIS", false},
 	} {
-		if got := settingHazard(c.name, c.value) != ""; got != c.hazard {
-			t.Errorf("settingHazard(%q, %q) = %v, want %v", c.name, c.value, got, c.hazard)
+		if got := parser.SettingHazard(c.name, c.value) != ""; got != c.hazard {
+			t.Errorf("parser.SettingHazard(%q, %q) = %v, want %v", c.name, c.value, got, c.hazard)
 		}
 	}
 }

@@ -6,12 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dbalproxy/dbalproxy/audit"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
-
-	"github.com/dbalproxy/dbalproxy/audit"
-	"github.com/dbalproxy/dbalproxy/policy"
 )
 
 // Settings that make the backend lex SQL unlike the proxy's parser are
@@ -19,7 +18,7 @@ import (
 // statement never runs as another (see wire/lexguard.go).
 func TestLexerSettingsPinned(t *testing.T) {
 	t.Parallel()
-	p, sink, db := demoProxy(t, policy.ModeStrict)
+	p, sink, db := demoProxy(t, decision.ModeStrict)
 	base := digest(t, db)
 	refused := []string{
 		"SET standard_conforming_strings = off",
@@ -105,7 +104,7 @@ func TestLexerSettingsPinned(t *testing.T) {
 // runs anything.
 func TestLexerSettingsAtStartup(t *testing.T) {
 	t.Parallel()
-	p, _, _ := demoProxy(t, policy.ModeStrict)
+	p, _, _ := demoProxy(t, decision.ModeStrict)
 	for _, params := range []map[string]string{
 		{"client_encoding": "SJIS"},
 		{"client_encoding": "gb-18030"},
@@ -148,7 +147,7 @@ func TestLexerSettingsAtStartup(t *testing.T) {
 // FATAL error, and the backend connection is not used again.
 func TestLexerSettingChangedBehindTheProxy(t *testing.T) {
 	t.Parallel()
-	p, _, _ := demoProxy(t, policy.ModeStrict)
+	p, _, _ := demoProxy(t, decision.ModeStrict)
 	conn := connect(t, p.URL("dave"))
 	ctx := ctxT(t, 10*time.Second)
 	_, err := conn.Exec(ctx, "DO $$BEGIN PERFORM set_config('standard_conforming_strings', 'off', false); END$$")
@@ -172,7 +171,7 @@ func TestLexerSettingChangedBehindTheProxy(t *testing.T) {
 // pooling when a later transaction gets a freshly dialled connection.
 func TestLexerSettingServerDefault(t *testing.T) {
 	t.Parallel()
-	p, _, _ := demoProxy(t, policy.ModeStrict)
+	p, _, _ := demoProxy(t, decision.ModeStrict)
 	conn := connect(t, p.URL("alice"))
 	ctx := ctxT(t, 20*time.Second)
 	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
@@ -216,7 +215,7 @@ func TestLexerSettingServerDefault(t *testing.T) {
 // pipelined is fine.
 func TestLexerSettingChangedByAFunctionInAPipeline(t *testing.T) {
 	t.Parallel()
-	p, _, db := demoProxy(t, policy.ModeStrict)
+	p, _, db := demoProxy(t, decision.ModeStrict)
 	ctx := ctxT(t, 20*time.Second)
 	if _, err := db.Exec(ctx, "CREATE FUNCTION app_set(k text, v text) RETURNS text LANGUAGE sql AS $$ SELECT set_config(k, v, false) $$"); err != nil {
 		t.Fatal(err)
@@ -312,7 +311,7 @@ func pipelineResults(t *testing.T, pl *pgconn.Pipeline) ([][][][]byte, error) {
 // it, which ends the session instead (see lexGuard).
 func TestLexerSettingChangedInPipeline(t *testing.T) {
 	t.Parallel()
-	p, _, db := demoProxy(t, policy.ModeStrict)
+	p, _, db := demoProxy(t, decision.ModeStrict)
 	ctx := ctxT(t, 30*time.Second)
 	if _, err := db.Exec(ctx, appSet); err != nil {
 		t.Fatal(err)
@@ -442,7 +441,7 @@ func TestLexerSettingChangedInPipeline(t *testing.T) {
 // as before when they were not changed: the check is invisible.
 func TestLexGuardInvisible(t *testing.T) {
 	t.Parallel()
-	p, _, _ := demoProxy(t, policy.ModeStrict)
+	p, _, _ := demoProxy(t, decision.ModeStrict)
 	ctx := ctxT(t, 30*time.Second)
 	conn := connect(t, p.URL("alice"))
 	texts := []string{"SELECT 1", "SELECT 'Müller'", "SELECT 'a\\b'", "SELECT E'c\\\\d'", "SELECT 'ü' FROM users WHERE false", "SELECT 2"}

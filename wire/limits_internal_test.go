@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"io"
 	"testing"
+
+	"github.com/dbalproxy/dbalproxy/plan"
 )
 
 // TestReqQueueTimedFront: a statement's timer counts from when every
@@ -15,7 +17,7 @@ func TestReqQueueTimedFront(t *testing.T) {
 	q.init()
 	w := bufio.NewWriter(io.Discard)
 	timed := func() *stmtRun {
-		return &stmtRun{plan: &Plan{Statements: []PlannedStatement{{TimeoutMS: 100}}}, timer: &stmtTimer{ms: 100}}
+		return &stmtRun{plan: &plan.Plan{Statements: []plan.Statement{{TimeoutMS: 100}}}, timer: &stmtTimer{ms: 100}}
 	}
 	r1, r2, r3 := timed(), timed(), timed()
 	q.push(request{kind: reqParse}, w)

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -34,7 +34,7 @@ func startLimitsProxy(t *testing.T, opts ...proxyOption) *proxy {
 	if err := os.WriteFile(filepath.Join(dir, "t.rego"), []byte(limitsRego), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return startProxy(t, append([]proxyOption{withPolicy(t, policyEngine(t, dir, policy.ModeStrict), nil)}, opts...)...)
+	return startProxy(t, append([]proxyOption{withPolicy(t, policyEngine(t, dir, decision.ModeStrict), nil)}, opts...)...)
 }
 
 // TestPolicyTimeoutHolds: whatever the client does to statement_timeout,

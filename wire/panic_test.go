@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/audit"
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/pool"
 	"github.com/dbalproxy/dbalproxy/testenv"
 	"github.com/dbalproxy/dbalproxy/wire"
@@ -28,7 +28,7 @@ func TestSessionPanicRecovery(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			sink := &auditSink{}
 			logs := &syncBuf{}
-			p := startProxy(t, withPolicy(t, policyEngine(t, "", policy.ModeStrict), sink), withLogs(logs),
+			p := startProxy(t, withPolicy(t, policyEngine(t, "", decision.ModeStrict), sink), withLogs(logs),
 				func(w *wire.Config, pc *pool.Config) {
 					w.TransactionPooling = mode == "transaction"
 					pc.MaxConns = 2

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/audit"
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -167,7 +167,7 @@ func directString(t testing.TB, db *pgx.Conn, sql string, args ...any) string {
 //
 // The policies are the shipped ones, except that role user may also call
 // the function public.app_set, which some tests create (see appSet).
-func demoProxy(t *testing.T, mode policy.Mode) (*proxy, *auditSink, *pgx.Conn) {
+func demoProxy(t *testing.T, mode decision.Mode) (*proxy, *auditSink, *pgx.Conn) {
 	t.Helper()
 	sink := &auditSink{}
 	p := startProxy(t, withPolicy(t, policyEngine(t, shippedPoliciesWith(t, `"user": {"public.app_set"},`), mode), sink))
@@ -271,7 +271,7 @@ func matrixStatement(table, op, login string) (string, []any) {
 // a denied one fails with 42501 from the proxy, and nothing changes.
 func TestPolicyMatrix(t *testing.T) {
 	t.Parallel()
-	p, _, db := demoProxy(t, policy.ModeStrict)
+	p, _, db := demoProxy(t, decision.ModeStrict)
 	base := digest(t, db)
 	modes := []struct {
 		name string
@@ -338,7 +338,7 @@ func TestPolicyMatrix(t *testing.T) {
 // of the injected PL/pgSQL.
 func TestPolicyDenialError(t *testing.T) {
 	t.Parallel()
-	p, sink, db := demoProxy(t, policy.ModeStrict)
+	p, sink, db := demoProxy(t, decision.ModeStrict)
 	base := digest(t, db)
 	conn := connect(t, p.URL("alice"))
 	for _, c := range []struct {
@@ -455,7 +455,7 @@ func batchOutcomes(t testing.TB, conn *pgx.Conn, sqls []string) (outs []string, 
 // a pipeline behaves as a PostgreSQL error in the middle of one.
 func TestPolicyExtendedProtocol(t *testing.T) {
 	t.Parallel()
-	p, _, db := demoProxy(t, policy.ModeStrict)
+	p, _, db := demoProxy(t, decision.ModeStrict)
 	base := digest(t, db)
 
 	for _, m := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeCacheDescribe, pgx.QueryExecModeDescribeExec, pgx.QueryExecModeExec} {
@@ -603,7 +603,7 @@ func rawExchange(t testing.TB, url string, steps []rawStep) []string {
 // later statements must still be audited.
 func TestPolicyExtendedRaw(t *testing.T) {
 	t.Parallel()
-	p, sink, db := demoProxy(t, policy.ModeStrict)
+	p, sink, db := demoProxy(t, decision.ModeStrict)
 	base := digest(t, db)
 	steps := func(bad string) []rawStep {
 		return []rawStep{
@@ -636,7 +636,7 @@ func TestPolicyExtendedRaw(t *testing.T) {
 // as any PostgreSQL error does, and that savepoints recover from it.
 func TestPolicyTransactionBlock(t *testing.T) {
 	t.Parallel()
-	p, _, db := demoProxy(t, policy.ModeStrict)
+	p, _, db := demoProxy(t, decision.ModeStrict)
 	email := func() string {
 		return directString(t, db, "SELECT email FROM users WHERE id = 'u_alice'")
 	}
@@ -727,7 +727,7 @@ func TestPolicyTransactionBlock(t *testing.T) {
 // error there.
 func TestPolicyMultiStatement(t *testing.T) {
 	t.Parallel()
-	p, sink, db := demoProxy(t, policy.ModeStrict)
+	p, sink, db := demoProxy(t, decision.ModeStrict)
 	base := digest(t, db)
 	ctx := ctxT(t, 30*time.Second)
 	alice := connect(t, p.URL("alice"))
@@ -797,7 +797,7 @@ func TestPolicyMultiStatement(t *testing.T) {
 // merely by the backend's own privileges).
 func TestPolicyDangerous(t *testing.T) {
 	t.Parallel()
-	p, _, db := demoProxy(t, policy.ModeStrict)
+	p, _, db := demoProxy(t, decision.ModeStrict)
 	base := digest(t, db)
 	statements := []string{
 		"SELECT pg_read_file('/etc/passwd')",
@@ -868,7 +868,7 @@ func TestPolicyDangerous(t *testing.T) {
 // parser cannot read with 42601 itself, and the session continues.
 func TestPolicyUnparsable(t *testing.T) {
 	t.Parallel()
-	p, sink, db := demoProxy(t, policy.ModeStrict)
+	p, sink, db := demoProxy(t, decision.ModeStrict)
 	base := digest(t, db)
 	conn := connect(t, p.URL("carol"))
 	for _, m := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement, pgx.QueryExecModeDescribeExec} {
@@ -901,9 +901,9 @@ func TestPolicyUnparsable(t *testing.T) {
 func TestPolicyModes(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
-		mode     policy.Mode
+		mode     decision.Mode
 		decision string
-	}{{policy.ModePermissive, audit.DecisionWouldDeny}, {policy.ModeDisabled, audit.DecisionAllow}} {
+	}{{decision.ModePermissive, audit.DecisionWouldDeny}, {decision.ModeDisabled, audit.DecisionAllow}} {
 		t.Run(string(c.mode), func(t *testing.T) {
 			p, sink, db := demoProxy(t, c.mode)
 			base := digest(t, db)
@@ -934,7 +934,7 @@ func TestPolicyModes(t *testing.T) {
 				t.Errorf("audit record: decision %q success %v rows %d sqlstate %q, want %s true 4 \"\"",
 					rec.Decision, rec.Success, rec.Rows, rec.SQLState, c.decision)
 			}
-			if c.mode == policy.ModePermissive && !strings.Contains(rec.Reason, "may not delete") {
+			if c.mode == decision.ModePermissive && !strings.Contains(rec.Reason, "may not delete") {
 				t.Errorf("would_deny reason %q does not say why strict mode would deny", rec.Reason)
 			}
 			wantUnchanged(t, db, base)
@@ -986,7 +986,7 @@ func allowUserPackages(src []byte) ([]byte, bool) {
 func TestPolicyReload(t *testing.T) {
 	t.Parallel()
 	dir := copyDir(t, "../policies")
-	engine := policyEngine(t, dir, policy.ModeStrict)
+	engine := policyEngine(t, dir, decision.ModeStrict)
 	p := startProxy(t, withPolicy(t, engine, nil))
 	p.loadDemo(t)
 	db := connect(t, p.DirectDB)
@@ -1098,7 +1098,7 @@ violations contains [3, 0, 0, "reload_test", "reload test: page_views is closed"
 func TestPolicyReloadPreparedStatement(t *testing.T) {
 	t.Parallel()
 	dir := copyDir(t, "../policies")
-	engine := policyEngine(t, dir, policy.ModeStrict)
+	engine := policyEngine(t, dir, decision.ModeStrict)
 	p := startProxy(t, withPolicy(t, engine, nil))
 	p.loadDemo(t)
 	ctx := ctxT(t, 30*time.Second)
@@ -1158,7 +1158,7 @@ decision := {"allow": "yes", "reason": "wrong shape"} if input.statement.command
 		t.Fatal(err)
 	}
 	sink := &auditSink{}
-	p := startProxy(t, withPolicy(t, policyEngine(t, dir, policy.ModeStrict), sink))
+	p := startProxy(t, withPolicy(t, policyEngine(t, dir, decision.ModeStrict), sink))
 	p.loadDemo(t)
 	db := connect(t, p.DirectDB)
 	base := digest(t, db)
@@ -1204,7 +1204,7 @@ decision := {"allow": "yes", "reason": "wrong shape"} if input.statement.command
 // client's statement name.
 func TestPolicyReloadRewritesPreparedStatement(t *testing.T) {
 	dir := copyDir(t, "../policies")
-	engine := policyEngine(t, dir, policy.ModeStrict)
+	engine := policyEngine(t, dir, decision.ModeStrict)
 	p := startProxy(t, withPolicy(t, engine, nil))
 	p.loadDemo(t)
 	ctx := ctxT(t, 30*time.Second)

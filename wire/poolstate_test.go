@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -185,7 +185,7 @@ func TestTxForeignStatementDrop(t *testing.T) {
 func TestTxHiddenSettingChange(t *testing.T) {
 	for _, conns := range []int{1, 2} {
 		t.Run(fmt.Sprintf("%d backends", conns), func(t *testing.T) {
-			p := startProxy(t, withTxPooling(conns), withPolicy(t, policyEngine(t, "", policy.ModeStrict), nil))
+			p := startProxy(t, withTxPooling(conns), withPolicy(t, policyEngine(t, "", decision.ModeStrict), nil))
 			p.loadDemo(t)
 			ctx := ctxT(t, 60*time.Second)
 			direct, err := pgconn.Connect(ctx, p.DirectDB)

@@ -12,9 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/jackc/pgx/v5"
-
-	"github.com/dbalproxy/dbalproxy/policy"
 )
 
 // TestAdminCannotTouchGodRows: with the shipped policies an admin (bob)
@@ -24,7 +23,7 @@ import (
 // that would demote the row to "user", which the write check alone allows;
 // user rows stay within reach.
 func TestAdminCannotTouchGodRows(t *testing.T) {
-	p, _, direct := demoProxy(t, policy.ModeStrict)
+	p, _, direct := demoProxy(t, decision.ModeStrict)
 	ctx := ctxT(t, 60*time.Second)
 	before := digest(t, direct)
 
@@ -296,7 +295,7 @@ func TestRLSDifferential(t *testing.T) {
 	}
 	n = rlsEnvInt("DBALPROXY_RLSDIFF_N", n)
 	seed := int64(rlsEnvInt("DBALPROXY_RLSDIFF_SEED", 1))
-	p, _, _ := demoProxy(t, policy.ModeStrict)
+	p, _, _ := demoProxy(t, decision.ModeStrict)
 	role := nativeRLS(t, p)
 	ctx := ctxT(t, 10*time.Minute)
 

@@ -92,6 +92,10 @@ type Config struct {
 	// Decider decides every statement. Nil relays statements unchecked: a
 	// transparent proxy.
 	Decider Decider
+	// Parser classifies statements for transaction pooling (which ones
+	// leave session state on the backend). Give it the planner's parser,
+	// so a text is parsed once; nil uses a parser of its own.
+	Parser StatementParser
 	// Auditor receives one record per statement and per login attempt. Nil
 	// records nothing.
 	Auditor Auditor

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/audit"
+	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/plan"
 	"github.com/dbalproxy/dbalproxy/pool"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/rs/zerolog"
@@ -39,7 +41,7 @@ type session struct {
 	startupParams  map[string]string
 	negotiateMinor bool
 	unknownOptions []string
-	principal      Principal
+	principal      plan.Principal
 	scratch        []byte
 	bodyBuf        []byte
 
@@ -73,7 +75,7 @@ type session struct {
 	// Statement decisions; decider nil means relay everything unchecked.
 	decider       Decider
 	auditor       Auditor
-	info          SessionInfo
+	info          plan.Session
 	auditBase     audit.Record
 	stmts         map[string]*prepared // prepared statements by name
 	portals       map[string]*portal   // named portals
@@ -207,7 +209,7 @@ func (sess *session) initStatements() {
 	for k, v := range sess.be.Params {
 		params[k] = v
 	}
-	sess.info = SessionInfo{
+	sess.info = plan.Session{
 		ID: sess.id, Principal: sess.principal, Database: sess.database,
 		ApplicationName: sess.startupParams["application_name"], ClientAddr: sess.conn.RemoteAddr().String(),
 		TLS: sess.tls, BackendParams: params,
@@ -445,15 +447,15 @@ func (sess *session) handleFunctionCall(be *pool.Conn, n int) error {
 		return fatalf(CodeProtocolViolation, "invalid FunctionCall message")
 	}
 	sess.info.InTransaction = sess.txStatus.Load() != 'I'
-	plan, err := sess.decider.DecideFunctionCall(context.Background(), &sess.info, m.Function, len(m.Arguments))
-	if err != nil || plan == nil {
+	pl, err := sess.decider.DecideFunctionCall(context.Background(), &sess.info, m.Function, len(m.Arguments))
+	if err != nil || pl == nil {
 		sess.log.Error().Err(err).Msg("deciding a fast-path function call failed; denying it")
-		plan = &Plan{Statements: []PlannedStatement{{Command: "FUNCTION CALL", Decision: audit.DecisionDeny, Reason: "decision failed"}},
-			Deny: &Denial{Code: CodeInsufficientPriv, Message: "the proxy could not decide this function call, so it was denied",
+		pl = &plan.Plan{Statements: []plan.Statement{{Command: "FUNCTION CALL", Decision: audit.DecisionDeny, Reason: "decision failed"}},
+			Deny: &plan.Denial{Code: CodeInsufficientPriv, Message: "the proxy could not decide this function call, so it was denied",
 				Hint: "the proxy's log has the cause"}}
 	}
-	if plan.Deny != nil {
-		return sess.sendDenial(be, reqQuery, plan, plan.Deny)
+	if pl.Deny != nil {
+		return sess.sendDenial(be, reqQuery, pl, pl.Deny)
 	}
 	if sess.txMode {
 		// A function named by OID may change session state the proxy
@@ -461,8 +463,8 @@ func (sess *session) handleFunctionCall(be *pool.Conn, n int) error {
 		// backend.
 		sess.pin("fast-path function call")
 	}
-	run := newRun(plan, nil)
-	sess.armTimeout(run, plan.Statements)
+	run := newRun(pl, nil)
+	sess.armTimeout(run, pl.Statements)
 	if err := sess.push(be, request{kind: reqFunctionCall, run: run}); err != nil {
 		return err
 	}
@@ -692,7 +694,7 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 	case 'S':
 		var ps pgproto3.ParameterStatus
 		if ps.Decode(b[5:]) == nil {
-			if why := settingHazard(ps.Name, ps.Value); why != "" {
+			if why := parser.SettingHazard(ps.Name, ps.Value); why != "" {
 				// Something the proxy could not see changed how the
 				// backend lexes SQL (lexguard.go): nothing more may run
 				// on this session or this connection.

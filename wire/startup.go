@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/audit"
+	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/plan"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/xdg-go/scram"
@@ -159,7 +161,7 @@ func (sess *session) checkStartup(m *pgproto3.StartupMessage) error {
 		if err := checkStartupParam(k); err != nil {
 			return err
 		}
-		if why := settingHazard(k, v); why != "" {
+		if why := parser.SettingHazard(k, v); why != "" {
 			return fatalf(CodeFeatureNotSupported, "%s", why) // see lexguard.go
 		}
 	}
@@ -271,7 +273,7 @@ func (sess *session) loginSteps(m *pgproto3.StartupMessage, lg **Login) (release
 			admitted()
 		}
 	}()
-	sess.principal = Principal{User: login.Name, Role: login.Role, Claims: login.Claims}
+	sess.principal = plan.Principal{User: login.Name, Role: login.Role, Claims: login.Claims}
 	if login.Backends != nil {
 		sess.backends = login.Backends
 	}
@@ -309,8 +311,8 @@ func (sess *session) loginSteps(m *pgproto3.StartupMessage, lg **Login) (release
 		}
 	}
 	if err == nil {
-		for _, k := range lexerSettings {
-			if why := settingHazard(k, be.Params[k]); why != "" {
+		for _, k := range parser.LexerSettings {
+			if why := parser.SettingHazard(k, be.Params[k]); why != "" {
 				// The server's (or the role's) default (lexguard.go).
 				err = fatalf(CodeFeatureNotSupported, "%s", why)
 			}

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/audit"
+	"github.com/dbalproxy/dbalproxy/plan"
 	"github.com/dbalproxy/dbalproxy/pool"
+	"github.com/dbalproxy/dbalproxy/sqlscope"
 	"github.com/jackc/pgx/v5/pgproto3"
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
@@ -25,12 +27,12 @@ const maxTrackedStatements = 10000
 // record and its policy row cap holds. Only the pump touches it once it is
 // queued.
 type stmtRun struct {
-	plan       *Plan
+	plan       *plan.Plan
 	next       int // index of the statement to complete next
 	start      time.Time
 	denyIdx    int    // index of the denied statement, -1 if none
 	decisionID string // the denied statement's decision id
-	denyPos    int    // the denial's error position (Denial.Position)
+	denyPos    int    // the denial's error position (plan.Denial.Position)
 	// violationID is set when the current statement failed the policy's
 	// write check: the decision id the client's error carries.
 	violationID string
@@ -89,7 +91,7 @@ func (st *stmtTimer) left() time.Duration {
 // them has none) as one bound for the whole string. The timer runs whatever
 // else times the statements: the backend's statement_timeout is the
 // client's to change, the proxy's deadline is not.
-func (sess *session) armTimeout(run *stmtRun, stmts []PlannedStatement) {
+func (sess *session) armTimeout(run *stmtRun, stmts []plan.Statement) {
 	ms := 0
 	for _, st := range stmts {
 		if st.TimeoutMS <= 0 {
@@ -201,12 +203,12 @@ func (r *stmtRun) stopTimer() (fired bool, ms int) {
 
 // portal is a bound portal: its statement's plan and the rows sent from it.
 type portal struct {
-	plan *Plan
+	plan *plan.Plan
 	sent int64
 }
 
-func newRun(plan *Plan, sent *int64) *stmtRun {
-	r := &stmtRun{plan: plan, start: time.Now(), denyIdx: -1, sent: sent}
+func newRun(pl *plan.Plan, sent *int64) *stmtRun {
+	r := &stmtRun{plan: pl, start: time.Now(), denyIdx: -1, sent: sent}
 	if r.sent == nil {
 		r.sent = &r.own
 	}
@@ -242,25 +244,25 @@ func cstring(b []byte) (string, []byte, bool) {
 
 // decide asks the Decider about sql. An error of the Decider itself denies:
 // nothing is forwarded unchecked.
-func (sess *session) decide(sql string) *Plan {
+func (sess *session) decide(sql string) *plan.Plan {
 	if p := sess.identityDecide(sql); p != nil {
 		return p
 	}
 	if sess.decider == nil {
 		// Transaction pooling without policies: the text goes as it is.
-		return &Plan{SQL: sql}
+		return &plan.Plan{SQL: sql}
 	}
 	sess.info.InTransaction = sess.txStatus.Load() != 'I'
-	plan, err := sess.decider.Decide(context.Background(), &sess.info, sql)
-	if err != nil || plan == nil {
+	pl, err := sess.decider.Decide(context.Background(), &sess.info, sql)
+	if err != nil || pl == nil {
 		sess.log.Error().Err(err).Msg("deciding a statement failed; denying it")
-		return &Plan{
-			Statements: []PlannedStatement{{Decision: audit.DecisionDeny, Reason: "decision failed"}},
-			Deny: &Denial{Code: CodeInsufficientPriv, Message: "the proxy could not decide this statement, so it was denied",
+		return &plan.Plan{
+			Statements: []plan.Statement{{Decision: audit.DecisionDeny, Reason: "decision failed"}},
+			Deny: &plan.Denial{Code: CodeInsufficientPriv, Message: "the proxy could not decide this statement, so it was denied",
 				Hint: "the proxy's log has the cause"},
 		}
 	}
-	return plan
+	return pl
 }
 
 // handleQuery decides a simple Query and forwards it, its rewrite, or the
@@ -274,31 +276,31 @@ func (sess *session) handleQuery(be *pool.Conn, n int) error {
 	if !ok {
 		return fatalf(CodeProtocolViolation, "invalid Query message")
 	}
-	plan := sess.decide(sql)
-	plan = sess.identityQuery(plan)
-	if plan.Deny == nil {
-		plan = sess.pipelineLexCheck(plan)
+	pl := sess.decide(sql)
+	pl = sess.identityQuery(pl)
+	if pl.Deny == nil {
+		pl = sess.pipelineLexCheck(pl)
 	}
-	if plan.Deny != nil {
-		return sess.sendDenial(be, reqQuery, plan, plan.Deny)
+	if pl.Deny != nil {
+		return sess.sendDenial(be, reqQuery, pl, pl.Deny)
 	}
-	send := plan.SQL
+	send := pl.SQL
 	if sess.txMode {
-		var deny *Denial
-		send, deny, err = sess.txQuery(be, sql, plan.SQL)
+		var deny *plan.Denial
+		send, deny, err = sess.txQuery(be, sql, pl.SQL)
 		if err != nil {
 			return err
 		}
 		if deny != nil {
-			return sess.sendDenial(be, reqQuery, &Plan{Statements: []PlannedStatement{{Command: "EXECUTE", Decision: audit.DecisionDeny, Reason: deny.Message}}}, deny)
+			return sess.sendDenial(be, reqQuery, &plan.Plan{Statements: []plan.Statement{{Command: "EXECUTE", Decision: audit.DecisionDeny, Reason: deny.Message}}}, deny)
 		}
 	}
-	run := newRun(plan, nil)
-	send = sess.timeEach(run, send, plan.Statements)
+	run := newRun(pl, nil)
+	send = sess.timeEach(run, send, pl.Statements)
 	if err := sess.lexGuard(be, true, send); err != nil {
 		return err
 	}
-	sess.armTimeout(run, plan.Statements)
+	sess.armTimeout(run, pl.Statements)
 	if err := sess.push(be, request{kind: reqQuery, run: run}); err != nil {
 		return err
 	}
@@ -307,6 +309,10 @@ func (sess *session) handleQuery(be *pool.Conn, n int) error {
 	}
 	return sess.writeQuery(be, send)
 }
+
+// implicitTxCommands are the commands timeEach puts a SET LOCAL in front of
+// when they are a query string's only statement.
+var implicitTxCommands = map[string]bool{"SELECT": true, "INSERT": true, "UPDATE": true, "DELETE": true, "MERGE": true}
 
 // timeEach lets the backend time each statement of a simple Query (the
 // statements stmts, whose text is send) with its policy timeout, where it
@@ -325,11 +331,11 @@ func (sess *session) handleQuery(be *pool.Conn, n int) error {
 // control (which would end or extend the implicit transaction); a single
 // statement only if it may run in an implicit transaction (not VACUUM,
 // say). Otherwise the proxy's timer alone bounds the string.
-func (sess *session) timeEach(run *stmtRun, send string, stmts []PlannedStatement) string {
+func (sess *session) timeEach(run *stmtRun, send string, stmts []plan.Statement) string {
 	if len(stmts) == 0 || byte(sess.txStatus.Load()) != 'I' || sess.reqs.pending() != 0 {
 		return send
 	}
-	if len(stmts) == 1 && !shapeCommands[stmts[0].Command] {
+	if len(stmts) == 1 && !implicitTxCommands[stmts[0].Command] {
 		return send
 	}
 	for _, ps := range stmts {
@@ -388,7 +394,7 @@ func (sess *session) writeQuery(be *pool.Conn, sql string) error {
 // (see denyStatement). kind is reqQuery for a simple Query and reqExecute for
 // the extended protocol, where the injected Parse and Bind are swallowed and
 // the client's messages are skipped until Sync.
-func (sess *session) sendDenial(be *pool.Conn, kind reqKind, plan *Plan, d *Denial) error {
+func (sess *session) sendDenial(be *pool.Conn, kind reqKind, pl *plan.Plan, d *plan.Denial) error {
 	id := audit.NewDecisionID()
 	if sess.txMode {
 		// The injected statement takes the unnamed slot, as a denial does
@@ -396,17 +402,17 @@ func (sess *session) sendDenial(be *pool.Conn, kind reqKind, plan *Plan, d *Deni
 		stateOf(be, sess.tx).setUnnamed("")
 		delete(sess.stmts, "")
 	}
-	run := newRun(plan, nil)
+	run := newRun(pl, nil)
 	run.denyIdx, run.decisionID, run.denyPos = d.Index, id, d.Position
 	raise := denyStatement(d, id)
 	sess.log.Info().Str("sqlstate", d.Code).Str("reason", d.Message).Str("decision_id", id).Msg("statement denied")
 	if kind == reqQuery {
 		timed := false
-		if d.Prefix != "" && d.Index > 0 && d.Index <= len(plan.Statements) {
+		if d.Prefix != "" && d.Index > 0 && d.Index <= len(pl.Statements) {
 			// The statements before the denied one run, with their policy
 			// timeouts.
 			timed = true
-			raise = sess.timeEach(run, d.Prefix, plan.Statements[:d.Index]) + "\n;\n" + raise
+			raise = sess.timeEach(run, d.Prefix, pl.Statements[:d.Index]) + "\n;\n" + raise
 		} else if d.Prefix != "" {
 			raise = d.Prefix + "\n;\n" + raise
 		}
@@ -422,7 +428,7 @@ func (sess *session) sendDenial(be *pool.Conn, kind reqKind, plan *Plan, d *Deni
 			}
 		}
 		if timed {
-			sess.armTimeout(run, plan.Statements[:d.Index])
+			sess.armTimeout(run, pl.Statements[:d.Index])
 		}
 		// The prefix runs, and the message may hold the client's names.
 		if err := sess.lexGuard(be, true, raise); err != nil {
@@ -458,44 +464,44 @@ func (sess *session) handleParse(be *pool.Conn, n int) error {
 	if err := m.Decode(body); err != nil {
 		return fatalf(CodeProtocolViolation, "invalid Parse message")
 	}
-	plan := sess.pipelineLexCheck(sess.decide(m.Query))
-	if plan.Deny != nil {
-		return sess.sendDenial(be, reqExecute, plan, plan.Deny)
+	pl := sess.pipelineLexCheck(sess.decide(m.Query))
+	if pl.Deny != nil {
+		return sess.sendDenial(be, reqExecute, pl, pl.Deny)
 	}
 	if sess.txMode {
 		if d := sess.txApply(stateOf(be, sess.tx), sess.tx.effectOf(m.Query)); d != nil {
-			return sess.sendDenial(be, reqExecute, &Plan{Statements: []PlannedStatement{{Command: "EXECUTE", Decision: audit.DecisionDeny, Reason: d.Message}}}, d)
+			return sess.sendDenial(be, reqExecute, &plan.Plan{Statements: []plan.Statement{{Command: "EXECUTE", Decision: audit.DecisionDeny, Reason: d.Message}}}, d)
 		}
 		if ps := sess.stmts[m.Name]; ps != nil && ps.failed.Load() {
 			delete(sess.stmts, m.Name)
 		}
 		if m.Name != "" && sess.stmts[m.Name] != nil {
-			return sess.sendDenial(be, reqExecute, &Plan{Statements: []PlannedStatement{{Command: "PREPARE", Decision: audit.DecisionDeny}}},
-				&Denial{Code: codeDuplicatePStatement, Message: fmt.Sprintf("prepared statement %q already exists", m.Name)})
+			return sess.sendDenial(be, reqExecute, &plan.Plan{Statements: []plan.Statement{{Command: "PREPARE", Decision: audit.DecisionDeny}}},
+				&plan.Denial{Code: codeDuplicatePStatement, Message: fmt.Sprintf("prepared statement %q already exists", m.Name)})
 		}
 	}
 	if len(sess.stmts) >= maxTrackedStatements && sess.stmts[m.Name] == nil {
 		// Every prepared statement must stay decidable at Bind: refuse
 		// rather than lose track of one.
-		return sess.sendDenial(be, reqExecute, plan, &Denial{Code: CodeProgramLimitExceeded,
+		return sess.sendDenial(be, reqExecute, pl, &plan.Denial{Code: CodeProgramLimitExceeded,
 			Message: fmt.Sprintf("too many prepared statements in this session (the proxy allows %d)", maxTrackedStatements),
 			Hint:    "deallocate prepared statements you no longer use"})
 	}
-	ps := &prepared{text: m.Query, plan: plan, paramOIDs: m.ParameterOIDs}
+	ps := &prepared{text: m.Query, plan: pl, paramOIDs: m.ParameterOIDs}
 	sess.stmts[m.Name] = ps
 	if sess.txMode {
 		return sess.txParse(be, m.Name, ps)
 	}
-	if err := sess.lexGuard(be, false, plan.SQL); err != nil {
+	if err := sess.lexGuard(be, false, pl.SQL); err != nil {
 		return err
 	}
 	if err := sess.push(be, request{kind: reqParse}); err != nil {
 		return err
 	}
-	if plan.SQL == m.Query {
+	if pl.SQL == m.Query {
 		return writeMessage(be.W, 'P', body)
 	}
-	m.Query = plan.SQL
+	m.Query = pl.SQL
 	buf, err := m.Encode(sess.scratch[:0])
 	if err != nil {
 		return err
@@ -510,7 +516,7 @@ func (sess *session) handleParse(be *pool.Conn, n int) error {
 type prepared struct {
 	text      string
 	paramOIDs []uint32
-	plan      *Plan
+	plan      *plan.Plan
 	// beName is the backend's name for a named statement in transaction
 	// pooling (see backendStmtName); "" for the unnamed statement.
 	beName string
@@ -532,7 +538,7 @@ func (sess *session) handleBind(be *pool.Conn, n int) error {
 	}
 	portalName, rest, ok1 := cstring(b[5:])
 	stmt, _, ok2 := cstring(rest)
-	var plan *Plan
+	var pl *plan.Plan
 	if ok1 && ok2 {
 		if ps := sess.stmts[stmt]; ps != nil {
 			if ps.plan.Version != sess.decider.Version() || sess.ident.switched {
@@ -546,20 +552,20 @@ func (sess *session) handleBind(be *pool.Conn, n int) error {
 					}
 				}
 			}
-			plan = ps.plan
+			pl = ps.plan
 		} else {
-			plan = sess.foreignStmtPlan(stmt)
+			pl = sess.foreignStmtPlan(stmt)
 		}
-		sess.setPortal(portalName, plan)
+		sess.setPortal(portalName, pl)
 	}
-	if plan != nil && plan.switchTo != nil {
-		plan = sess.identityBind(n, plan)
+	if pl != nil && pl.SwitchTo != nil {
+		pl = sess.identityBind(n, pl)
 	}
-	if plan != nil && plan.Deny != nil {
+	if pl != nil && pl.Deny != nil {
 		if err := sess.drop(n); err != nil {
 			return err
 		}
-		return sess.sendDenial(be, reqExecute, plan, plan.Deny)
+		return sess.sendDenial(be, reqExecute, pl, pl.Deny)
 	}
 	if err := sess.push(be, request{kind: reqBind}); err != nil {
 		return err
@@ -572,19 +578,19 @@ func (sess *session) handleBind(be *pool.Conn, n int) error {
 // (the backend then refuses the Bind). Binding it runs what EXECUTE of its
 // name runs, so it is decided as that EXECUTE, and its portal has that
 // decision's timeout and row cap. nil for the unnamed statement.
-func (sess *session) foreignStmtPlan(name string) *Plan {
+func (sess *session) foreignStmtPlan(name string) *plan.Plan {
 	if name == "" {
 		return nil
 	}
-	return sess.decide("EXECUTE " + quoteIdent(name))
+	return sess.decide("EXECUTE " + sqlscope.QuoteIdent(name))
 }
 
 // setPortal records which plan the portal a Bind creates runs (nil: the
 // statement is not the client's own, or unknown).
-func (sess *session) setPortal(name string, plan *Plan) {
+func (sess *session) setPortal(name string, pl *plan.Plan) {
 	var pt *portal
-	if plan != nil {
-		pt = &portal{plan: plan}
+	if pl != nil {
+		pt = &portal{plan: pl}
 	}
 	if name == "" {
 		sess.unnamedPortal = pt

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -27,7 +27,7 @@ decision := {"allow": true, "reason": "test", "timeout_ms": 300}
 		t.Fatal(err)
 	}
 	sink := &auditSink{}
-	p := startProxy(t, withPolicy(t, policyEngine(t, dir, policy.ModeStrict), sink))
+	p := startProxy(t, withPolicy(t, policyEngine(t, dir, decision.ModeStrict), sink))
 	ctx := ctxT(t, 60*time.Second)
 	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {
 		t.Run(mode.String(), func(t *testing.T) {

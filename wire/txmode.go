@@ -10,7 +10,10 @@ import (
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/audit"
+	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/plan"
 	"github.com/dbalproxy/dbalproxy/pool"
+	"github.com/dbalproxy/dbalproxy/sqlscope"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -47,7 +50,7 @@ type txTaker interface {
 
 // txShared returns the server's transaction pooling state.
 func (srv *Server) txShared() *txShared {
-	srv.txOnce.Do(func() { srv.tx = newTxShared(srv.cfg.Decider) })
+	srv.txOnce.Do(func() { srv.tx = newTxShared(srv.cfg.Parser) })
 	return srv.tx
 }
 
@@ -147,7 +150,7 @@ func (sess *session) syncParams(ctx context.Context, be *pool.Conn) error {
 			q.WriteString("; ")
 		}
 		q.WriteString("RESET ")
-		q.WriteString(quoteIdent(k))
+		q.WriteString(sqlscope.QuoteIdent(k))
 	}
 	if q.Len() == 0 {
 		st.syncedFor, st.syncedGen = sess.wantID, gen
@@ -173,11 +176,6 @@ func (sess *session) syncParams(ctx context.Context, be *pool.Conn) error {
 func (sess *session) paramsSynced(be *pool.Conn) bool {
 	st := stateOf(be, sess.tx)
 	return st.syncedFor == sess.wantID && st.syncedGen == st.paramGen.Load()
-}
-
-// quoteIdent quotes an identifier for SQL.
-func quoteIdent(s string) string {
-	return `"` + strings.ReplaceAll(strings.ReplaceAll(s, "\x00", ""), `"`, `""`) + `"`
 }
 
 // beginMessage returns the backend a client message goes to, leasing one if
@@ -268,8 +266,8 @@ func (sess *session) newLease() (*pool.Conn, error) {
 // role or database setting made after the pool dialled its first
 // connections; see lexguard.go) is closed and the client refused.
 func (sess *session) startLease(be *pool.Conn) (*pool.Conn, error) {
-	for _, k := range lexerSettings {
-		if why := settingHazard(k, be.Params[k]); why != "" {
+	for _, k := range parser.LexerSettings {
+		if why := parser.SettingHazard(k, be.Params[k]); why != "" {
 			sess.backends.Destroy(be)
 			return nil, fatalf(CodeFeatureNotSupported, "%s", why)
 		}
@@ -357,7 +355,7 @@ func (sess *session) pin(why string) {
 // txQuery does transaction pooling's bookkeeping for a simple Query about
 // to be sent as sql (the client's text was text). It returns the text to
 // send, or a denial in place of the query.
-func (sess *session) txQuery(be *pool.Conn, text, sql string) (string, *Denial, error) {
+func (sess *session) txQuery(be *pool.Conn, text, sql string) (string, *plan.Denial, error) {
 	st := stateOf(be, sess.tx)
 	e := sess.tx.effectOf(text)
 	if len(e.deallocates) == 1 && e.statements == 1 && !sess.sqlPrepared[e.deallocates[0]] {
@@ -372,7 +370,7 @@ func (sess *session) txQuery(be *pool.Conn, text, sql string) (string, *Denial, 
 				return "", nil, err
 			}
 			st.forget(ps.beName, st.epochNow())
-			return "DEALLOCATE " + quoteIdent(ps.beName), nil, nil
+			return "DEALLOCATE " + sqlscope.QuoteIdent(ps.beName), nil, nil
 		}
 	}
 	if d := sess.txApply(st, e); d != nil {
@@ -388,7 +386,7 @@ func (sess *session) txQuery(be *pool.Conn, text, sql string) (string, *Denial, 
 // txApply applies the session effects e of a statement text the client
 // sends (as a Query or a Parse) before it is forwarded, or returns the
 // denial to send instead.
-func (sess *session) txApply(st *beState, e *txEffect) *Denial {
+func (sess *session) txApply(st *beState, e *txEffect) *plan.Denial {
 	if e == noEffect {
 		return nil
 	}
@@ -397,7 +395,7 @@ func (sess *session) txApply(st *beState, e *txEffect) *Denial {
 			// The proxy's own names on shared backends (backendStmtName):
 			// a client's statement of that name could stand in for one of
 			// them, or take another client's name for its own.
-			return &Denial{Code: codeReservedName, Message: fmt.Sprintf("prepared statement names starting with %q are reserved by the proxy", beStmtPrefix),
+			return &plan.Denial{Code: codeReservedName, Message: fmt.Sprintf("prepared statement names starting with %q are reserved by the proxy", beStmtPrefix),
 				Hint: "choose another name"}
 		}
 	}
@@ -409,7 +407,7 @@ func (sess *session) txApply(st *beState, e *txEffect) *Denial {
 		if !own(name) {
 			// The backend may hold statements prepared for other clients:
 			// only the client's own SQL-level statements may run.
-			return &Denial{Code: codeInvalidPStatement, Message: fmt.Sprintf("prepared statement %q does not exist", name)}
+			return &plan.Denial{Code: codeInvalidPStatement, Message: fmt.Sprintf("prepared statement %q does not exist", name)}
 		}
 	}
 	for _, name := range e.deallocates {
@@ -418,7 +416,7 @@ func (sess *session) txApply(st *beState, e *txEffect) *Denial {
 			// PREPARE is either unknown to the backend or another's (a
 			// protocol-level statement of the client's is renamed on the
 			// backend; a DEALLOCATE of it alone is rewritten, see txQuery).
-			return &Denial{Code: codeInvalidPStatement, Message: fmt.Sprintf("prepared statement %q does not exist", name)}
+			return &plan.Denial{Code: codeInvalidPStatement, Message: fmt.Sprintf("prepared statement %q does not exist", name)}
 		}
 	}
 	if e.pin != "" {
@@ -564,7 +562,7 @@ func (sess *session) ensureStmt(be *pool.Conn, ps *prepared) error {
 
 // errResultTypeChanged is what PostgreSQL answers to a Bind of a statement
 // whose result type changed since it was prepared.
-var errResultTypeChanged = &Denial{Code: CodeFeatureNotSupported, Message: "cached plan must not change result type"}
+var errResultTypeChanged = &plan.Denial{Code: CodeFeatureNotSupported, Message: "cached plan must not change result type"}
 
 // outdated reports whether the client prepared ps before its result type was
 // found changed: PostgreSQL refuses every Bind of such a statement until the
@@ -626,25 +624,25 @@ func (sess *session) txBind(be *pool.Conn, n int) error {
 		if portalName == "" {
 			sess.unnamedPortal = nil
 		}
-		return sess.sendDenial(be, reqExecute, &Plan{Statements: []PlannedStatement{{Command: "EXECUTE", Decision: audit.DecisionAllow, Reason: errResultTypeChanged.Message}}}, errResultTypeChanged)
+		return sess.sendDenial(be, reqExecute, &plan.Plan{Statements: []plan.Statement{{Command: "EXECUTE", Decision: audit.DecisionAllow, Reason: errResultTypeChanged.Message}}}, errResultTypeChanged)
 	}
 	// tail stays valid: nothing below reads from the client.
 	target, err := sess.targetStmt(be, stmt)
 	if err != nil {
 		return err
 	}
-	var plan *Plan
+	var pl *plan.Plan
 	if ps := sess.stmts[stmt]; ps != nil {
-		plan = ps.plan
+		pl = ps.plan
 	} else {
-		plan = sess.foreignStmtPlan(stmt)
+		pl = sess.foreignStmtPlan(stmt)
 	}
-	sess.setPortal(portalName, plan)
-	if plan != nil && plan.switchTo != nil {
-		plan = sess.identityBindBody(body, plan)
+	sess.setPortal(portalName, pl)
+	if pl != nil && pl.SwitchTo != nil {
+		pl = sess.identityBindBody(body, pl)
 	}
-	if plan != nil && plan.Deny != nil {
-		return sess.sendDenial(be, reqExecute, plan, plan.Deny)
+	if pl != nil && pl.Deny != nil {
+		return sess.sendDenial(be, reqExecute, pl, pl.Deny)
 	}
 	if err := sess.push(be, request{kind: reqBind, st: stateOf(be, sess.tx), bind: target}); err != nil {
 		return err

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/pool"
 	"github.com/dbalproxy/dbalproxy/testenv"
 	"github.com/dbalproxy/dbalproxy/wire"
@@ -67,7 +67,7 @@ func TestTxConformance(t *testing.T) {
 // policies: alice's and bob's rewrites of the same text differ, and neither
 // ever gets the other's rows.
 func TestTxPgxStatementCache(t *testing.T) {
-	p := startProxy(t, withTxPooling(3), withPolicy(t, policyEngine(t, "", policy.ModeStrict), nil))
+	p := startProxy(t, withTxPooling(3), withPolicy(t, policyEngine(t, "", decision.ModeStrict), nil))
 	p.loadDemo(t)
 	ctx := ctxT(t, 90*time.Second)
 	var wg sync.WaitGroup
@@ -618,7 +618,7 @@ decision := {"allow": true, "reason": "fast", "timeout_ms": 5000} if not contain
 	if err := os.WriteFile(filepath.Join(dir, "t.rego"), []byte(rego), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := startProxy(t, withTxPooling(2), withPolicy(t, policyEngine(t, dir, policy.ModeStrict), nil))
+	p := startProxy(t, withTxPooling(2), withPolicy(t, policyEngine(t, dir, decision.ModeStrict), nil))
 	ctx := ctxT(t, 60*time.Second)
 	var wg sync.WaitGroup
 	var innocentCancelled, slowCancelled atomic.Int64
@@ -1191,7 +1191,7 @@ func TestTxAcquireTimeout(t *testing.T) {
 // two principals whose filters differ becomes two backend statements, each
 // with its own rewrite.
 func TestTxPrincipalsDoNotShareStatements(t *testing.T) {
-	p := startProxy(t, withTxPooling(1), withPolicy(t, policyEngine(t, "", policy.ModeStrict), nil))
+	p := startProxy(t, withTxPooling(1), withPolicy(t, policyEngine(t, "", decision.ModeStrict), nil))
 	p.loadDemo(t)
 	ctx := ctxT(t, 30*time.Second)
 	counts := map[string]string{}
@@ -1251,7 +1251,7 @@ func TestTxLargeBind(t *testing.T) {
 func TestTxDeniedStatementPrefix(t *testing.T) {
 	// admin may take session advisory locks here.
 	dir := shippedPoliciesWith(t, `"admin": {"pg_catalog.pg_advisory_lock"},`)
-	p := startProxy(t, withTxPooling(2), withPolicy(t, policyEngine(t, dir, policy.ModeStrict), nil))
+	p := startProxy(t, withTxPooling(2), withPolicy(t, policyEngine(t, dir, decision.ModeStrict), nil))
 	p.loadDemo(t)
 	ctx := ctxT(t, 30*time.Second)
 	a, err := pgconn.Connect(ctx, p.URL("bob"))

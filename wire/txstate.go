@@ -325,17 +325,21 @@ type txShared struct {
 	stale   staleness
 }
 
-// newTxShared uses the planner's parser when there is one, so a text it
-// parsed is found in its cache.
-func newTxShared(d Decider) *txShared {
+// newTxShared classifies statements with p (the planner's parser, so a
+// text it parsed is found in its cache), or with a parser of its own.
+func newTxShared(p StatementParser) *txShared {
 	c, _ := lru.New[string, *txEffect](10000)
-	t := &txShared{effects: c}
-	if p, ok := d.(*Planner); ok && p.cfg.Parser != nil {
-		t.parser = p.cfg.Parser
-	} else {
+	t := &txShared{effects: c, parser: p}
+	if t.parser == nil {
 		t.parser = parser.New(parser.Options{})
 	}
 	return t
+}
+
+// StatementParser reads the facts of a statement text; *parser.Parser
+// implements it.
+type StatementParser interface {
+	Parse(sql string) (*parser.Result, error)
 }
 
 // effectWords are what every statement with a session effect contains

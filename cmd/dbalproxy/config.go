@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"go.yaml.in/yaml/v3"
 )
@@ -200,7 +201,7 @@ type PolicyBundleConfig struct {
 
 // policyOptions are the policy engine's options a configuration asks for.
 func policyOptions(cfg *Config) policy.Options {
-	opts := policy.Options{Dir: cfg.Policy.Dir, Mode: policy.Mode(cfg.Policy.Mode), RunTests: cfg.Policy.RunTests}
+	opts := policy.Options{Dir: cfg.Policy.Dir, Mode: decision.Mode(cfg.Policy.Mode), RunTests: cfg.Policy.RunTests}
 	if b := cfg.Policy.Bundle; b.URL != "" {
 		opts.Dir = ""
 		opts.Bundle = &policy.BundleOptions{

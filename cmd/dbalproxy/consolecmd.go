@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/console"
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/pool"
 	"github.com/dbalproxy/dbalproxy/wire"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -111,7 +111,7 @@ func (px *proxy) policyStatus() console.PolicyStatus {
 		st.Version = px.engine.Version()
 		st.Mode = string(px.engine.Mode())
 	}
-	if st.Mode != string(policy.ModeDisabled) {
+	if st.Mode != string(decision.ModeDisabled) {
 		if ents, err := os.ReadDir(cfg.Policy.Dir); err == nil {
 			for _, e := range ents {
 				switch filepath.Ext(e.Name()) {

@@ -25,8 +25,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/identity"
 	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/planner"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/rewrite"
 	"github.com/dbalproxy/dbalproxy/wire"
@@ -289,8 +291,8 @@ func buildLogins(cfg *Config) (wire.Logins, error) {
 // newPlanner loads the policies and builds the statement planner. hook, if
 // not nil, sees the policy engine's log lines; onReload, if not nil, is told
 // of every policy reload. cat resolves functions (nil: not at all).
-func newPlanner(cfg *Config, log zerolog.Logger, hook zerolog.Hook, onReload func(error), cat wire.FunctionCatalog) (*wire.Planner, *policy.Engine, error) {
-	mode, err := policy.ParseMode(cfg.Policy.Mode)
+func newPlanner(cfg *Config, log zerolog.Logger, hook zerolog.Hook, onReload func(error), cat planner.FunctionCatalog) (*planner.Planner, *policy.Engine, error) {
+	mode, err := decision.ParseMode(cfg.Policy.Mode)
 	if err != nil {
 		return nil, nil, &configError{key: "policy.mode", msg: err.Error()}
 	}
@@ -304,7 +306,7 @@ func newPlanner(cfg *Config, log zerolog.Logger, hook zerolog.Hook, onReload fun
 	if err != nil {
 		return nil, nil, fmt.Errorf("policies in %s: %w", policySource(cfg), err)
 	}
-	planner, err := wire.NewPlanner(wire.PlannerConfig{
+	pln, err := planner.New(planner.Config{
 		Parser:    parser.New(parser.Options{}),
 		Policy:    engine,
 		Rewriter:  rewrite.NewRewriter(0),
@@ -316,5 +318,5 @@ func newPlanner(cfg *Config, log zerolog.Logger, hook zerolog.Hook, onReload fun
 		return nil, nil, err
 	}
 	log.Info().Str("dir", policySource(cfg)).Str("mode", string(mode)).Str("policy_version", engine.Version()).Msg("policies loaded")
-	return planner, engine, nil
+	return pln, engine, nil
 }

@@ -13,10 +13,11 @@ import (
 
 	"github.com/dbalproxy/dbalproxy/catalog"
 	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/plan"
+	"github.com/dbalproxy/dbalproxy/planner"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/pool"
 	"github.com/dbalproxy/dbalproxy/rewrite"
-	"github.com/dbalproxy/dbalproxy/wire"
 	"github.com/rs/zerolog"
 )
 
@@ -181,13 +182,13 @@ func explainCmd(args []string, stdout, stderr io.Writer) error {
 	if *mode != "" {
 		cfg.Policy.Mode = *mode
 	}
-	var principal wire.Principal
+	var principal plan.Principal
 	switch {
 	case *loginName != "":
 		found := false
 		for _, l := range cfg.Logins {
 			if l.Name == *loginName {
-				principal = wire.Principal{User: l.Name, Role: l.Role, Claims: l.Claims}
+				principal = plan.Principal{User: l.Name, Role: l.Role, Claims: l.Claims}
 				found = true
 			}
 		}
@@ -206,7 +207,7 @@ func explainCmd(args []string, stdout, stderr io.Writer) error {
 		if err := json.Unmarshal([]byte(*claimsJSON), &claims); err != nil {
 			return fmt.Errorf("--claims is not a JSON object: %v", err)
 		}
-		principal = wire.Principal{User: "explain", Role: *role, Claims: claims}
+		principal = plan.Principal{User: "explain", Role: *role, Claims: claims}
 	default:
 		return errors.New("explain needs --login or --role")
 	}
@@ -218,7 +219,7 @@ func explainCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pcfg := wire.PlannerConfig{Parser: p, Policy: engine, Rewriter: rewrite.NewRewriter(0), Logger: zerolog.Nop()}
+	pcfg := planner.Config{Parser: p, Policy: engine, Rewriter: rewrite.NewRewriter(0), Logger: zerolog.Nop()}
 	database := "app"
 	if *backendURL != "" {
 		bp, err := pool.New(pool.Config{ConnString: *backendURL})
@@ -229,11 +230,11 @@ func explainCmd(args []string, stdout, stderr io.Writer) error {
 		database = bp.DefaultDatabase()
 		pcfg.Catalog = catalog.NewCache(catalog.CacheConfig{Connector: bp})
 	}
-	planner, err := wire.NewPlanner(pcfg)
+	pln, err := planner.New(pcfg)
 	if err != nil {
 		return err
 	}
-	plan, err := planner.Decide(context.Background(), &wire.SessionInfo{Principal: principal, Database: database}, sql)
+	pl, err := pln.Decide(context.Background(), &plan.Session{Principal: principal, Database: database}, sql)
 	if err != nil {
 		return err
 	}
@@ -248,7 +249,7 @@ func explainCmd(args []string, stdout, stderr io.Writer) error {
 	if perr != nil {
 		rep.ParseError = perr.Error()
 	}
-	for i, ps := range plan.Statements {
+	for i, ps := range pl.Statements {
 		es := explainStatement{
 			Command: ps.Command, Decision: ps.Decision, Reason: ps.Reason, Rewritten: ps.Rewritten,
 			MaxRows: ps.MaxRows, TimeoutMS: ps.TimeoutMS, Tables: []explainTable{}, Functions: []string{},
@@ -287,12 +288,12 @@ func explainCmd(args []string, stdout, stderr io.Writer) error {
 		}
 		rep.Statements = append(rep.Statements, es)
 	}
-	if d := plan.Deny; d != nil {
+	if d := pl.Deny; d != nil {
 		rep.Decision = "deny"
 		rep.Denial = &explainDenial{Statement: d.Index + 1, SQLState: d.Code, Message: d.Message, Detail: d.Detail}
 	} else {
 		rep.Decision = "allow"
-		rep.BackendSQL = strings.TrimSpace(plan.SQL)
+		rep.BackendSQL = strings.TrimSpace(pl.SQL)
 	}
 
 	if *asJSON {

@@ -21,6 +21,7 @@ import (
 	"github.com/dbalproxy/dbalproxy/bridge"
 	"github.com/dbalproxy/dbalproxy/catalog"
 	"github.com/dbalproxy/dbalproxy/console"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/metrics"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/pool"
@@ -199,7 +200,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 			cat.Invalidate()
 		}
 	}
-	planner, engine, err := newPlanner(cfg, log, &px.policyQuiet, onReload, cat)
+	pln, engine, err := newPlanner(cfg, log, &px.policyQuiet, onReload, cat)
 	if err != nil {
 		return err
 	}
@@ -230,7 +231,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		MaxClientConns:  cfg.Limits.MaxClientConns,
 		PeerID:          cfg.Peering.ID,
 		Peers:           cfg.Peering.Peers,
-		Decider:         planner,
+		Decider:         pln,
 		// In transaction pooling a backend connection is shared between
 		// transactions of different clients (see the README).
 		TransactionPooling: cfg.Pool.Mode == "transaction",
@@ -384,7 +385,7 @@ func (px *proxy) readyChecks(p *pool.Pool) []admin.Check {
 			return nil
 		},
 		func(context.Context) error {
-			if px.engine != nil && px.engine.Mode() != policy.ModeDisabled && px.engine.Version() == "" {
+			if px.engine != nil && px.engine.Mode() != decision.ModeDisabled && px.engine.Version() == "" {
 				return errors.New("no policy set loaded")
 			}
 			return nil
@@ -696,7 +697,7 @@ func checkConfig(load func() (*Config, error)) error {
 	}
 	if cfg.Policy.Mode != "disabled" && (cfg.Policy.Dir != "" || cfg.Policy.Bundle.URL != "") {
 		opts := policyOptions(cfg)
-		opts.Mode, _ = policy.ParseMode(cfg.Policy.Mode)
+		opts.Mode, _ = decision.ParseMode(cfg.Policy.Mode)
 		opts.RunTests = true
 		key := "policy.dir"
 		if opts.Bundle != nil {

@@ -2,11 +2,11 @@ package main
 
 import (
 	"fmt"
-
-	"github.com/dbalproxy/dbalproxy/metrics"
 	"runtime"
 	"runtime/debug"
 	"strings"
+
+	"github.com/dbalproxy/dbalproxy/metrics"
 )
 
 // version and revision may be set at build time, e.g. by a release build:

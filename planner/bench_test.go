@@ -1,4 +1,4 @@
-package wire_test
+package planner_test
 
 import (
 	"context"
@@ -7,9 +7,10 @@ import (
 	"testing"
 
 	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/plan"
+	"github.com/dbalproxy/dbalproxy/planner"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/rewrite"
-	"github.com/dbalproxy/dbalproxy/wire"
 	"github.com/rs/zerolog"
 )
 
@@ -21,15 +22,15 @@ func BenchmarkPlanner(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	newPlanner := func() *wire.Planner {
-		pl, err := wire.NewPlanner(wire.PlannerConfig{Parser: parser.New(parser.Options{}), Policy: engine,
+	newPlanner := func() *planner.Planner {
+		pl, err := planner.New(planner.Config{Parser: parser.New(parser.Options{}), Policy: engine,
 			Rewriter: rewrite.NewRewriter(0), Logger: zerolog.Nop()})
 		if err != nil {
 			b.Fatal(err)
 		}
 		return pl
 	}
-	info := &wire.SessionInfo{Principal: wire.Principal{User: "alice", Role: "user", Claims: map[string]any{"user_id": "u_alice"}},
+	info := &plan.Session{Principal: plan.Principal{User: "alice", Role: "user", Claims: map[string]any{"user_id": "u_alice"}},
 		Database: "app", BackendParams: map[string]string{"server_version": "15.18"}}
 	ctx := context.Background()
 	for _, q := range []struct{ name, sql, literal string }{
@@ -47,8 +48,8 @@ func BenchmarkPlanner(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				i++
-				if plan, _ := pl.Decide(ctx, info, fmt.Sprintf(q.literal, i)); plan.Deny != nil {
-					b.Fatal(plan.Deny.Message)
+				if got, _ := pl.Decide(ctx, info, fmt.Sprintf(q.literal, i)); got.Deny != nil {
+					b.Fatal(got.Deny.Message)
 				}
 			}
 		})
@@ -60,8 +61,8 @@ func BenchmarkPlanner(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				if plan, _ := pl.Decide(ctx, info, q.sql); plan.Deny != nil {
-					b.Fatal(plan.Deny.Message)
+				if got, _ := pl.Decide(ctx, info, q.sql); got.Deny != nil {
+					b.Fatal(got.Deny.Message)
 				}
 			}
 		})
@@ -71,8 +72,8 @@ func BenchmarkPlanner(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				i++
-				if plan, _ := pl.Decide(ctx, info, q.sql+" LIMIT "+strconv.Itoa(i)); plan.Deny != nil {
-					b.Fatal(plan.Deny.Message)
+				if got, _ := pl.Decide(ctx, info, q.sql+" LIMIT "+strconv.Itoa(i)); got.Deny != nil {
+					b.Fatal(got.Deny.Message)
 				}
 			}
 		})
@@ -94,11 +95,11 @@ func BenchmarkPlannerNewText(b *testing.B) {
 		"DateStyle": "ISO, MDY", "integer_datetimes": "on", "standard_conforming_strings": "on"}
 	for _, q := range []struct {
 		name, sql string
-		who       wire.Principal
+		who       plan.Principal
 	}{
-		{"pgbench", "SELECT abalance FROM pgbench_accounts WHERE aid = 42", wire.Principal{User: "bench", Role: "supergod"}},
+		{"pgbench", "SELECT abalance FROM pgbench_accounts WHERE aid = 42", plan.Principal{User: "bench", Role: "supergod"}},
 		{"join3", "SELECT p.slug, u.email, k.name FROM page_views p JOIN users u ON u.id = p.owner_id JOIN packages k ON k.installed_by = u.id WHERE p.level > 1",
-			wire.Principal{User: "bob", Role: "admin", Claims: map[string]any{"user_id": "u_bob"}}},
+			plan.Principal{User: "bob", Role: "admin", Claims: map[string]any{"user_id": "u_bob"}}},
 	} {
 		for _, known := range []bool{true, false} {
 			name := q.name + "/unknown"
@@ -107,22 +108,22 @@ func BenchmarkPlannerNewText(b *testing.B) {
 				name, memo = q.name+"/known", 0
 			}
 			b.Run(name, func(b *testing.B) {
-				pl, err := wire.NewPlanner(wire.PlannerConfig{Parser: parser.New(parser.Options{}), Policy: engine,
+				pl, err := planner.New(planner.Config{Parser: parser.New(parser.Options{}), Policy: engine,
 					Rewriter: rewrite.NewRewriter(0), MemoSize: memo, Logger: zerolog.Nop()})
 				if err != nil {
 					b.Fatal(err)
 				}
-				info := &wire.SessionInfo{Principal: q.who, Database: "app", BackendParams: backend}
-				if plan, _ := pl.Decide(ctx, info, q.sql); plan.Deny != nil {
-					b.Fatal(plan.Deny.Message)
+				info := &plan.Session{Principal: q.who, Database: "app", BackendParams: backend}
+				if got, _ := pl.Decide(ctx, info, q.sql); got.Deny != nil {
+					b.Fatal(got.Deny.Message)
 				}
 				b.ReportAllocs()
 				cpu := processCPU()
 				i := 0
 				for b.Loop() {
 					i++
-					if plan, _ := pl.Decide(ctx, info, q.sql+" /* "+strconv.Itoa(i)+" */"); plan.Deny != nil {
-						b.Fatal(plan.Deny.Message)
+					if got, _ := pl.Decide(ctx, info, q.sql+" /* "+strconv.Itoa(i)+" */"); got.Deny != nil {
+						b.Fatal(got.Deny.Message)
 					}
 				}
 				if used := processCPU() - cpu; used > 0 {

@@ -1,6 +1,6 @@
 //go:build unix
 
-package wire_test
+package planner_test
 
 import (
 	"syscall"

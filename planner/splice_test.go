@@ -1,16 +1,16 @@
-package wire
+package planner
 
 import (
 	"context"
 	"testing"
 
-	pg_query "github.com/pganalyze/pg_query_go/v6"
-	"github.com/rs/zerolog"
-
 	"github.com/dbalproxy/dbalproxy/catalog"
 	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/plan"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/rewrite"
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"github.com/rs/zerolog"
 )
 
 // testCatalog knows the two functions the planner's unit tests call, as
@@ -30,15 +30,15 @@ func TestSpliceEqualsRewrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	newPlanner := func() *Planner {
-		pl, err := NewPlanner(PlannerConfig{Parser: parser.New(parser.Options{}), Policy: engine,
+		pl, err := New(Config{Parser: parser.New(parser.Options{}), Policy: engine,
 			Rewriter: rewrite.NewRewriter(0), Logger: zerolog.Nop(), Catalog: testCatalog})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return pl
 	}
-	alice := func() *SessionInfo {
-		return &SessionInfo{Principal: Principal{User: "alice", Role: "user", Claims: map[string]any{"user_id": "u_alice"}}}
+	alice := func() *plan.Session {
+		return &plan.Session{Principal: plan.Principal{User: "alice", Role: "user", Claims: map[string]any{"user_id": "u_alice"}}}
 	}
 	ctx := context.Background()
 	pairs := [][2]string{
@@ -73,7 +73,7 @@ func TestSpliceEqualsRewrite(t *testing.T) {
 		if err != nil || first.Deny != nil {
 			t.Fatalf("%q: %+v %v", pair[0], first, err)
 		}
-		skey, ok := pl.shapeKey(planKey{principal: principalKey(alice().Principal), version: engine.Version(), sql: pair[1]})
+		skey, ok := pl.shapeKey(planKey{principal: alice().PrincipalKey(), version: engine.Version(), sql: pair[1]})
 		if !ok {
 			t.Fatalf("%q has no shape", pair[1])
 		}
@@ -112,12 +112,12 @@ func FuzzSplice(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, sql, s string, n int64) {
-		pl, err := NewPlanner(PlannerConfig{Parser: parser.New(parser.Options{}), Policy: engine,
+		pl, err := New(Config{Parser: parser.New(parser.Options{}), Policy: engine,
 			Rewriter: rewrite.NewRewriter(0), Logger: zerolog.Nop()})
 		if err != nil {
 			t.Fatal(err)
 		}
-		info := &SessionInfo{Principal: Principal{User: "alice", Role: "user", Claims: map[string]any{"user_id": "u_alice"}}}
+		info := &plan.Session{Principal: plan.Principal{User: "alice", Role: "user", Claims: map[string]any{"user_id": "u_alice"}}}
 		ctx := context.Background()
 		if _, err := pl.Decide(ctx, info, sql); err != nil {
 			return
@@ -145,7 +145,7 @@ func FuzzSplice(f *testing.F) {
 		if err != nil {
 			return
 		}
-		want, _ := pl.plan(ctx, info, other, engine.Version())
+		want, _, _ := pl.planText(ctx, info, other, engine.Version())
 		if (got.Deny == nil) != (want.Deny == nil) {
 			t.Fatalf("%q after %q: denied %v, afresh %v", other, sql, got.Deny, want.Deny)
 		}

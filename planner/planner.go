@@ -1,9 +1,8 @@
-package wire
+package planner
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,8 +12,9 @@ import (
 
 	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/catalog"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/parser"
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/plan"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/rs/zerolog"
 )
@@ -22,9 +22,14 @@ import (
 // PolicyEngine is what the planner needs of the policy layer;
 // *policy.Engine implements it.
 type PolicyEngine interface {
-	Decide(ctx context.Context, in *policy.Input) (policy.Decision, error)
+	Decide(ctx context.Context, in *decision.Input) (decision.Decision, error)
 	Version() string
-	Mode() policy.Mode
+	Mode() decision.Mode
+	// InputUse says what the policy set in force reads of its input, so
+	// that decisions can be memoized by the fields it reads (memo.go); ok
+	// false (nothing is evaluated, or the engine cannot tell) memoizes
+	// nothing.
+	InputUse() (use *decision.InputUse, ok bool)
 }
 
 // StatementParser is what the planner needs of the parser; *parser.Parser
@@ -38,11 +43,11 @@ type StatementParser interface {
 // whether it changed; an error means the statement must not run.
 type Rewriter interface {
 	// tables is the database's catalog of relations, nil for none.
-	Rewrite(st *parser.Statement, d *policy.Decision, tables catalog.Relations) (sql string, changed bool, err error)
+	Rewrite(st *parser.Statement, d *decision.Decision, tables catalog.Relations) (sql string, changed bool, err error)
 }
 
-// PlannerConfig configures NewPlanner.
-type PlannerConfig struct {
+// Config configures NewPlanner.
+type Config struct {
 	Parser StatementParser // required
 	Policy PolicyEngine    // required
 	// Rewriter enforces filters and column rules. Nil enforces them by
@@ -72,8 +77,8 @@ type PlannerConfig struct {
 // and backend was decided by the same policy set: only a statement whose
 // facts are new reaches OPA.
 type Planner struct {
-	cfg   PlannerConfig
-	cache *lru.Cache[planKey, *Plan]
+	cfg   Config
+	cache *lru.Cache[planKey, *plan.Plan]
 	// shapes holds, by normalized text, the plans of single statements
 	// whose texts differ only in their constants: a text seen for the
 	// first time whose shape is known skips OPA (and, when no rewrite is
@@ -82,17 +87,17 @@ type Planner struct {
 	// memo holds policy decisions by a hash of their input (see
 	// memo.go): a new text whose facts were decided before skips OPA.
 	// Nil when MemoSize is negative.
-	memo  *lru.Cache[memoKey, policy.Decision]
+	memo  *lru.Cache[memoKey, decision.Decision]
 	masks atomic.Pointer[memoMask]
 }
 
 // shape is a plan for every text of one normalized form.
 type shape struct {
-	plan *Plan // the plan of the text that made it: one statement
+	plan *plan.Plan // the plan of the text that made it: one statement
 	// decision is set when the statement is rewritten: each text is then
 	// parsed and rewritten under it (the rewrite carries its constants),
 	// unless splice can put its constants into the shape's rewrite.
-	decision *policy.Decision
+	decision *decision.Decision
 	splice   *splice
 }
 
@@ -108,7 +113,7 @@ type planKey struct {
 }
 
 // NewPlanner returns a Planner.
-func NewPlanner(cfg PlannerConfig) (*Planner, error) {
+func New(cfg Config) (*Planner, error) {
 	if cfg.Parser == nil || cfg.Policy == nil {
 		return nil, errors.New("wire: a planner needs a parser and a policy engine")
 	}
@@ -118,7 +123,7 @@ func NewPlanner(cfg PlannerConfig) (*Planner, error) {
 	if cfg.EvalTimeout <= 0 {
 		cfg.EvalTimeout = 2 * time.Second
 	}
-	c, err := lru.New[planKey, *Plan](cfg.CacheSize)
+	c, err := lru.New[planKey, *plan.Plan](cfg.CacheSize)
 	if err != nil {
 		return nil, err
 	}
@@ -131,30 +136,11 @@ func NewPlanner(cfg PlannerConfig) (*Planner, error) {
 		cfg.MemoSize = cfg.CacheSize
 	}
 	if cfg.MemoSize > 0 {
-		if pl.memo, err = lru.New[memoKey, policy.Decision](cfg.MemoSize); err != nil {
+		if pl.memo, err = lru.New[memoKey, decision.Decision](cfg.MemoSize); err != nil {
 			return nil, err
 		}
 	}
 	return pl, nil
-}
-
-// principalKey is a canonical string of what a principal's decisions may
-// depend on: login, role and claims.
-func principalKey(p Principal) string {
-	var b strings.Builder
-	b.WriteString(p.User)
-	b.WriteByte(0)
-	b.WriteString(p.Role)
-	b.WriteByte(0)
-	keys := make([]string, 0, len(p.Claims))
-	for k := range p.Claims {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		fmt.Fprintf(&b, "%q=%#v;", k, p.Claims[k])
-	}
-	return b.String()
 }
 
 // Decide implements Decider.
@@ -169,16 +155,13 @@ func principalKey(p Principal) string {
 // Plans made from a shape are not added to the plan cache, so texts that
 // differ only in their constants (pgbench -S, an ORM with inline literals)
 // do not evict the texts that repeat.
-func (p *Planner) Decide(ctx context.Context, s *SessionInfo, sql string) (*Plan, error) {
-	if s.principalKey == "" {
-		s.principalKey = principalKey(s.Principal)
-	}
-	key := planKey{principal: s.principalKey, version: p.cfg.Policy.Version(), database: s.Database, inTx: s.InTransaction, sql: sql}
+func (p *Planner) Decide(ctx context.Context, s *plan.Session, sql string) (*plan.Plan, error) {
+	key := planKey{principal: s.PrincipalKey(), version: p.cfg.Policy.Version(), database: s.Database, inTx: s.InTransaction, sql: sql}
 	if p.cfg.Catalog != nil {
 		key.catalog = p.cfg.Catalog.Generation()
 	}
-	if plan, ok := p.cache.Get(key); ok {
-		return plan, nil
+	if pl, ok := p.cache.Get(key); ok {
+		return pl, nil
 	}
 	if len(sql) <= maxShapeText {
 		var buf [512]byte
@@ -187,8 +170,8 @@ func (p *Planner) Decide(ctx context.Context, s *SessionInfo, sql string) (*Plan
 			qkey := key
 			qkey.sql = string(norm)
 			if sh, ok := p.shapes.Get(qkey); ok {
-				if plan := p.fromShapeConsts(sh, sql, consts, s.Database); plan != nil {
-					return plan, nil
+				if pl := p.fromShapeConsts(sh, sql, consts, s.Database); pl != nil {
+					return pl, nil
 				}
 			}
 		}
@@ -196,26 +179,26 @@ func (p *Planner) Decide(ctx context.Context, s *SessionInfo, sql string) (*Plan
 	skey, shaped := p.shapeKey(key)
 	if shaped {
 		if sh, ok := p.shapes.Get(skey); ok {
-			if plan := p.fromShape(sh, sql, s.Database); plan != nil {
-				return plan, nil
+			if pl := p.fromShape(sh, sql, s.Database); pl != nil {
+				return pl, nil
 			}
 		}
 	}
-	plan, decisions := p.plan(ctx, s, sql, key.version)
-	if plan.noCache {
-		return plan, nil
+	pl, decisions, keep := p.planText(ctx, s, sql, key.version)
+	if keep.noCache {
+		return pl, nil
 	}
-	p.cache.Add(key, plan)
-	if shaped && !plan.noShape && len(plan.Statements) == 1 && len(decisions) == 1 && shapeCommands[plan.Statements[0].Command] {
-		sh := &shape{plan: plan}
-		if plan.Deny == nil && plan.SQL != sql {
+	p.cache.Add(key, pl)
+	if shaped && !keep.noShape && len(pl.Statements) == 1 && len(decisions) == 1 && shapeCommands[pl.Statements[0].Command] {
+		sh := &shape{plan: pl}
+		if pl.Deny == nil && pl.SQL != sql {
 			d := decisions[0]
 			sh.decision = &d
-			sh.splice = p.newSplice(skey.sql, &d, sql, plan.SQL)
+			sh.splice = p.newSplice(skey.sql, &d, sql, pl.SQL)
 		}
 		p.shapes.Add(skey, sh)
 	}
-	return plan, nil
+	return pl, nil
 }
 
 // shapeKey returns key with the text replaced by its normalized form, and
@@ -250,7 +233,7 @@ const maxShapeText = 8 << 10
 
 // fromShape makes the plan of sql from the plan of another text of its
 // shape, or returns nil when it cannot (the caller then plans sql afresh).
-func (p *Planner) fromShape(sh *shape, sql, database string) *Plan {
+func (p *Planner) fromShape(sh *shape, sql, database string) *plan.Plan {
 	if sh.decision == nil {
 		return sh.planFor(sql, sql)
 	}
@@ -275,7 +258,7 @@ func (p *Planner) fromShape(sh *shape, sql, database string) *Plan {
 
 // fromShapeConsts is fromShape for a text whose constants quickShape found:
 // the text is of the shape by construction, so a splice needs no scan.
-func (p *Planner) fromShapeConsts(sh *shape, sql string, consts []string, database string) *Plan {
+func (p *Planner) fromShapeConsts(sh *shape, sql string, consts []string, database string) *plan.Plan {
 	if sh.decision != nil && sh.splice != nil {
 		out, ok := sh.splice.fill(consts)
 		if !ok {
@@ -287,33 +270,40 @@ func (p *Planner) fromShapeConsts(sh *shape, sql string, consts []string, databa
 }
 
 // planFor is the shape's plan for the client's text sql, sending send.
-func (sh *shape) planFor(sql, send string) *Plan {
-	plan := *sh.plan
-	plan.Statements = slices.Clone(sh.plan.Statements)
-	plan.Statements[0].QueryRaw = sql
-	plan.SQL = send
-	return &plan
+func (sh *shape) planFor(sql, send string) *plan.Plan {
+	pl := *sh.plan
+	pl.Statements = slices.Clone(sh.plan.Statements)
+	pl.Statements[0].QueryRaw = sql
+	pl.SQL = send
+	return &pl
 }
 
 // Version implements Decider.
 func (p *Planner) Version() string { return p.cfg.Policy.Version() }
 
-// plan decides every statement of sql, and returns the policy's decision
-// of each statement it reached.
-func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string) (*Plan, []policy.Decision) {
+// cacheHints say how a new plan may be reused.
+type cacheHints struct {
+	noShape bool // never plan other texts of this one's shape from it
+	noCache bool // a passing failure (the catalog could not be read): decide the text again next time
+}
+
+// planText decides every statement of sql, and returns the policy's
+// decision of each statement it reached.
+func (p *Planner) planText(ctx context.Context, s *plan.Session, sql, version string) (*plan.Plan, []decision.Decision, cacheHints) {
 	mode := p.cfg.Policy.Mode()
 	res, err := p.cfg.Parser.Parse(sql)
 	if err != nil {
-		return p.unparsable(sql, err, mode, version), nil
+		return p.unparsable(sql, err, mode, version), nil, cacheHints{}
 	}
-	decisions := make([]policy.Decision, 0, len(res.Statements))
-	plan := &Plan{SQL: sql, Version: version, Statements: make([]PlannedStatement, len(res.Statements))}
-	in := policy.Input{
-		Session: policy.Session{
+	var keep cacheHints
+	decisions := make([]decision.Decision, 0, len(res.Statements))
+	pl := &plan.Plan{SQL: sql, Version: version, Statements: make([]plan.Statement, len(res.Statements))}
+	in := decision.Input{
+		Session: decision.Session{
 			User: s.Principal.User, Role: s.Principal.Role, Claims: s.Principal.Claims,
 			Database: s.Database, ApplicationName: s.ApplicationName, ClientAddr: s.ClientAddr, TLS: s.TLS,
 		},
-		Transaction: policy.Transaction{Active: s.InTransaction},
+		Transaction: decision.Transaction{Active: s.InTransaction},
 		Backend:     backendInput(s.BackendParams),
 	}
 	texts := make([]string, len(res.Statements)) // each statement as sent, when any is rewritten
@@ -324,7 +314,7 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 	defer ccancel()
 	funcs := functionResolver{ctx: cctx, cat: p.cfg.Catalog, database: s.Database}
 	for i, st := range res.Statements {
-		ps := &plan.Statements[i]
+		ps := &pl.Statements[i]
 		ps.Command = st.Command
 		ps.Fingerprint = st.Fingerprint
 		ps.Query = st.Normalized
@@ -339,12 +329,12 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 		ectx, cancel := context.WithTimeout(ctx, p.cfg.EvalTimeout)
 		fns, names, ferr := funcs.resolve(cctx, st)
 		in.Statement.Functions, ps.Functions = fns, names
-		var d policy.Decision
+		var d decision.Decision
 		var err error
 		if ferr != nil {
 			p.cfg.Logger.Error().Err(ferr).Str("database", s.Database).Msg("function catalog unavailable; the statement is denied")
-			d = policy.Decision{Reason: catalogDenial(ferr)}
-			plan.noCache = true
+			d = decision.Decision{Reason: catalogDenial(ferr)}
+			keep.noCache = true
 		} else {
 			d, err = p.decide(ectx, &in)
 		}
@@ -358,9 +348,9 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 		ps.MaxRows, ps.TimeoutMS = d.MaxRows, d.TimeoutMS
 		allowed := err == nil && d.Allow
 		if len(st.ConfigNames) > 0 {
-			plan.noShape = true // what set_config changes is a constant
+			keep.noShape = true // what set_config changes is a constant
 		}
-		if why := lexerHazard(st); why != "" {
+		if why := st.LexerHazard(); why != "" {
 			// Whatever the policy says: see lexguard.go.
 			allowed, ps.Reason = false, why
 		}
@@ -394,26 +384,26 @@ func (p *Planner) plan(ctx context.Context, s *SessionInfo, sql, version string)
 			if rewritten {
 				prefix = strings.Join(texts[:i], ";\n")
 			}
-			plan.Deny = &Denial{
+			pl.Deny = &plan.Denial{
 				Index:   i,
 				Prefix:  prefix,
-				Code:    CodeInsufficientPriv,
+				Code:    plan.CodeInsufficientPriv,
 				Message: ps.Reason,
 				Detail:  denialDetail(st.Command, ps.Tables),
 			}
-			plan.Statements = plan.Statements[:i+1]
-			return plan, decisions
+			pl.Statements = pl.Statements[:i+1]
+			return pl, decisions, keep
 		}
 	}
 	if rewritten {
-		plan.SQL = strings.Join(texts, ";\n")
+		pl.SQL = strings.Join(texts, ";\n")
 	}
-	return plan, decisions
+	return pl, decisions, keep
 }
 
 // rewrite applies a decision's filters and column rules, or, with no
 // Rewriter, refuses the statement.
-func (p *Planner) rewrite(st *parser.Statement, d *policy.Decision, tables catalog.Relations) (string, bool, error) {
+func (p *Planner) rewrite(st *parser.Statement, d *decision.Decision, tables catalog.Relations) (string, bool, error) {
 	if p.cfg.Rewriter == nil {
 		return "", false, errors.New("the policy requires row filters or column rules, and this proxy has no rewriter")
 	}
@@ -434,8 +424,8 @@ func normalized(sql string) string {
 // unparsable plans a text the parser rejects: denied in strict mode (the
 // backend never sees it), forwarded in the other modes. The denial is
 // 42601 for a syntax error, 54001 for a text nested too deeply.
-func (p *Planner) unparsable(sql string, err error, mode policy.Mode, version string) *Plan {
-	msg, code, hint, pos := "the proxy could not parse this statement", CodeSyntaxError, "", 0
+func (p *Planner) unparsable(sql string, err error, mode decision.Mode, version string) *plan.Plan {
+	msg, code, hint, pos := "the proxy could not parse this statement", plan.CodeSyntaxError, "", 0
 	var se *parser.SyntaxError
 	var de *parser.DepthError
 	switch {
@@ -447,17 +437,17 @@ func (p *Planner) unparsable(sql string, err error, mode policy.Mode, version st
 		// pg_query never saw the text.
 		msg, code, hint = parser.DepthMessage, de.SQLState(), parser.DepthHint
 	}
-	ps := PlannedStatement{Reason: msg, PolicyVersion: version}
+	ps := plan.Statement{Reason: msg, PolicyVersion: version}
 	switch mode {
-	case policy.ModeDisabled:
+	case decision.ModeDisabled:
 		ps.Decision = audit.DecisionAllow
-		return &Plan{SQL: sql, Version: version, Statements: []PlannedStatement{ps}}
-	case policy.ModePermissive:
+		return &plan.Plan{SQL: sql, Version: version, Statements: []plan.Statement{ps}}
+	case decision.ModePermissive:
 		ps.Decision = audit.DecisionWouldDeny
-		return &Plan{SQL: sql, Version: version, Statements: []PlannedStatement{ps}}
+		return &plan.Plan{SQL: sql, Version: version, Statements: []plan.Statement{ps}}
 	}
 	ps.Decision = audit.DecisionDeny
-	return &Plan{Version: version, Statements: []PlannedStatement{ps}, Deny: &Denial{Code: code, Message: msg, Hint: hint, Position: pos}}
+	return &plan.Plan{Version: version, Statements: []plan.Statement{ps}, Deny: &plan.Denial{Code: code, Message: msg, Hint: hint, Position: pos}}
 }
 
 // prefixSQL is the text of the statements that run before a denied one.
@@ -498,15 +488,15 @@ func qualified(schema, name string) string {
 }
 
 // statementInput converts parser facts to the policy's input.
-func statementInput(st *parser.Statement) policy.Statement {
-	out := policy.Statement{
+func statementInput(st *parser.Statement) decision.Statement {
+	out := decision.Statement{
 		Command: st.Command, Class: string(st.Class), Flags: st.Flags,
 		Fingerprint: st.Fingerprint, Text: st.Normalized,
-		Tables:    make([]policy.Table, len(st.Tables)),
-		Functions: make([]policy.Function, len(st.Functions)),
+		Tables:    make([]decision.Table, len(st.Tables)),
+		Functions: make([]decision.Function, len(st.Functions)),
 	}
 	for i, t := range st.Tables {
-		pt := policy.Table{Schema: t.Schema, Name: t.Name, Access: make([]string, len(t.Access))}
+		pt := decision.Table{Schema: t.Schema, Name: t.Name, Access: make([]string, len(t.Access))}
 		for j, a := range t.Access {
 			pt.Access[j] = string(a)
 		}
@@ -519,18 +509,18 @@ func statementInput(st *parser.Statement) policy.Statement {
 		out.Tables[i] = pt
 	}
 	for i, f := range st.Functions {
-		out.Functions[i] = policy.Function{Schema: f.Schema, Name: f.Name, Args: f.Args, Field: f.Field, Operator: f.Operator}
+		out.Functions[i] = decision.Function{Schema: f.Schema, Name: f.Name, Args: f.Args, Field: f.Field, Operator: f.Operator}
 	}
 	out.Configs = st.ConfigNames
 	if st.Setting != nil {
-		out.Setting = &policy.Setting{Name: st.Setting.Name, Local: st.Setting.Local}
+		out.Setting = &decision.Setting{Name: st.Setting.Name, Local: st.Setting.Local}
 	}
 	return out
 }
 
 // backendInput describes the backend server for capability checks.
-func backendInput(params map[string]string) policy.Backend {
-	b := policy.Backend{Settings: params, Version: params["server_version"]}
+func backendInput(params map[string]string) decision.Backend {
+	b := decision.Backend{Settings: params, Version: params["server_version"]}
 	// server_version is like "15.18 (Debian 15.18-0+deb12u1)" or "17.2".
 	v, _, _ := strings.Cut(b.Version, " ")
 	major, minor, _ := strings.Cut(v, ".")

@@ -1,4 +1,4 @@
-package wire
+package planner
 
 import (
 	"context"
@@ -11,14 +11,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/rs/zerolog"
-
 	"github.com/dbalproxy/dbalproxy/catalog"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/plan"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/rewrite"
 	"github.com/dbalproxy/dbalproxy/testenv"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/rs/zerolog"
 )
 
 // memoCorpus are statements over the demo schema: reads, writes, joins,
@@ -98,10 +99,10 @@ func memoVariants(sql string) []string {
 
 // memoSessions are every demo role (and no role, an unknown role, a user
 // without its claim), in and out of a transaction, from two clients.
-func memoSessions(database string) []*SessionInfo {
+func memoSessions(database string) []*plan.Session {
 	backend := map[string]string{"server_version": "15.18", "TimeZone": "UTC"}
-	var out []*SessionInfo
-	for _, p := range []Principal{
+	var out []*plan.Session
+	for _, p := range []plan.Principal{
 		{User: "alice", Role: "user", Claims: map[string]any{"user_id": "u_alice"}},
 		{User: "alice2", Role: "user", Claims: map[string]any{"user_id": "u_alice"}},
 		{User: "erin", Role: "user", Claims: map[string]any{}},
@@ -113,7 +114,7 @@ func memoSessions(database string) []*SessionInfo {
 		{User: "mallory", Role: "root"},
 	} {
 		for i, inTx := range []bool{false, true} {
-			out = append(out, &SessionInfo{Principal: p, Database: database, InTransaction: inTx,
+			out = append(out, &plan.Session{Principal: p, Database: database, InTransaction: inTx,
 				ApplicationName: fmt.Sprint("app", i), ClientAddr: fmt.Sprintf("127.0.0.1:%d", 40000+i), BackendParams: backend})
 		}
 	}
@@ -126,7 +127,7 @@ type countEngine struct {
 	n atomic.Int64
 }
 
-func (c *countEngine) Decide(ctx context.Context, in *policy.Input) (policy.Decision, error) {
+func (c *countEngine) Decide(ctx context.Context, in *decision.Input) (decision.Decision, error) {
 	c.n.Add(1)
 	return c.Engine.Decide(ctx, in)
 }
@@ -170,7 +171,7 @@ decision := {"allow": input.session.role != "", "reason": sprintf("%s|%s|%s|%v|%
 		t.Fatal(err)
 	}
 	for _, dir := range []string{"../policies", textReader} {
-		for _, mode := range []policy.Mode{policy.ModeStrict, policy.ModePermissive} {
+		for _, mode := range []decision.Mode{decision.ModeStrict, decision.ModePermissive} {
 			t.Run(filepath.Base(dir)+"/"+string(mode), func(t *testing.T) {
 				engine, err := policy.New(policy.Options{Dir: dir, Mode: mode, Logger: zerolog.Nop()})
 				if err != nil {
@@ -178,7 +179,7 @@ decision := {"allow": input.session.role != "", "reason": sprintf("%s|%s|%s|%v|%
 				}
 				ce := &countEngine{Engine: engine}
 				newPlanner := func(memo int) *Planner {
-					pl, err := NewPlanner(PlannerConfig{Parser: parser.New(parser.Options{}), Policy: ce,
+					pl, err := New(Config{Parser: parser.New(parser.Options{}), Policy: ce,
 						Rewriter: rewrite.NewRewriter(0), Catalog: cat, MemoSize: memo, Logger: zerolog.Nop()})
 					if err != nil {
 						t.Fatal(err)
@@ -192,10 +193,10 @@ decision := {"allow": input.session.role != "", "reason": sprintf("%s|%s|%s|%v|%
 					for _, base := range memoCorpus {
 						for _, sql := range memoVariants(base) {
 							n := ce.n.Load()
-							got, gotD := memo.plan(ctx, s, sql, version)
+							got, gotD, _ := memo.planText(ctx, s, sql, version)
 							evals += ce.n.Load() - n
 							texts++
-							want, wantD := opa.plan(ctx, s, sql, version)
+							want, wantD, _ := opa.planText(ctx, s, sql, version)
 							if !reflect.DeepEqual(gotD, wantD) {
 								t.Fatalf("%s %q: decisions with the memo\n%+v\nfrom OPA\n%+v", s.Principal.User, sql, gotD, wantD)
 							}
@@ -221,21 +222,21 @@ func (f connectorFn) Connect(ctx context.Context, database string) (*pgconn.PgCo
 }
 
 // The memo's key covers every field of the policy input: changing any one
-// leaf (found by walking policy.Input, so a field added later is covered)
+// leaf (found by walking decision.Input, so a field added later is covered)
 // changes the key under a policy set that reads the input as a whole; under
 // the shipped set only the fields it cannot read leave it unchanged. Map
 // order does not matter, nor does a copy.
 func TestMemoKeyCoversInput(t *testing.T) {
-	in := func() *policy.Input {
-		return &policy.Input{
-			Session: policy.Session{User: "u", Role: "r", Claims: map[string]any{"a": "x", "n": 1, "f": 1.5, "l": []any{"p", true, nil}, "m": map[string]any{"k": "v"}},
+	in := func() *decision.Input {
+		return &decision.Input{
+			Session: decision.Session{User: "u", Role: "r", Claims: map[string]any{"a": "x", "n": 1, "f": 1.5, "l": []any{"p", true, nil}, "m": map[string]any{"k": "v"}},
 				Database: "d", ApplicationName: "app", ClientAddr: "c", TLS: true},
-			Statement: policy.Statement{Command: "SELECT", Class: "read", Flags: []string{"f"}, Configs: []string{"c"}, Fingerprint: "fp", Text: "t",
-				Setting:   &policy.Setting{Name: "s", Local: true},
-				Tables:    []policy.Table{{Schema: "s", Name: "n", Access: []string{"select"}, Columns: map[string][]string{"select": {"a", "b"}}}},
-				Functions: []policy.Function{{Schema: "s", Name: "f", Args: 2, Field: true, Operator: true, Resolved: true, Candidates: []policy.FunctionCandidate{{Schema: "s", Name: "f", Arguments: "int", OID: 7, Builtin: true, Kind: "function", Volatility: "stable", Language: "sql", SecurityDefiner: true, ReturnsSet: true}}}}},
-			Transaction: policy.Transaction{Active: true},
-			Backend:     policy.Backend{Version: "15", VersionNum: 150000, Settings: map[string]string{"a": "1", "b": "2"}},
+			Statement: decision.Statement{Command: "SELECT", Class: "read", Flags: []string{"f"}, Configs: []string{"c"}, Fingerprint: "fp", Text: "t",
+				Setting:   &decision.Setting{Name: "s", Local: true},
+				Tables:    []decision.Table{{Schema: "s", Name: "n", Access: []string{"select"}, Columns: map[string][]string{"select": {"a", "b"}}}},
+				Functions: []decision.Function{{Schema: "s", Name: "f", Args: 2, Field: true, Operator: true, Resolved: true, Candidates: []decision.FunctionCandidate{{Schema: "s", Name: "f", Arguments: "int", OID: 7, Builtin: true, Kind: "function", Volatility: "stable", Language: "sql", SecurityDefiner: true, ReturnsSet: true}}}}},
+			Transaction: decision.Transaction{Active: true},
+			Backend:     decision.Backend{Version: "15", VersionNum: 150000, Settings: map[string]string{"a": "1", "b": "2"}},
 		}
 	}
 	whole := t.TempDir()
@@ -255,7 +256,7 @@ func TestMemoKeyCoversInput(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pl, err := NewPlanner(PlannerConfig{Parser: parser.New(parser.Options{}), Policy: engine})
+		pl, err := New(Config{Parser: parser.New(parser.Options{}), Policy: engine})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -347,15 +348,15 @@ func BenchmarkMemoKey(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	pl, err := NewPlanner(PlannerConfig{Parser: parser.New(parser.Options{}), Policy: engine})
+	pl, err := New(Config{Parser: parser.New(parser.Options{}), Policy: engine})
 	if err != nil {
 		b.Fatal(err)
 	}
-	in := &policy.Input{
-		Session: policy.Session{User: "bench", Role: "supergod", Claims: map[string]any{"user_id": "u_bench"}, Database: "bench", ClientAddr: "127.0.0.1:5000"},
-		Statement: policy.Statement{Command: "SELECT", Class: "read", Fingerprint: "a0b1c2", Text: "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
-			Tables: []policy.Table{{Name: "pgbench_accounts", Access: []string{"select"}, Columns: map[string][]string{"select": {"abalance", "aid"}}}}},
-		Backend: policy.Backend{Version: "15.18", VersionNum: 150018, Settings: map[string]string{
+	in := &decision.Input{
+		Session: decision.Session{User: "bench", Role: "supergod", Claims: map[string]any{"user_id": "u_bench"}, Database: "bench", ClientAddr: "127.0.0.1:5000"},
+		Statement: decision.Statement{Command: "SELECT", Class: "read", Fingerprint: "a0b1c2", Text: "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+			Tables: []decision.Table{{Name: "pgbench_accounts", Access: []string{"select"}, Columns: map[string][]string{"select": {"abalance", "aid"}}}}},
+		Backend: decision.Backend{Version: "15.18", VersionNum: 150018, Settings: map[string]string{
 			"application_name": "", "client_encoding": "UTF8", "DateStyle": "ISO, MDY", "default_transaction_read_only": "off",
 			"in_hot_standby": "off", "integer_datetimes": "on", "IntervalStyle": "postgres", "is_superuser": "off",
 			"server_encoding": "UTF8", "server_version": "15.18", "session_authorization": "app",

@@ -1,4 +1,4 @@
-package wire_test
+package planner_test
 
 import (
 	"context"
@@ -6,10 +6,12 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/plan"
+	"github.com/dbalproxy/dbalproxy/planner"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/rewrite"
-	"github.com/dbalproxy/dbalproxy/wire"
 	"github.com/rs/zerolog"
 )
 
@@ -20,7 +22,7 @@ type countingEngine struct {
 	last atomic.Value // the input text of the last evaluation
 }
 
-func (c *countingEngine) Decide(ctx context.Context, in *policy.Input) (policy.Decision, error) {
+func (c *countingEngine) Decide(ctx context.Context, in *decision.Input) (decision.Decision, error) {
 	c.n.Add(1)
 	c.last.Store(in.Statement.Text)
 	return c.Engine.Decide(ctx, in)
@@ -38,21 +40,21 @@ func TestPlannerShapes(t *testing.T) {
 	// Without the decision memo, which would serve texts of other shapes
 	// with the same facts (TestPlannerMemo): the evaluations counted here
 	// are the shapes'.
-	pl, err := wire.NewPlanner(wire.PlannerConfig{Parser: parser.New(parser.Options{}), Policy: ce,
+	pl, err := planner.New(planner.Config{Parser: parser.New(parser.Options{}), Policy: ce,
 		Rewriter: rewrite.NewRewriter(0), MemoSize: -1, Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	alice := &wire.SessionInfo{Principal: wire.Principal{User: "alice", Role: "user", Claims: map[string]any{"user_id": "u_alice"}}}
-	bob := &wire.SessionInfo{Principal: wire.Principal{User: "bob", Role: "admin", Claims: map[string]any{"user_id": "u_bob"}}}
-	decide := func(s *wire.SessionInfo, sql string) *wire.Plan {
+	alice := &plan.Session{Principal: plan.Principal{User: "alice", Role: "user", Claims: map[string]any{"user_id": "u_alice"}}}
+	bob := &plan.Session{Principal: plan.Principal{User: "bob", Role: "admin", Claims: map[string]any{"user_id": "u_bob"}}}
+	decide := func(s *plan.Session, sql string) *plan.Plan {
 		t.Helper()
-		plan, err := pl.Decide(ctx, s, sql)
+		got, err := pl.Decide(ctx, s, sql)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return plan
+		return got
 	}
 
 	// Rewritten: each text keeps its own constant, the filter holds.
@@ -65,7 +67,7 @@ func TestPlannerShapes(t *testing.T) {
 		t.Errorf("%d policy evaluations for two texts of one shape, want 1", ce.n.Load())
 	}
 	for _, c := range []struct {
-		plan *wire.Plan
+		plan *plan.Plan
 		lit  string
 	}{{p1, "'alice'"}, {p2, "'bob'"}} {
 		if c.plan.Deny != nil || !strings.Contains(c.plan.SQL, "users.id = 'u_alice'") || !strings.Contains(c.plan.SQL, "username = "+c.lit) {

@@ -1,12 +1,11 @@
-package wire
+package planner
 
 import (
 	"strconv"
 	"strings"
 
+	"github.com/dbalproxy/dbalproxy/decision"
 	pg_query "github.com/pganalyze/pg_query_go/v6"
-
-	"github.com/dbalproxy/dbalproxy/policy"
 )
 
 // splice is the rewrite of one statement shape with its constants left as
@@ -38,7 +37,7 @@ type segment struct {
 // constants differently there), a normalized text that does not parse (a
 // constant where a parameter cannot stand, e.g. DATE '2020-01-01'), or a
 // first text whose spliced rewrite differs from its own rewrite, want.
-func (p *Planner) newSplice(norm string, d *policy.Decision, sql, want string) *splice {
+func (p *Planner) newSplice(norm string, d *decision.Decision, sql, want string) *splice {
 	if p.cfg.Rewriter == nil {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package wire
+package planner
 
 import (
 	"context"
@@ -8,8 +8,10 @@ import (
 
 	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/catalog"
+	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/parser"
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/plan"
+	"github.com/dbalproxy/dbalproxy/sqlscope"
 )
 
 // FunctionCatalog tells what the functions a statement names are, from
@@ -83,20 +85,20 @@ func (r *functionResolver) Relation(schema, name string) *catalog.Relation {
 // candidate). A field selection that is no function's name is a column or
 // a field, not a call, and is left out. An error means the catalog could
 // not be read: the statement must be denied.
-func (r *functionResolver) resolve(ctx context.Context, st *parser.Statement) ([]policy.Function, []string, error) {
+func (r *functionResolver) resolve(ctx context.Context, st *parser.Statement) ([]decision.Function, []string, error) {
 	if len(st.Functions) == 0 {
 		return nil, nil, nil
 	}
 	if r.cat == nil {
 		// No catalog (explain without a database): report the names,
 		// unresolved; policies deny what they cannot look at.
-		out := make([]policy.Function, 0, len(st.Functions))
+		out := make([]decision.Function, 0, len(st.Functions))
 		var names []string
 		for _, f := range st.Functions {
 			if f.Operator {
 				continue // operators are looked at only in a catalog
 			}
-			out = append(out, policy.Function{Schema: f.Schema, Name: f.Name, Args: f.Args, Field: f.Field})
+			out = append(out, decision.Function{Schema: f.Schema, Name: f.Name, Args: f.Args, Field: f.Field})
 			if !f.Field {
 				names = append(names, qualifiedFunction(f.Schema, f.Name))
 			}
@@ -123,8 +125,8 @@ func (r *functionResolver) resolve(ctx context.Context, st *parser.Statement) ([
 
 // resolveWith resolves fns in snap; unknown reports a called name (not a
 // field selection) that matches no function.
-func resolveWith(snap *catalog.Snapshot, fns []parser.Function) (out []policy.Function, names []string, unknown bool) {
-	out = make([]policy.Function, 0, len(fns))
+func resolveWith(snap *catalog.Snapshot, fns []parser.Function) (out []decision.Function, names []string, unknown bool) {
+	out = make([]decision.Function, 0, len(fns))
 	seen := map[string]bool{}
 	for _, f := range fns {
 		var cands []*catalog.Function
@@ -150,10 +152,10 @@ func resolveWith(snap *catalog.Snapshot, fns []parser.Function) (out []policy.Fu
 				names = append(names, n)
 			}
 		}
-		pf := policy.Function{Schema: f.Schema, Name: f.Name, Args: f.Args, Field: f.Field, Operator: f.Operator, Resolved: true,
-			Candidates: make([]policy.FunctionCandidate, len(cands))}
+		pf := decision.Function{Schema: f.Schema, Name: f.Name, Args: f.Args, Field: f.Field, Operator: f.Operator, Resolved: true,
+			Candidates: make([]decision.FunctionCandidate, len(cands))}
 		for i, c := range cands {
-			pf.Candidates[i] = policy.FunctionCandidate{
+			pf.Candidates[i] = decision.FunctionCandidate{
 				Schema: c.Schema, Name: c.Name, Arguments: c.Arguments, OID: c.OID, Builtin: c.Builtin(),
 				Kind: c.Kind, Volatility: c.Volatility, Language: c.Language,
 				SecurityDefiner: c.SecurityDefiner, ReturnsSet: c.ReturnsSet,
@@ -187,22 +189,22 @@ func catalogDenial(err error) string {
 // same input (every candidate of that name and arity, so never less than
 // the OID's own function), and the audit record the same query. Without a
 // catalog, or for an OID no function has, the call is denied.
-func (p *Planner) DecideFunctionCall(ctx context.Context, s *SessionInfo, oid uint32, args int) (*Plan, error) {
+func (p *Planner) DecideFunctionCall(ctx context.Context, s *plan.Session, oid uint32, args int) (*plan.Plan, error) {
 	version := p.cfg.Policy.Version()
-	deny := func(code, msg string) *Plan {
-		return &Plan{Version: version,
-			Statements: []PlannedStatement{{Command: "FUNCTION CALL", Decision: audit.DecisionDeny, Reason: msg, PolicyVersion: version}},
-			Deny:       &Denial{Code: code, Message: msg}}
+	deny := func(code, msg string) *plan.Plan {
+		return &plan.Plan{Version: version,
+			Statements: []plan.Statement{{Command: "FUNCTION CALL", Decision: audit.DecisionDeny, Reason: msg, PolicyVersion: version}},
+			Deny:       &plan.Denial{Code: code, Message: msg}}
 	}
 	if p.cfg.Catalog == nil {
-		return deny(CodeInsufficientPriv, "a fast-path function call needs the proxy's function catalog, which is not configured"), nil
+		return deny(plan.CodeInsufficientPriv, "a fast-path function call needs the proxy's function catalog, which is not configured"), nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, p.cfg.EvalTimeout)
 	defer cancel()
 	snap, err := p.cfg.Catalog.Snapshot(cctx, s.Database)
 	if err != nil {
 		p.cfg.Logger.Error().Err(err).Str("database", s.Database).Msg("function catalog unavailable; the fast-path call is denied")
-		return deny(CodeInsufficientPriv, catalogDenial(err)), nil
+		return deny(plan.CodeInsufficientPriv, catalogDenial(err)), nil
 	}
 	f := snap.ByOID(oid)
 	if f == nil {
@@ -211,16 +213,16 @@ func (p *Planner) DecideFunctionCall(ctx context.Context, s *SessionInfo, oid ui
 		}
 	}
 	if f == nil {
-		return deny(CodeUndefinedFunction, fmt.Sprintf("function with OID %d does not exist", oid)), nil
+		return deny(plan.CodeUndefinedFunction, fmt.Sprintf("function with OID %d does not exist", oid)), nil
 	}
 	if args < 0 || args > 100 {
-		return deny(CodeProtocolViolation, "invalid number of arguments in a function call"), nil
+		return deny(plan.CodeProtocolViolation, "invalid number of arguments in a function call"), nil
 	}
 	var b strings.Builder
 	b.WriteString("SELECT ")
-	b.WriteString(quoteIdent(f.Schema))
+	b.WriteString(sqlscope.QuoteIdent(f.Schema))
 	b.WriteByte('.')
-	b.WriteString(quoteIdent(f.Name))
+	b.WriteString(sqlscope.QuoteIdent(f.Name))
 	b.WriteByte('(')
 	for i := 1; i <= args; i++ {
 		if i > 1 {
@@ -230,17 +232,17 @@ func (p *Planner) DecideFunctionCall(ctx context.Context, s *SessionInfo, oid ui
 		b.WriteString(strconv.Itoa(i))
 	}
 	b.WriteByte(')')
-	plan, err := p.Decide(ctx, s, b.String())
-	if err != nil || plan == nil {
-		return plan, err
+	pl, err := p.Decide(ctx, s, b.String())
+	if err != nil || pl == nil {
+		return pl, err
 	}
-	if plan.Deny == nil && (len(plan.Statements) != 1 || plan.SQL != b.String()) {
+	if pl.Deny == nil && (len(pl.Statements) != 1 || pl.SQL != b.String()) {
 		// The policy would rewrite the call: there is nothing to rewrite
 		// in a FunctionCall message, so it is denied.
-		return deny(CodeInsufficientPriv, "the policy rewrites this function call, which the fast-path protocol cannot carry"), nil
+		return deny(plan.CodeInsufficientPriv, "the policy rewrites this function call, which the fast-path protocol cannot carry"), nil
 	}
-	out := *plan // plans are shared: copy what changes
-	out.Statements = append([]PlannedStatement(nil), plan.Statements...)
+	out := *pl // plans are shared: copy what changes
+	out.Statements = append([]plan.Statement(nil), pl.Statements...)
 	for i := range out.Statements {
 		out.Statements[i].Command = "FUNCTION CALL"
 	}

@@ -1,4 +1,4 @@
-package wire_test
+package planner_test
 
 import (
 	"context"
@@ -8,9 +8,10 @@ import (
 	"testing"
 
 	"github.com/dbalproxy/dbalproxy/parser"
+	"github.com/dbalproxy/dbalproxy/plan"
+	"github.com/dbalproxy/dbalproxy/planner"
 	"github.com/dbalproxy/dbalproxy/policy"
 	"github.com/dbalproxy/dbalproxy/rewrite"
-	"github.com/dbalproxy/dbalproxy/wire"
 	"github.com/rs/zerolog"
 )
 
@@ -19,13 +20,13 @@ import (
 // principal, a policy set that reads the text or is not deterministic, and a
 // planner without the memo evaluate.
 func TestPlannerMemo(t *testing.T) {
-	newPlanner := func(t *testing.T, dir string, memo int) (*wire.Planner, *countingEngine) {
+	newPlanner := func(t *testing.T, dir string, memo int) (*planner.Planner, *countingEngine) {
 		engine, err := policy.New(policy.Options{Dir: dir, Logger: zerolog.Nop()})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ce := &countingEngine{Engine: engine}
-		pl, err := wire.NewPlanner(wire.PlannerConfig{Parser: parser.New(parser.Options{}), Policy: ce,
+		pl, err := planner.New(planner.Config{Parser: parser.New(parser.Options{}), Policy: ce,
 			Rewriter: rewrite.NewRewriter(0), MemoSize: memo, Logger: zerolog.Nop()})
 		if err != nil {
 			t.Fatal(err)
@@ -33,9 +34,9 @@ func TestPlannerMemo(t *testing.T) {
 		return pl, ce
 	}
 	ctx := context.Background()
-	alice := &wire.SessionInfo{Principal: wire.Principal{User: "alice", Role: "user", Claims: map[string]any{"user_id": "u_alice"}}, ClientAddr: "127.0.0.1:1"}
-	alice2 := &wire.SessionInfo{Principal: alice.Principal, ClientAddr: "127.0.0.1:2", ApplicationName: "other"}
-	bob := &wire.SessionInfo{Principal: wire.Principal{User: "bob", Role: "admin", Claims: map[string]any{"user_id": "u_bob"}}}
+	alice := &plan.Session{Principal: plan.Principal{User: "alice", Role: "user", Claims: map[string]any{"user_id": "u_alice"}}, ClientAddr: "127.0.0.1:1"}
+	alice2 := &plan.Session{Principal: alice.Principal, ClientAddr: "127.0.0.1:2", ApplicationName: "other"}
+	bob := &plan.Session{Principal: plan.Principal{User: "bob", Role: "admin", Claims: map[string]any{"user_id": "u_bob"}}}
 	// Texts with parameters are planned per text (no shape): each new one
 	// is parsed and decided.
 	same := []string{
@@ -44,13 +45,13 @@ func TestPlannerMemo(t *testing.T) {
 		"SELECT email FROM users WHERE id = $2 -- by id",
 		"SELECT   email FROM users  WHERE id=$1 LIMIT $2",
 	}
-	decide := func(t *testing.T, pl *wire.Planner, s *wire.SessionInfo, sql string) *wire.Plan {
+	decide := func(t *testing.T, pl *planner.Planner, s *plan.Session, sql string) *plan.Plan {
 		t.Helper()
-		plan, err := pl.Decide(ctx, s, sql)
+		got, err := pl.Decide(ctx, s, sql)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return plan
+		return got
 	}
 
 	t.Run("shipped", func(t *testing.T) {
@@ -69,7 +70,7 @@ func TestPlannerMemo(t *testing.T) {
 			}
 		}
 		for _, c := range []struct {
-			s   *wire.SessionInfo
+			s   *plan.Session
 			sql string
 		}{
 			{alice, "SELECT username FROM users WHERE id = $1"}, // another column

@@ -1,4 +1,4 @@
-package wire
+package planner
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/dbalproxy/dbalproxy/policy"
+	"github.com/dbalproxy/dbalproxy/decision"
 )
 
 // The decision memo: policy decisions keyed by a hash of the whole policy
@@ -21,9 +21,9 @@ import (
 // flags, configs, setting), session, transaction state and backend were
 // decided before skips OPA.
 //
-// The key covers every field of policy.Input (the encoding walks the
+// The key covers every field of decision.Input (the encoding walks the
 // struct, so a field added later is covered too), except the fields that
-// no rule of the policy set in force can read (policy.InputUse, found by
+// no rule of the policy set in force can read (decision.InputUse, found by
 // walking the compiled rules at load; see maskable): with the shipped
 // policies the normalized text, the fingerprint, the login name and the
 // connection's and backend's details, which they never look at. Two
@@ -33,13 +33,6 @@ import (
 // memoized. The key also carries the set's version, the enforcement mode
 // and the catalog's generation.
 
-// inputAnalyzer is implemented by a PolicyEngine that can say what its
-// policy set reads of the input (*policy.Engine). Decisions of an engine
-// that cannot are not memoized.
-type inputAnalyzer interface {
-	InputUse() (*policy.InputUse, bool)
-}
-
 // memoKey is the SHA-256 of a decision's input, as memoEncoder encodes it.
 type memoKey [sha256.Size]byte
 
@@ -48,29 +41,29 @@ type memoKey [sha256.Size]byte
 // is always in the key.
 var maskable = []struct {
 	path  []string
-	clear func(*policy.Input)
+	clear func(*decision.Input)
 }{
-	{[]string{"statement", "text"}, func(in *policy.Input) { in.Statement.Text = "" }},
-	{[]string{"statement", "fingerprint"}, func(in *policy.Input) { in.Statement.Fingerprint = "" }},
-	{[]string{"session", "user"}, func(in *policy.Input) { in.Session.User = "" }},
-	{[]string{"session", "database"}, func(in *policy.Input) { in.Session.Database = "" }},
-	{[]string{"session", "application_name"}, func(in *policy.Input) { in.Session.ApplicationName = "" }},
-	{[]string{"session", "client_addr"}, func(in *policy.Input) { in.Session.ClientAddr = "" }},
-	{[]string{"session", "tls"}, func(in *policy.Input) { in.Session.TLS = false }},
-	{[]string{"transaction"}, func(in *policy.Input) { in.Transaction = policy.Transaction{} }},
-	{[]string{"backend", "version"}, func(in *policy.Input) { in.Backend.Version = "" }},
-	{[]string{"backend", "version_num"}, func(in *policy.Input) { in.Backend.VersionNum = 0 }},
-	{[]string{"backend", "settings"}, func(in *policy.Input) { in.Backend.Settings = nil }},
+	{[]string{"statement", "text"}, func(in *decision.Input) { in.Statement.Text = "" }},
+	{[]string{"statement", "fingerprint"}, func(in *decision.Input) { in.Statement.Fingerprint = "" }},
+	{[]string{"session", "user"}, func(in *decision.Input) { in.Session.User = "" }},
+	{[]string{"session", "database"}, func(in *decision.Input) { in.Session.Database = "" }},
+	{[]string{"session", "application_name"}, func(in *decision.Input) { in.Session.ApplicationName = "" }},
+	{[]string{"session", "client_addr"}, func(in *decision.Input) { in.Session.ClientAddr = "" }},
+	{[]string{"session", "tls"}, func(in *decision.Input) { in.Session.TLS = false }},
+	{[]string{"transaction"}, func(in *decision.Input) { in.Transaction = decision.Transaction{} }},
+	{[]string{"backend", "version"}, func(in *decision.Input) { in.Backend.Version = "" }},
+	{[]string{"backend", "version_num"}, func(in *decision.Input) { in.Backend.VersionNum = 0 }},
+	{[]string{"backend", "settings"}, func(in *decision.Input) { in.Backend.Settings = nil }},
 }
 
 // memoMask is the masking for one policy set.
 type memoMask struct {
-	use   *policy.InputUse
-	clear []func(*policy.Input)
+	use   *decision.InputUse
+	clear []func(*decision.Input)
 }
 
 // mask returns the fields to clear for use, computed once per policy set.
-func (p *Planner) mask(use *policy.InputUse) *memoMask {
+func (p *Planner) mask(use *decision.InputUse) *memoMask {
 	if m := p.masks.Load(); m != nil && m.use == use {
 		return m
 	}
@@ -86,15 +79,11 @@ func (p *Planner) mask(use *policy.InputUse) *memoMask {
 
 // memoKey returns the key of in's decision, the version of the policy set
 // it belongs to, and whether in may be memoized at all.
-func (p *Planner) memoKey(in *policy.Input) (memoKey, string, bool) {
+func (p *Planner) memoKey(in *decision.Input) (memoKey, string, bool) {
 	if p.memo == nil {
 		return memoKey{}, "", false
 	}
-	an, ok := p.cfg.Policy.(inputAnalyzer)
-	if !ok {
-		return memoKey{}, "", false
-	}
-	use, ok := an.InputUse()
+	use, ok := p.cfg.Policy.InputUse()
 	if !ok || !use.Deterministic {
 		return memoKey{}, "", false
 	}
@@ -122,7 +111,7 @@ func (p *Planner) memoKey(in *policy.Input) (memoKey, string, bool) {
 
 // decide is the policy's decision for in, from the memo when an equal
 // input was decided by the same policy set.
-func (p *Planner) decide(ctx context.Context, in *policy.Input) (policy.Decision, error) {
+func (p *Planner) decide(ctx context.Context, in *decision.Input) (decision.Decision, error) {
 	key, version, ok := p.memoKey(in)
 	if ok {
 		if d, hit := p.memo.Get(key); hit {
@@ -138,7 +127,7 @@ func (p *Planner) decide(ctx context.Context, in *policy.Input) (policy.Decision
 
 // memoizable: not a failure that permissive mode turned into an allow (a
 // cancelled or failed evaluation says nothing about the next one).
-func memoizable(d *policy.Decision) bool {
+func memoizable(d *decision.Decision) bool {
 	return !d.WouldDeny || (d.Rule != "error" && d.Rule != "row_rules")
 }
 
