@@ -35,11 +35,12 @@ type Session struct {
 	Console bool
 }
 
-// ServerStats is a snapshot of a server's connection counts, for metrics.
+// ServerStats is a snapshot of a server's connection counts (its Stats
+// method), for metrics.
 type ServerStats struct {
 	ClientConns   int    // client connections open now (including those in startup)
 	Accepted      uint64 // client connections accepted since start
-	RejectedTotal uint64 // refused because of the server's client connection limit (53300)
+	RejectedTotal uint64 // refused because of the server's Limits.MaxClientConns (53300)
 	RejectedLogin uint64 // refused because of a login's session limit (53300)
 	Draining      bool   // the server is draining
 }
@@ -56,7 +57,8 @@ type ConsoleConn struct {
 	Backend *pgproto3.Backend
 	// Conn is the client's connection (after TLS), for deadlines.
 	Conn net.Conn
-	// Killed reports whether the session was killed or the server is
-	// draining: the console should end it with FATAL 57P01.
+	// Killed reports whether the session was killed (the server's
+	// KillSession) or the server is draining: the console should end it
+	// with FATAL 57P01.
 	Killed func() bool
 }
