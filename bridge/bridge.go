@@ -4,15 +4,18 @@
 //
 //   - PostgreSQL over WebSocket: the driver's Pool and Client send the
 //     ordinary protocol in binary frames. Each WebSocket becomes a net.Conn
-//     handed to the wire server's ServeConn, so it runs the very session code
-//     of a TCP client: logins, policies, rewrites, limits, pooling, audit.
+//     handed to the protocol server's ServeConn, so it runs the very session
+//     code of a TCP client: logins, policies, rewrites, limits, pooling,
+//     audit.
 //   - SQL over HTTP: the driver's neon() function POSTs one query (or a
 //     batch to run in one transaction) as JSON to /sql. Each request opens a
 //     short in-memory session into the same wire server, drives it as a
 //     client with pgconn, and converts the results to the driver's JSON.
 //
 // Nothing here decides, rewrites or audits statements: the sessions do, as
-// for TCP.
+// for TCP. The bridge reaches the protocol server only through the Server
+// interface (which *wire.Server implements); it does not import package
+// wire, and cmd/dbalproxy connects the two.
 package bridge
 
 import (
@@ -27,15 +30,24 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dbalproxy/dbalproxy/wire"
 	"github.com/rs/zerolog"
 )
+
+// Server runs client sessions on connections another transport accepted;
+// *wire.Server implements it.
+type Server interface {
+	// ServeConn runs one client session on conn and returns at once; the
+	// session closes conn when it ends. secure says the transport already
+	// encrypts the connection (wss, https). After the server is closed it
+	// closes conn and returns an error.
+	ServeConn(conn net.Conn, secure bool) error
+}
 
 // Config configures a Bridge. Zero values take the defaults named on each
 // field.
 type Config struct {
 	// Server runs the sessions. Required.
-	Server *wire.Server
+	Server Server
 	// TLS, when set, serves wss and https with these certificates (the TCP
 	// listener's). Without it the listener speaks ws and http.
 	TLS *tls.Config

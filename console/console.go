@@ -5,9 +5,12 @@
 // RELOAD, PAUSE, RESUME, KILL, SHUTDOWN) over the simple query protocol.
 //
 // The console works on an authenticated client connection handed over by
-// package wire (wire.Console); everything it shows or changes is behind
-// small interfaces and functions in Config, so that it depends on no running
-// component directly.
+// the protocol server (a status.ConsoleConn, through the server's
+// wire.Console hook); everything it shows or changes is behind small
+// interfaces and functions in Config, so that it depends on no running
+// component directly. It does not import package wire: the value types it
+// shares with the server are in package status, and cmd/dbalproxy connects
+// the two.
 package console
 
 import (
@@ -22,7 +25,7 @@ import (
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/pool"
-	"github.com/dbalproxy/dbalproxy/wire"
+	"github.com/dbalproxy/dbalproxy/status"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/rs/zerolog"
 )
@@ -39,7 +42,7 @@ var DefaultAdminRoles = []string{"supergod"}
 
 // Sessions lists and kills client sessions; *wire.Server implements it.
 type Sessions interface {
-	Sessions() []wire.SessionStatus
+	Sessions() []status.Session
 	KillSession(id string) bool
 }
 
@@ -137,14 +140,14 @@ func (c *Console) Admits(role string) bool {
 // session is one console client.
 type session struct {
 	c     *Console
-	conn  *wire.ConsoleConn
+	conn  *status.ConsoleConn
 	be    *pgproto3.Backend
 	admin bool // may change things, not only SHOW
 	log   zerolog.Logger
 }
 
 // Serve implements wire.Console.
-func (c *Console) Serve(conn *wire.ConsoleConn) {
+func (c *Console) Serve(conn *status.ConsoleConn) {
 	s := &session{
 		c: c, conn: conn, be: conn.Backend, admin: slices.Contains(c.cfg.AdminRoles, conn.Session.Role),
 		log: c.cfg.Logger.With().Str("session_id", conn.Session.ID).Str("user", conn.Session.User).Logger(),
@@ -517,7 +520,7 @@ func (s *session) show(what string) error {
 
 func formatTime(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }
 
-func (s *session) sessions() []wire.SessionStatus {
+func (s *session) sessions() []status.Session {
 	if s.c.cfg.Sessions == nil {
 		return nil
 	}

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/pool"
-	"github.com/dbalproxy/dbalproxy/wire"
 )
 
 // Gate implements PAUSE and RESUME: while a database (or every database) is
@@ -158,25 +157,44 @@ func (g *Gate) Wait(ctx context.Context, db string) error {
 	return nil
 }
 
-// Backends puts the gate in front of b: Acquire (and TryAcquire) wait
-// while the database is paused. Release, Put and Destroy pass through.
-func (g *Gate) Backends(b wire.Backends) *GatedBackends {
-	return &GatedBackends{Backends: b, gate: g}
+// BackendPool is what the gate wraps: the server's backend connections by
+// database. *pool.Pool implements it (as does *metrics.Backends), and so
+// does the wrapper, GatedBackends, which the server takes as its
+// wire.Backends.
+type BackendPool interface {
+	// Acquire returns a connection to database, waiting as ctx allows.
+	Acquire(ctx context.Context, database string) (*pool.Conn, error)
+	// TryAcquire returns an idle connection to database without waiting,
+	// or nil.
+	TryAcquire(database string) *pool.Conn
+	// Release takes back a connection left idle, resetting its session.
+	Release(c *pool.Conn)
+	// Put takes back a connection left idle without resetting it
+	// (transaction pooling).
+	Put(c *pool.Conn)
+	// Destroy closes a connection in an unknown state.
+	Destroy(c *pool.Conn)
 }
 
-// GatedBackends is wire.Backends with a Gate in front of Acquire. It also
-// passes TryAcquire and Put on to backends that have them (transaction
-// pooling uses them).
+// Backends puts the gate in front of b: Acquire waits while the database is
+// paused, and TryAcquire returns nil then. Release, Put and Destroy pass
+// through.
+func (g *Gate) Backends(b BackendPool) *GatedBackends {
+	return &GatedBackends{BackendPool: b, gate: g}
+}
+
+// GatedBackends is a BackendPool with a Gate in front of Acquire and
+// TryAcquire.
 type GatedBackends struct {
-	wire.Backends
+	BackendPool
 	gate *Gate
 }
 
-// Acquire implements wire.Backends: it waits while database is paused, then
+// Acquire implements BackendPool: it waits while database is paused, then
 // acquires from the wrapped backends with the time budget the caller gave.
 func (b *GatedBackends) Acquire(ctx context.Context, database string) (*pool.Conn, error) {
 	if !b.gate.Paused(database) {
-		return b.Backends.Acquire(ctx, database)
+		return b.BackendPool.Acquire(ctx, database)
 	}
 	deadline, hasDeadline := ctx.Deadline()
 	budget := time.Until(deadline)
@@ -189,26 +207,15 @@ func (b *GatedBackends) Acquire(ctx context.Context, database string) (*pool.Con
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), budget)
 		defer cancel()
 	}
-	return b.Backends.Acquire(ctx, database)
+	return b.BackendPool.Acquire(ctx, database)
 }
 
 // TryAcquire returns an idle connection without waiting when database is
-// not paused and the wrapped backends can; nil otherwise (the caller then
-// uses Acquire, which waits).
+// not paused and the wrapped backends have one; nil otherwise (the caller
+// then uses Acquire, which waits).
 func (b *GatedBackends) TryAcquire(database string) *pool.Conn {
-	p, ok := b.Backends.(interface{ TryAcquire(string) *pool.Conn })
-	if !ok || b.gate.Paused(database) {
+	if b.gate.Paused(database) {
 		return nil
 	}
-	return p.TryAcquire(database)
-}
-
-// Put gives a connection back without a reset when the wrapped backends can,
-// else releases it.
-func (b *GatedBackends) Put(c *pool.Conn) {
-	if p, ok := b.Backends.(interface{ Put(*pool.Conn) }); ok {
-		p.Put(c)
-		return
-	}
-	b.Backends.Release(c)
+	return b.BackendPool.TryAcquire(database)
 }

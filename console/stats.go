@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/audit"
-	"github.com/dbalproxy/dbalproxy/wire"
 )
 
 // Stats counts statements per database for SHOW STATS. Put it in the
@@ -82,13 +81,19 @@ func (s *Stats) Snapshot() []DatabaseStats {
 	return out
 }
 
-// Auditor returns a wire.Auditor that counts each record and passes it on
-// to next (which may be nil).
-func (s *Stats) Auditor(next wire.Auditor) wire.Auditor { return statsAuditor{s: s, next: next} }
+// Auditor receives audit records: the server's audit sink (wire.Auditor has
+// the same method, so either converts to the other).
+type Auditor interface {
+	Log(r *audit.Record)
+}
+
+// Auditor returns an Auditor that counts each record and passes it on to
+// next (which may be nil).
+func (s *Stats) Auditor(next Auditor) Auditor { return statsAuditor{s: s, next: next} }
 
 type statsAuditor struct {
 	s    *Stats
-	next wire.Auditor
+	next Auditor
 }
 
 func (a statsAuditor) Log(r *audit.Record) {

@@ -11,6 +11,11 @@
 //     pool's per-database connections, the policy version, dropped audit
 //     records, the build.
 //
+// The seams are small interfaces declared here (BackendPool, Sink,
+// ServerSource), so metrics does not import the protocol server (package
+// wire): the server's counts come as status.ServerStats, and cmd/dbalproxy
+// connects the two.
+//
 // Decisions, logins and sessions carry a login label, bounded: only the
 // logins of the configuration (SetLogins, at most maxLoginLabels) get their
 // own value; every other name, a failed guess's included, is "other".
@@ -28,15 +33,16 @@ import (
 
 	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/pool"
-	"github.com/dbalproxy/dbalproxy/wire"
+	"github.com/dbalproxy/dbalproxy/status"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// ServerSource reports client connection counts; *wire.Server implements it.
+// ServerSource reports client connection counts; the protocol server
+// (*wire.Server) implements it.
 type ServerSource interface {
-	Stats() wire.ServerStats
+	Stats() status.ServerStats
 }
 
 // PoolSource reports backend connection counts; *pool.Pool implements it.
@@ -346,7 +352,8 @@ func (m *Metrics) Auditor(sink Sink) *Auditor {
 	return a
 }
 
-// Log implements wire.Auditor.
+// Log implements Sink (and the server's wire.Auditor, which has the same
+// method).
 func (a *Auditor) Log(r *audit.Record) {
 	if r == nil {
 		return
@@ -366,20 +373,38 @@ func (a *Auditor) Swap(sink Sink) Sink {
 	return old.s
 }
 
-// Backends times Acquire on the wrapped backends; everything else passes
-// through.
+// BackendPool is what Backends wraps: the server's backend connections by
+// database. *pool.Pool implements it, and so does the wrapper, Backends,
+// which the server takes as its wire.Backends.
+type BackendPool interface {
+	// Acquire returns a connection to database, waiting as ctx allows.
+	Acquire(ctx context.Context, database string) (*pool.Conn, error)
+	// TryAcquire returns an idle connection to database without waiting,
+	// or nil.
+	TryAcquire(database string) *pool.Conn
+	// Release takes back a connection left idle, resetting its session.
+	Release(c *pool.Conn)
+	// Put takes back a connection left idle without resetting it
+	// (transaction pooling).
+	Put(c *pool.Conn)
+	// Destroy closes a connection in an unknown state.
+	Destroy(c *pool.Conn)
+}
+
+// Backends times Acquire and TryAcquire on the wrapped backends; Release,
+// Put and Destroy pass through.
 type Backends struct {
-	wire.Backends
+	BackendPool
 	m *Metrics
 }
 
 // Backends wraps b so that every Acquire is timed and its failures counted.
-func (m *Metrics) Backends(b wire.Backends) *Backends { return &Backends{Backends: b, m: m} }
+func (m *Metrics) Backends(b BackendPool) *Backends { return &Backends{BackendPool: b, m: m} }
 
-// Acquire implements wire.Backends.
+// Acquire implements BackendPool.
 func (b *Backends) Acquire(ctx context.Context, database string) (*pool.Conn, error) {
 	start := time.Now()
-	c, err := b.Backends.Acquire(ctx, database)
+	c, err := b.BackendPool.Acquire(ctx, database)
 	b.m.acquire.Observe(time.Since(start).Seconds())
 	if err != nil {
 		code := "08006"
@@ -392,28 +417,13 @@ func (b *Backends) Acquire(ctx context.Context, database string) (*pool.Conn, er
 	return c, err
 }
 
-// TryAcquire returns an idle connection without waiting when the wrapped
-// backends can (see pool.Pool.TryAcquire), counted like an Acquire that
-// took no time; nil otherwise.
+// TryAcquire returns an idle connection without waiting (see
+// pool.Pool.TryAcquire), counted like an Acquire that took no time; nil when
+// there is none.
 func (b *Backends) TryAcquire(database string) *pool.Conn {
-	p, ok := b.Backends.(interface{ TryAcquire(string) *pool.Conn })
-	if !ok {
-		return nil
-	}
-	c := p.TryAcquire(database)
+	c := b.BackendPool.TryAcquire(database)
 	if c != nil {
 		b.m.acquire.Observe(0)
 	}
 	return c
-}
-
-// Put gives a connection back without a reset when the wrapped backends can
-// (transaction pooling relies on it to keep prepared statements), else
-// releases it.
-func (b *Backends) Put(c *pool.Conn) {
-	if p, ok := b.Backends.(interface{ Put(*pool.Conn) }); ok {
-		p.Put(c)
-		return
-	}
-	b.Backends.Release(c)
 }

@@ -11,7 +11,7 @@ import (
 
 	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/pool"
-	"github.com/dbalproxy/dbalproxy/wire"
+	"github.com/dbalproxy/dbalproxy/status"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -249,7 +249,7 @@ func TestLoginLabelIsBounded(t *testing.T) {
 
 type fakeServer struct{ sessions map[string]int }
 
-func (s fakeServer) Stats() wire.ServerStats    { return wire.ServerStats{} }
+func (s fakeServer) Stats() status.ServerStats  { return status.ServerStats{} }
 func (s fakeServer) LoginConns(name string) int { return s.sessions[name] }
 
 // TestLoginSessions: open sessions per configured login, read at scrape

@@ -1,11 +1,11 @@
 package wire
 
 import (
-	"net"
 	"slices"
 	"strconv"
 	"time"
 
+	"github.com/dbalproxy/dbalproxy/status"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
@@ -25,55 +25,19 @@ type Console interface {
 	// client leaves (or its connection fails, or the server drains or kills
 	// it: reading then fails with os.ErrDeadlineExceeded and the console
 	// should send FATAL 57P01). The session's connection is closed after.
-	Serve(c *ConsoleConn)
-}
-
-// ConsoleConn is an authenticated console client.
-type ConsoleConn struct {
-	// Session describes the client (its ID is the one SHOW CLIENTS and
-	// KILL use).
-	Session SessionStatus
-	// Params are the client's startup parameters (application_name, ...).
-	Params map[string]string
-	// Backend reads the client's messages and writes the console's.
-	Backend *pgproto3.Backend
-	// Conn is the client's connection (after TLS), for deadlines.
-	Conn net.Conn
-	// Killed reports whether the session was killed (KillSession) or the
-	// server is draining: the console should end it with FATAL 57P01.
-	Killed func() bool
-}
-
-// SessionStatus is one client session as the admin console shows it.
-type SessionStatus struct {
-	ID              string
-	User, Role      string // the login and its role
-	Database        string
-	ApplicationName string
-	ClientAddr      string // host:port of the client
-	LocalAddr       string // host:port the client connected to
-	TLS             bool
-	Connected       time.Time // when the connection was accepted
-	// TxStatus is the last ReadyForQuery status the client was sent: 'I'
-	// (idle), 'T' (in a transaction) or 'E' (in a failed transaction).
-	TxStatus byte
-	// BackendPID is the process id of the backend connection the session
-	// holds now (0: none; in transaction pooling, between transactions).
-	BackendPID uint32
-	// Console is true for admin console sessions.
-	Console bool
+	Serve(c *status.ConsoleConn)
 }
 
 // Sessions returns the sessions past login (console sessions included),
 // ordered by id. It is safe to call from any goroutine.
-func (s *Server) Sessions() []SessionStatus {
+func (s *Server) Sessions() []status.Session {
 	s.mu.Lock()
 	sessions := make([]*session, 0, len(s.mu.sessions))
 	for sess := range s.mu.sessions {
 		sessions = append(sessions, sess)
 	}
 	s.mu.Unlock()
-	out := make([]SessionStatus, 0, len(sessions))
+	out := make([]status.Session, 0, len(sessions))
 	for _, sess := range sessions {
 		// txStatus is stored once login has set everything read here
 		// (and the connection no longer changes).
@@ -83,7 +47,7 @@ func (s *Server) Sessions() []SessionStatus {
 		}
 		out = append(out, sess.status(byte(st)))
 	}
-	slices.SortFunc(out, func(a, b SessionStatus) int {
+	slices.SortFunc(out, func(a, b status.Session) int {
 		x, _ := strconv.ParseUint(a.ID, 10, 64)
 		y, _ := strconv.ParseUint(b.ID, 10, 64)
 		switch {
@@ -97,8 +61,8 @@ func (s *Server) Sessions() []SessionStatus {
 	return out
 }
 
-func (sess *session) status(tx byte) SessionStatus {
-	st := SessionStatus{
+func (sess *session) status(tx byte) status.Session {
+	st := status.Session{
 		ID: sess.id, User: sess.principal.User, Role: sess.principal.Role, Database: sess.database,
 		ApplicationName: sess.startupParams["application_name"], ClientAddr: sess.conn.RemoteAddr().String(),
 		LocalAddr: sess.conn.LocalAddr().String(), TLS: sess.tls, Connected: sess.accepted, TxStatus: tx,
@@ -156,7 +120,7 @@ func (sess *session) consoleLogin() (bool, error) {
 func (sess *session) serveConsole() {
 	be := pgproto3.NewBackend(sess.cr.r, sess.conn)
 	be.SetMaxBodyLen(1 << 20)
-	sess.srv.cfg.Console.Serve(&ConsoleConn{
+	sess.srv.cfg.Console.Serve(&status.ConsoleConn{
 		Session: sess.status('I'), Params: sess.startupParams, Backend: be, Conn: sess.conn,
 		Killed: func() bool { return sess.killed.Load() || sess.srv.draining.Load() },
 	})

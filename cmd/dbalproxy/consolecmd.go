@@ -14,6 +14,7 @@ import (
 	"github.com/dbalproxy/dbalproxy/console"
 	"github.com/dbalproxy/dbalproxy/decision"
 	"github.com/dbalproxy/dbalproxy/pool"
+	"github.com/dbalproxy/dbalproxy/status"
 	"github.com/dbalproxy/dbalproxy/wire"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -90,7 +91,7 @@ func (px *proxy) newConsole(cfg *Config, p *pool.Pool, parts consoleParts, load 
 // console).
 type proxySessions struct{ px *proxy }
 
-func (s proxySessions) Sessions() []wire.SessionStatus {
+func (s proxySessions) Sessions() []status.Session {
 	if s.px.srv == nil {
 		return nil
 	}

@@ -32,7 +32,7 @@ import (
 	"github.com/dbalproxy/dbalproxy/audit"
 	"github.com/dbalproxy/dbalproxy/metrics"
 	"github.com/dbalproxy/dbalproxy/pool"
-	"github.com/dbalproxy/dbalproxy/wire"
+	"github.com/dbalproxy/dbalproxy/status"
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
 	appsv1 "k8s.io/api/apps/v1"
@@ -603,8 +603,8 @@ func metricFamilies(t *testing.T) map[string][]string {
 
 type deployFakeServer struct{}
 
-func (deployFakeServer) Stats() wire.ServerStats { return wire.ServerStats{} }
-func (deployFakeServer) LoginConns(string) int   { return 0 }
+func (deployFakeServer) Stats() status.ServerStats { return status.ServerStats{} }
+func (deployFakeServer) LoginConns(string) int     { return 0 }
 
 type deployFakePool struct{}
 
@@ -618,8 +618,10 @@ type deployFakeBackends struct{}
 func (deployFakeBackends) Acquire(context.Context, string) (*pool.Conn, error) {
 	return nil, errors.New("down")
 }
-func (deployFakeBackends) Release(*pool.Conn) {}
-func (deployFakeBackends) Destroy(*pool.Conn) {}
+func (deployFakeBackends) TryAcquire(string) *pool.Conn { return nil }
+func (deployFakeBackends) Release(*pool.Conn)           {}
+func (deployFakeBackends) Put(*pool.Conn)               {}
+func (deployFakeBackends) Destroy(*pool.Conn)           {}
 
 var (
 	promMetric   = regexp.MustCompile(`\b(dbalproxy_[a-z0-9_]+)(\{([^}]*)\})?`)
