@@ -57,8 +57,10 @@ type noBackends struct{}
 func (noBackends) Acquire(context.Context, string) (*pool.Conn, error) {
 	return nil, errors.New("no backend in fuzzing")
 }
-func (noBackends) Release(*pool.Conn) {}
-func (noBackends) Destroy(*pool.Conn) {}
+func (noBackends) Release(*pool.Conn)           {}
+func (noBackends) Put(*pool.Conn)               {}
+func (noBackends) TryAcquire(string) *pool.Conn { return nil }
+func (noBackends) Destroy(*pool.Conn)           {}
 
 var fuzzBridge = sync.OnceValue(func() *Bridge {
 	sc, err := wire.NewSCRAMCredentials("alice")

@@ -28,8 +28,10 @@ type noBackends struct{}
 func (noBackends) Acquire(context.Context, string) (*pool.Conn, error) {
 	return nil, errors.New("no backend in this test")
 }
-func (noBackends) Release(*pool.Conn) {}
-func (noBackends) Destroy(*pool.Conn) {}
+func (noBackends) Release(*pool.Conn)           {}
+func (noBackends) Put(*pool.Conn)               {}
+func (noBackends) TryAcquire(string) *pool.Conn { return nil }
+func (noBackends) Destroy(*pool.Conn)           {}
 
 func startupSeeds() [][]byte {
 	enc := func(m pgproto3.FrontendMessage) []byte { b, _ := m.Encode(nil); return b }
@@ -173,8 +175,10 @@ type scriptedBackends struct{ released, destroyed int }
 func (b *scriptedBackends) Acquire(context.Context, string) (*pool.Conn, error) {
 	return nil, errors.New("not used")
 }
-func (b *scriptedBackends) Release(c *pool.Conn) { b.released++; c.Close() }
-func (b *scriptedBackends) Destroy(c *pool.Conn) { b.destroyed++; c.Close() }
+func (b *scriptedBackends) Release(c *pool.Conn)         { b.released++; c.Close() }
+func (b *scriptedBackends) Put(c *pool.Conn)             { b.Release(c) }
+func (b *scriptedBackends) TryAcquire(string) *pool.Conn { return nil }
+func (b *scriptedBackends) Destroy(c *pool.Conn)         { b.destroyed++; c.Close() }
 
 // FuzzSession feeds arbitrary bytes, after login, to a session that decides
 // with the shipped policies: it must end cleanly when the client goes away,

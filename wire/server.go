@@ -23,8 +23,17 @@ import (
 // Backends hands out backend connections; *pool.Pool implements it.
 type Backends interface {
 	Acquire(ctx context.Context, database string) (*pool.Conn, error)
-	// Release takes back a connection left idle at a ReadyForQuery boundary.
+	// TryAcquire returns an idle connection without waiting, or nil (the
+	// caller then uses Acquire). Transaction pooling leases with it first,
+	// needing no context or timer in the common case.
+	TryAcquire(database string) *pool.Conn
+	// Release takes back a connection left idle at a ReadyForQuery
+	// boundary, reset (session pooling: the next client starts clean).
 	Release(c *pool.Conn)
+	// Put takes back a connection left idle outside a transaction without
+	// a reset (transaction pooling: the client's prepared statements and
+	// parameters stay for its next lease).
+	Put(c *pool.Conn)
 	// Destroy closes a connection in an unknown state.
 	Destroy(c *pool.Conn)
 }

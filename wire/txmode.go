@@ -35,19 +35,6 @@ const (
 // was greeted with or set at startup.
 var reportedSettable = []string{"application_name", "client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "standard_conforming_strings", "default_transaction_read_only"}
 
-// txPutter is implemented by backends that can take a connection back
-// without a reset (*pool.Pool).
-type txPutter interface {
-	Put(c *pool.Conn)
-}
-
-// txTaker is implemented by backends that can hand out an idle connection
-// without waiting (*pool.Pool): leasing one per transaction then needs no
-// context or timer.
-type txTaker interface {
-	TryAcquire(database string) *pool.Conn
-}
-
 // txShared returns the server's transaction pooling state.
 func (srv *Server) txShared() *txShared {
 	srv.txOnce.Do(func() { srv.tx = newTxShared(srv.cfg.Parser) })
@@ -71,11 +58,7 @@ func (sess *session) putBackend(be *pool.Conn) {
 			return
 		}
 	}
-	if p, ok := sess.backends.(txPutter); ok {
-		p.Put(be)
-		return
-	}
-	sess.backends.Release(be)
+	sess.backends.Put(be)
 }
 
 // computeWantParams fixes the parameter values every backend leased to this
@@ -226,15 +209,13 @@ func (sess *session) newLease() (*pool.Conn, error) {
 	if sess.pumpDone != nil {
 		<-sess.pumpDone
 	}
-	if t, ok := sess.backends.(txTaker); ok {
-		// The common case: an idle connection that already shows this
-		// client's parameters.
-		if be := t.TryAcquire(sess.database); be != nil {
-			if sess.paramsSynced(be) {
-				return sess.startLease(be)
-			}
-			sess.putBackend(be)
+	// The common case: an idle connection that already shows this
+	// client's parameters.
+	if be := sess.backends.TryAcquire(sess.database); be != nil {
+		if sess.paramsSynced(be) {
+			return sess.startLease(be)
 		}
+		sess.putBackend(be)
 	}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
