@@ -40,11 +40,7 @@ type Conn struct {
 	// TxStatus is the status of the last ReadyForQuery: 'I', 'T' or 'E'. The
 	// holder updates it as it relays ReadyForQuery.
 	TxStatus byte
-	// State is the holder's bookkeeping about this connection's session
-	// state (for example which prepared statements exist on it). The pool
-	// keeps it across Put and Acquire, and drops it when Release resets the
-	// connection, since the reset discards that state on the server too.
-	State any
+	state    any // see State
 
 	netConn  net.Conn
 	tlsCfg   *tls.Config
@@ -324,3 +320,21 @@ func (c *Conn) Cancel(ctx context.Context) error {
 	_, _ = conn.Read(make([]byte, 1))
 	return nil
 }
+
+// State gives a holder typed access to its bookkeeping about a
+// connection's session state (for example which prepared statements exist
+// on it): declare one `var x pool.State[*T]` and use x.Get and x.Set. The
+// pool keeps it across Put and Acquire, and drops it when Release resets
+// the connection, since the reset discards that state on the server too. A
+// connection has one such slot: one holder type per program.
+type State[T any] struct{}
+
+// Get returns c's bookkeeping, and false if it has none of type T (a new
+// connection, or one reset since).
+func (State[T]) Get(c *Conn) (v T, ok bool) {
+	v, ok = c.state.(T)
+	return v, ok
+}
+
+// Set stores v as c's bookkeeping.
+func (State[T]) Set(c *Conn, v T) { c.state = v }

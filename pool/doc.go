@@ -20,7 +20,7 @@
 //
 // Put is the other way back, for transaction pooling: the caller asserts the
 // connection is idle outside a transaction with no session state of a client's
-// own, and it is kept as it is, prepared statements and the holder's State
+// own, and it is kept as it is, prepared statements and the holder's State (pool.State)
 // included. A connection inside a transaction, broken, or with bytes unread is
 // destroyed instead.
 //

@@ -408,7 +408,7 @@ func (p *Pool) Release(c *Conn) {
 		return
 	}
 	p.resets.Add(1)
-	c.State = nil
+	c.state = nil
 	c.lastUsed = time.Now()
 	p.mu.Lock()
 	closed := p.mu.closed

@@ -11,6 +11,7 @@ import (
 // it is (prepared statements and State kept, no reset), while Release resets
 // it and drops State.
 func TestPutKeepsSessionState(t *testing.T) {
+	var mine State[string]
 	p, _, _ := newPool(t, nil)
 	c, err := p.Acquire(ctx(t), "")
 	if err != nil {
@@ -19,14 +20,14 @@ func TestPutKeepsSessionState(t *testing.T) {
 	if err := c.Exec(ctx(t), "PREPARE kept AS SELECT 1"); err != nil {
 		t.Fatal(err)
 	}
-	c.State = "mine"
+	mine.Set(c, "mine")
 	p.Put(c)
 	c2, err := p.Acquire(ctx(t), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c2 != c || c2.State != "mine" {
-		t.Fatalf("Put did not keep the connection's State: %v", c2.State)
+	if v, _ := mine.Get(c2); c2 != c || v != "mine" {
+		t.Fatalf("Put did not keep the connection's State: %q", v)
 	}
 	if err := c2.Exec(ctx(t), "EXECUTE kept"); err != nil {
 		t.Fatalf("Put reset the connection: %v", err)
@@ -46,14 +47,14 @@ func TestPutKeepsSessionState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c3.State = "x"
+	mine.Set(c3, "x")
 	p.Release(c3)
 	c4, err := p.Acquire(ctx(t), "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Release(c4)
-	if c4.State != nil {
+	if _, ok := mine.Get(c4); ok {
 		t.Fatal("Release kept State across the reset")
 	}
 	if c4.InitialParams["server_version"] == "" {

@@ -702,7 +702,7 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 				return nil
 			}
 			be.Params[ps.Name] = ps.Value
-			if st, ok := be.State.(*beState); ok {
+			if st, ok := beStates.Get(be); ok {
 				st.paramGen.Add(1)
 			}
 			if ps.Name == "session_authorization" || ps.Name == "is_superuser" {

@@ -50,7 +50,7 @@ func (sess *session) putBackend(be *pool.Conn) {
 	if be == nil {
 		return
 	}
-	if st, ok := be.State.(*beState); ok {
+	if st, ok := beStates.Get(be); ok {
 		if name := st.endLease(be.Params); name != "" {
 			sess.log.Warn().Str("parameter", name).
 				Msg("a setting changed on the backend connection where the proxy could not see it; closing the connection rather than handing it to another client")

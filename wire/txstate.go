@@ -92,7 +92,7 @@ type beStmt struct {
 }
 
 // beState is what the proxy knows of one backend connection's session state
-// in transaction pooling; it lives in pool.Conn.State. "present" always means
+// in transaction pooling; it lives in the connection (beStates). "present" always means
 // the statement exists on the backend; absent means it may or may not, so a
 // statement is prepared with Close before Parse, which is right either way.
 type beState struct {
@@ -209,14 +209,17 @@ func paramSetID(want map[string]string) uint64 {
 	return id
 }
 
+// beStates is each backend connection's beState.
+var beStates pool.State[*beState]
+
 // stateOf returns the bookkeeping of be, creating it for a connection that
 // has none (new, or reset by the pool).
 func stateOf(be *pool.Conn, tx *txShared) *beState {
-	if st, ok := be.State.(*beState); ok {
+	if st, ok := beStates.Get(be); ok {
 		return st
 	}
 	st := &beState{stmts: map[string]*beStmt{}, settings: map[string]string{}, stale: &tx.stale}
-	be.State = st
+	beStates.Set(be, st)
 	return st
 }
 
