@@ -43,14 +43,38 @@
 // reader has nothing more buffered, that is, when the other side would
 // otherwise wait: one flush per round trip instead of one per message.
 //
+// # The path of one statement
+//
+// A simple Query "SELECT * FROM pages" from a pgx client in transaction
+// pooling, package by package:
+//
+//  1. wire (session.go): the session goroutine reads the Query frame
+//     (frame.go) and leases a backend (txmode.go; pool.Pool.TryAcquire,
+//     else Acquire) if it holds none.
+//  2. wire (statements.go) asks its Decider with the session's plan.Session
+//     (principal, database, transaction state, backend parameters); the
+//     Decider is a *planner.Planner (see package planner for its steps:
+//     plan cache, shape, parser, catalog, policy through the decision memo,
+//     rewrite). It answers a *plan.Plan: the text to send (here the
+//     statement with the role's row filter), one plan.Statement per
+//     statement for audit, and a plan.Denial if one may not run.
+//  3. wire sends the plan's text (or, for a denial, the statements before
+//     it and a DO block that raises the denial), arms the policy timeout,
+//     and queues a request (requests.go) for the pump.
+//  4. wire's pump goroutine streams the backend's answer to the client,
+//     withholds rows past the plan's row cap, and at CommandComplete
+//     writes the statement's audit record (package audit); at the
+//     ReadyForQuery that leaves the backend idle it gives it back with
+//     pool.Pool.Put.
+//
 // # Decisions
 //
-// With a Decider (the Planner: parser facts, functions resolved in the
-// database's catalog, then the policy engine; plans cached per statement
-// text, principal, policy version and catalog generation, and decisions
-// memoized by the whole policy input, so a new text with known facts skips
-// OPA), every Query, every Parse and every fast-path FunctionCall (resolved
-// by OID) is decided before it is forwarded:
+// With a Decider (a planner.Planner: parser facts, functions resolved in
+// the database's catalog, then the policy engine; plans cached per
+// statement text, principal, policy version and catalog generation, and
+// decisions memoized by the whole policy input, so a new text with known
+// facts skips OPA), every Query, every Parse and every fast-path
+// FunctionCall (resolved by OID) is decided before it is forwarded:
 //
 //	client                        proxy (wire)                         backend
 //	  | Query "SELECT 1; DELETE FROM packages"                            |
