@@ -26,8 +26,9 @@
 //     further than a set operation's level), a whole-row reference
 //     (WholeRow), and a FROM name that is a CTE reference (IsCTERef).
 //   - Small helpers of every walk: Unwrap, Children (the generic step over
-//     every message-typed field), Strings, ColumnRefNames, FunctionName,
-//     IsSetOperation.
+//     every message-typed field), Walk (the whole tree, for questions that
+//     need no name resolution), Strings, ColumnRefNames, FunctionName,
+//     IsSetOperation, QuoteIdent.
 //
 // Without the catalog's columns it cannot tell which relation of several
 // owns a bare column name; callers decide what that means for them (parser

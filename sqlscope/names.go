@@ -52,6 +52,27 @@ func Children(m proto.Message, visit func(proto.Message)) {
 	})
 }
 
+// Walk calls fn for m and every message below it (through Children), in
+// depth-first order, while fn returns true; it reports whether the walk
+// went to the end. It is the generic walk for questions about a whole
+// tree (does it create a temporary table, which functions does it call)
+// that need no name resolution.
+func Walk(m proto.Message, fn func(proto.Message) bool) bool {
+	if m == nil {
+		return true
+	}
+	if !fn(m) {
+		return false
+	}
+	cont := true
+	Children(m, func(c proto.Message) {
+		if cont {
+			cont = Walk(c, fn)
+		}
+	})
+	return cont
+}
+
 // Strings returns the String values of ns (a qualified name, a USING
 // list), or nil if any of them is not a String.
 func Strings(ns []*pg_query.Node) []string {
