@@ -11,9 +11,10 @@ import (
 	"github.com/dbalproxy/dbalproxy/parser"
 	"github.com/dbalproxy/dbalproxy/pgbool"
 	"github.com/dbalproxy/dbalproxy/plan"
+	"github.com/dbalproxy/dbalproxy/sqlscope"
 	"github.com/jackc/pgx/v5/pgproto3"
 	pg_query "github.com/pganalyze/pg_query_go/v6"
-	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/proto"
 )
 
 // This file holds the proxy's identities from signed tokens:
@@ -448,11 +449,16 @@ func switchShape(stmt *pg_query.Node) (command string, src *plan.TokenSource, me
 		return "SET", &plan.TokenSource{Literal: vs.Args[0].GetAConst().GetSval().GetSval()}, true, ""
 	}
 	var calls []*pg_query.FuncCall
-	walkFuncCalls(stmt.ProtoReflect(), func(fc *pg_query.FuncCall) {
+	sqlscope.Walk(stmt, func(m proto.Message) bool {
+		fc, ok := m.(*pg_query.FuncCall)
+		if !ok {
+			return true
+		}
 		if isSetConfig(fc) && len(fc.Args) >= 1 && isStringConst(fc.Args[0]) &&
 			strings.EqualFold(fc.Args[0].GetAConst().GetSval().GetSval(), tokenSetting) {
 			calls = append(calls, fc)
 		}
+		return true
 	})
 	if len(calls) == 0 {
 		return "", nil, false, ""
@@ -530,25 +536,4 @@ func isTrue(n *pg_query.Node) bool {
 		return pgbool.IsTrue(s.Sval)
 	}
 	return false
-}
-
-// walkFuncCalls calls f for every FuncCall in the tree under m.
-func walkFuncCalls(m protoreflect.Message, f func(*pg_query.FuncCall)) {
-	if fc, ok := m.Interface().(*pg_query.FuncCall); ok {
-		f(fc)
-	}
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.Kind() != protoreflect.MessageKind {
-			return true
-		}
-		if fd.IsList() {
-			l := v.List()
-			for i := 0; i < l.Len(); i++ {
-				walkFuncCalls(l.Get(i).Message(), f)
-			}
-		} else if !fd.IsMap() {
-			walkFuncCalls(v.Message(), f)
-		}
-		return true
-	})
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dbalproxy/dbalproxy/audit"
+	"github.com/dbalproxy/dbalproxy/pgbool"
 	"github.com/dbalproxy/dbalproxy/plan"
 	"github.com/dbalproxy/dbalproxy/pool"
 	"github.com/dbalproxy/dbalproxy/sqlscope"
@@ -849,24 +850,8 @@ func copyHasHeader(sql string) bool {
 	}
 	header := false
 	for _, o := range cs.Options {
-		d := o.GetDefElem()
-		if d == nil || d.Defname != "header" {
-			continue
-		}
-		switch {
-		case d.Arg == nil:
-			header = true
-		case d.Arg.GetBoolean() != nil:
-			header = d.Arg.GetBoolean().Boolval
-		case d.Arg.GetInteger() != nil:
-			header = d.Arg.GetInteger().Ival != 0
-		case d.Arg.GetString_() != nil:
-			switch strings.ToLower(d.Arg.GetString_().Sval) {
-			case "true", "on":
-				header = true
-			default:
-				header = false
-			}
+		if d := o.GetDefElem(); d != nil && d.Defname == "header" {
+			header, _ = pgbool.Option(d) // what the server rejects never runs
 		}
 	}
 	return header

@@ -12,9 +12,10 @@ import (
 	"github.com/dbalproxy/dbalproxy/parser"
 	"github.com/dbalproxy/dbalproxy/pgbool"
 	"github.com/dbalproxy/dbalproxy/pool"
+	"github.com/dbalproxy/dbalproxy/sqlscope"
 	lru "github.com/hashicorp/golang-lru/v2"
 	pg_query "github.com/pganalyze/pg_query_go/v6"
-	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/proto"
 )
 
 // Transaction pooling keeps a client's prepared statements in the proxy and
@@ -454,7 +455,7 @@ func classify(res *parser.Result) *txEffect {
 		if st.Setting != nil && !st.Setting.Local && st.Setting.Name != "transaction" {
 			pin("SET")
 		}
-		var node protoreflect.ProtoMessage
+		var node proto.Message
 		if st.Tree != nil && st.Tree.Stmt != nil {
 			node = st.Tree.Stmt
 		}
@@ -495,8 +496,8 @@ func classify(res *parser.Result) *txEffect {
 		}
 		if node != nil {
 			// EXECUTE also stands inside EXPLAIN and CREATE TABLE AS.
-			walkProto(node.ProtoReflect(), func(msg protoreflect.Message) bool {
-				if x, ok := msg.Interface().(*pg_query.ExecuteStmt); ok {
+			sqlscope.Walk(node, func(m proto.Message) bool {
+				if x, ok := m.(*pg_query.ExecuteStmt); ok {
 					pin("EXECUTE")
 					e.executes = append(e.executes, x.Name)
 				}
@@ -524,10 +525,10 @@ func classify(res *parser.Result) *txEffect {
 }
 
 // createsTemp reports whether a statement creates a temporary object.
-func createsTemp(m protoreflect.ProtoMessage) bool {
+func createsTemp(m proto.Message) bool {
 	found := false
-	walkProto(m.ProtoReflect(), func(msg protoreflect.Message) bool {
-		if rv, ok := msg.Interface().(*pg_query.RangeVar); ok {
+	sqlscope.Walk(m, func(n proto.Message) bool {
+		if rv, ok := n.(*pg_query.RangeVar); ok {
 			if rv.Relpersistence == "t" || strings.EqualFold(rv.Schemaname, "pg_temp") {
 				found = true
 			}
@@ -539,10 +540,10 @@ func createsTemp(m protoreflect.ProtoMessage) bool {
 
 // setConfigIsLocal reports whether every set_config call in a statement has
 // the constant true as its third argument (is_local).
-func setConfigIsLocal(m protoreflect.ProtoMessage) bool {
+func setConfigIsLocal(m proto.Message) bool {
 	local := true
-	walkProto(m.ProtoReflect(), func(msg protoreflect.Message) bool {
-		fc, ok := msg.Interface().(*pg_query.FuncCall)
+	sqlscope.Walk(m, func(n proto.Message) bool {
+		fc, ok := n.(*pg_query.FuncCall)
 		if !ok || len(fc.Funcname) == 0 {
 			return true
 		}
@@ -572,26 +573,4 @@ func setConfigIsLocal(m protoreflect.ProtoMessage) bool {
 		return local
 	})
 	return local
-}
-
-// walkProto calls fn for m and every message below it, while fn returns true.
-func walkProto(m protoreflect.Message, fn func(protoreflect.Message) bool) bool {
-	if !fn(m) {
-		return false
-	}
-	cont := true
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		switch {
-		case fd.IsList() && fd.Message() != nil:
-			l := v.List()
-			for i := 0; i < l.Len() && cont; i++ {
-				cont = walkProto(l.Get(i).Message(), fn)
-			}
-		case fd.IsMap():
-		case fd.Message() != nil:
-			cont = walkProto(v.Message(), fn)
-		}
-		return cont
-	})
-	return cont
 }
