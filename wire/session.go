@@ -62,17 +62,16 @@ type session struct {
 
 	be *pool.Conn // the backend held for the session (session pooling)
 
-	// Transaction pooling (txMode): a backend is leased per transaction.
-	txMode      bool
-	tx          *txShared
-	wantParams  map[string]string        // parameters every leased backend must show this client
-	wantID      uint64                   // identifies wantParams (see beState.syncedFor)
-	sqlPrepared map[string]bool          // names of SQL-level PREPAREd statements (the client is pinned)
-	sawFatal    bool                     // the pump relayed a FATAL from the backend
-	lexHazard   atomic.Pointer[string]   // set by the pump: the backend reported an unsafe setting (lexguard.go)
-	stmtNames   map[string]stmtNameEntry // backend statement names by text (stmtName)
+	// hold is how the session holds its backend: for the whole session
+	// or per transaction (holding.go).
+	hold      holding
+	sawFatal  bool                   // the pump relayed a FATAL from the backend
+	lexHazard atomic.Pointer[string] // set by the pump: the backend reported an unsafe setting (lexguard.go)
 
 	// Statement decisions; decider nil means relay everything unchecked.
+	// handles: Query, Parse and Execute are looked into (decided, or
+	// renamed for transaction pooling), not just relayed.
+	handles       bool
 	decider       Decider
 	auditor       Auditor
 	info          plan.Session
@@ -121,6 +120,7 @@ func newSession(srv *Server, conn net.Conn) *session {
 		// The login's own pool replaces it once the login is known.
 		backends: srv.cfg.Backends,
 	}
+	sess.hold = sessionHold{sess} // transaction pooling replaces it at login
 	sess.accepted = time.Now()
 	sess.reqs.init()
 	sess.cancelled.L = &sess.mu.Mutex
@@ -183,13 +183,7 @@ func (sess *session) run() {
 	}
 	sess.log.Debug().Str("role", sess.principal.Role).Msg("client connected")
 
-	if sess.txMode {
-		// The first transaction leases a backend again.
-		sess.putBackend(sess.detach())
-	} else {
-		sess.pumpDone = make(chan struct{})
-		go sess.pump(sess.be)
-	}
+	sess.hold.start()
 	clean := sess.loop()
 	sess.teardown(clean)
 }
@@ -201,10 +195,10 @@ func (sess *session) initStatements() {
 	sess.txStatus.Store('I')
 	sess.stmts = map[string]*prepared{}
 	sess.portals = map[string]*portal{}
-	sess.sqlPrepared = map[string]bool{}
 	if sess.decider == nil {
 		return
 	}
+	sess.handles = true
 	params := make(map[string]string, len(sess.be.Params))
 	for k, v := range sess.be.Params {
 		params[k] = v
@@ -252,7 +246,6 @@ func (sess *session) releaseBackend() {
 // loop relays client messages to the backend until the client terminates or
 // fails. It reports whether the client ended with Terminate.
 func (sess *session) loop() (clean bool) {
-	be := sess.be
 	for {
 		typ, n, err := sess.cr.header()
 		if err != nil {
@@ -271,20 +264,18 @@ func (sess *session) loop() (clean bool) {
 			return true
 		}
 		sess.waitCancels()
-		if sess.txMode {
-			be, err = sess.beginMessage(typ)
-			if err != nil {
-				sess.leaseFailed(err)
+		be, err := sess.hold.backendFor(typ)
+		if err != nil {
+			sess.leaseFailed(err)
+			return false
+		}
+		if be == nil {
+			// Nothing to send it to: a Flush or stray COPY message
+			// between transactions, which PostgreSQL would ignore too.
+			if err := sess.drop(n); err != nil {
 				return false
 			}
-			if be == nil {
-				// Nothing to send it to: a Flush or stray COPY message
-				// between transactions, which PostgreSQL would ignore too.
-				if err := sess.drop(n); err != nil {
-					return false
-				}
-				continue
-			}
+			continue
 		}
 		if err := sess.handle(be, typ, n); err != nil {
 			var pe *Error
@@ -303,9 +294,7 @@ func (sess *session) loop() (clean bool) {
 				return false
 			}
 		}
-		if sess.txMode {
-			sess.endMessage(typ)
-		}
+		sess.hold.messageDone(typ)
 	}
 }
 
@@ -326,43 +315,37 @@ func (sess *session) handle(be *pool.Conn, typ byte, n int) error {
 		}
 	}
 	sess.noteStatement(typ, n) // for the audit of a panic: see recover.go
+	if done, err := sess.hold.extended(be, typ, n); done {
+		return err
+	}
 	var kind reqKind
 	switch typ {
 	case 'Q':
-		if sess.decider != nil || sess.txMode {
+		if sess.handles {
 			return sess.handleQuery(be, n)
 		}
 		kind = reqQuery
 	case 'P':
-		if sess.decider != nil || sess.txMode {
+		if sess.handles {
 			return sess.handleParse(be, n)
 		}
 		kind = reqParse
 	case 'B':
-		if sess.txMode {
-			return sess.txBind(be, n)
-		}
 		if sess.decider != nil {
 			return sess.handleBind(be, n)
 		}
 		kind = reqBind
 	case 'E':
-		if sess.decider != nil || sess.txMode {
+		if sess.handles {
 			return sess.handleExecute(be, n)
 		}
 		kind = reqExecute
 	case 'C':
-		if sess.txMode {
-			return sess.txClose(be, n)
-		}
 		if sess.decider != nil {
 			sess.noteClose(n)
 		}
 		kind = reqClose
 	case 'D':
-		if sess.txMode {
-			return sess.txDescribe(be, n)
-		}
 		kind = reqDescribePortal
 		if b, err := sess.cr.r.Peek(6); err == nil && b[5] == 'S' {
 			kind = reqDescribeStmt
@@ -373,11 +356,9 @@ func (sess *session) handle(be *pool.Conn, typ byte, n int) error {
 		if sess.decider != nil {
 			return sess.handleFunctionCall(be, n)
 		}
-		if sess.txMode {
-			// A function named by OID may change session state the proxy
-			// cannot see: keep the backend.
-			sess.pin("fast-path function call")
-		}
+		// A function named by OID may change session state the proxy
+		// cannot see: keep the backend.
+		sess.hold.pin("fast-path function call")
 		kind = reqFunctionCall
 	case 'H', 'd', 'c', 'f':
 		return sess.forward(be, n)
@@ -457,12 +438,9 @@ func (sess *session) handleFunctionCall(be *pool.Conn, n int) error {
 	if pl.Deny != nil {
 		return sess.sendDenial(be, reqQuery, pl, pl.Deny)
 	}
-	if sess.txMode {
-		// A function named by OID may change session state the proxy
-		// cannot see (a large object descriptor, a setting): keep the
-		// backend.
-		sess.pin("fast-path function call")
-	}
+	// A function named by OID may change session state the proxy cannot
+	// see (a large object descriptor, a setting): keep the backend.
+	sess.hold.pin("fast-path function call")
 	run := newRun(pl, nil)
 	sess.armTimeout(run, pl.Statements)
 	if err := sess.push(be, request{kind: reqFunctionCall, run: run}); err != nil {
@@ -544,8 +522,8 @@ func (sess *session) pump(be *pool.Conn) {
 	for {
 		typ, n, err := br.header()
 		if err != nil {
-			if sess.nudgedRelease(be, err) {
-				if sess.tryRelease(be) {
+			if sess.hold.nudged(be, err) {
+				if sess.hold.release(be) {
 					return
 				}
 				continue
@@ -556,7 +534,7 @@ func (sess *session) pump(be *pool.Conn) {
 		if br.fits(n) {
 			b, err := br.peekWhole(n)
 			if err != nil {
-				if sess.nudgedRelease(be, err) {
+				if sess.hold.nudged(be, err) {
 					continue
 				}
 				sess.pumpFailed(be, err, true)
@@ -590,7 +568,7 @@ func (sess *session) pump(be *pool.Conn) {
 				return
 			}
 		}
-		if typ == 'Z' && sess.txMode && sess.tryRelease(be) {
+		if typ == 'Z' && sess.hold.release(be) {
 			return
 		}
 	}
@@ -609,11 +587,7 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 			if sess.decider != nil {
 				sess.decider.CatalogChanged(sess.database)
 			}
-			if sess.txMode {
-				// Statements prepared on backends for other clients may
-				// name what changed (txstate.go).
-				sess.tx.stale.schemaChanged()
-			}
+			sess.hold.schemaChanged()
 		}
 	}
 	relay, r := sess.reqs.onBackend(typ)
@@ -657,9 +631,7 @@ func (sess *session) inspect(be *pool.Conn, typ byte, b []byte) []byte {
 				return nil
 			}
 		}
-		if sess.txMode {
-			sess.txOnError(be, r, b[5:])
-		}
+		sess.hold.backendError(be, r, b[5:])
 		if isFatal(b[5:]) {
 			sess.sawFatal = true
 		}
@@ -842,34 +814,7 @@ func (sess *session) teardown(clean bool) {
 		sess.backends.Destroy(be)
 		return
 	}
-	sess.mu.Lock()
-	pinned := sess.mu.pinned
-	sess.mu.Unlock()
-	if sess.txMode && !pinned {
-		// Nothing of the client's outlives its transaction on this backend:
-		// a rollback is all the reset it needs.
-		if be.TxStatus != 'I' {
-			stateOf(be, sess.tx).setUnnamed("")
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			err := be.Exec(ctx, "ROLLBACK")
-			cancel()
-			if err != nil || be.TxStatus != 'I' {
-				sess.backends.Destroy(be)
-				return
-			}
-		}
-		sess.putBackend(be)
-		return
-	}
-	if !sess.txMode && be.TxStatus != 'I' {
-		// A client gone in the middle of a transaction: its backend ends
-		// with it, as PostgreSQL's own would (and PgBouncer closes a server
-		// that was not idle), so the next client never gets the process id
-		// this one was told.
-		sess.backends.Destroy(be)
-		return
-	}
-	sess.backends.Release(be)
+	sess.hold.giveBack(be)
 }
 
 // cancelRunning forwards a client's CancelRequest to the backend it holds,
@@ -902,9 +847,7 @@ func (sess *session) cancelIf(cond func() bool) bool {
 	if sess.mu.cancelling == 0 {
 		sess.cancelled.Broadcast()
 	}
-	if sess.txMode && sess.releasableLocked() {
-		sess.nudgeLocked()
-	}
+	sess.hold.cancelledLocked()
 	sess.mu.Unlock()
 	return true
 }

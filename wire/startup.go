@@ -293,12 +293,10 @@ func (sess *session) loginSteps(m *pgproto3.StartupMessage, lg **Login) (release
 	sess.attach(be)
 	ctx, cancel = context.WithTimeout(context.Background(), sess.srv.cfg.StartupTimeout)
 	if sess.srv.cfg.TransactionPooling {
-		sess.txMode, sess.tx = true, sess.srv.txShared()
-		sess.computeWantParams(be)
-		err = sess.syncParams(ctx, be)
-	} else {
-		err = sess.applyStartupParams(ctx)
+		// Statements are renamed for the backend even when not decided.
+		sess.hold, sess.handles = newTxHold(sess), true
 	}
+	backendPID, err := sess.hold.login(ctx, be)
 	cancel()
 	if err != nil {
 		var pe *pgconn.PgError
@@ -323,10 +321,6 @@ func (sess *session) loginSteps(m *pgproto3.StartupMessage, lg **Login) (release
 		return nil, err
 	}
 	sess.initStatements()
-	var backendPID uint32
-	if !sess.txMode {
-		backendPID = be.PID // session pooling: the client's one backend
-	}
 	sess.srv.cancels.register(sess, backendPID)
 	if err := sess.greet(); err != nil {
 		sess.releaseBackend()

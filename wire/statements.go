@@ -285,16 +285,12 @@ func (sess *session) handleQuery(be *pool.Conn, n int) error {
 	if pl.Deny != nil {
 		return sess.sendDenial(be, reqQuery, pl, pl.Deny)
 	}
-	send := pl.SQL
-	if sess.txMode {
-		var deny *plan.Denial
-		send, deny, err = sess.txQuery(be, sql, pl.SQL)
-		if err != nil {
-			return err
-		}
-		if deny != nil {
-			return sess.sendDenial(be, reqQuery, &plan.Plan{Statements: []plan.Statement{{Command: "EXECUTE", Decision: audit.DecisionDeny, Reason: deny.Message}}}, deny)
-		}
+	send, deny, err := sess.hold.query(be, sql, pl.SQL)
+	if err != nil {
+		return err
+	}
+	if deny != nil {
+		return sess.sendDenial(be, reqQuery, &plan.Plan{Statements: []plan.Statement{{Command: "EXECUTE", Decision: audit.DecisionDeny, Reason: deny.Message}}}, deny)
 	}
 	run := newRun(pl, nil)
 	send = sess.timeEach(run, send, pl.Statements)
@@ -397,12 +393,7 @@ func (sess *session) writeQuery(be *pool.Conn, sql string) error {
 // the client's messages are skipped until Sync.
 func (sess *session) sendDenial(be *pool.Conn, kind reqKind, pl *plan.Plan, d *plan.Denial) error {
 	id := audit.NewDecisionID()
-	if sess.txMode {
-		// The injected statement takes the unnamed slot, as a denial does
-		// in session mode.
-		stateOf(be, sess.tx).setUnnamed("")
-		delete(sess.stmts, "")
-	}
+	sess.hold.denying(be)
 	run := newRun(pl, nil)
 	run.denyIdx, run.decisionID, run.denyPos = d.Index, id, d.Position
 	raise := denyStatement(d, id)
@@ -417,12 +408,10 @@ func (sess *session) sendDenial(be *pool.Conn, kind reqKind, pl *plan.Plan, d *p
 		} else if d.Prefix != "" {
 			raise = d.Prefix + "\n;\n" + raise
 		}
-		if d.Prefix != "" && sess.txMode {
+		if d.Prefix != "" {
 			// The statements before the denied one run: their session
-			// effects count (a session advisory lock outlives the
-			// rollback). An EXECUTE among them that the client may not run
-			// denies the whole text.
-			if dd := sess.txApply(stateOf(be, sess.tx), sess.tx.effectOf(d.Prefix)); dd != nil {
+			// effects count.
+			if dd := sess.hold.prefixRuns(be, d.Prefix); dd != nil {
 				raise = denyStatement(dd, id)
 				timed = false
 				run.serverTimed, run.setNext, run.setStmts = false, false, 0
@@ -469,17 +458,8 @@ func (sess *session) handleParse(be *pool.Conn, n int) error {
 	if pl.Deny != nil {
 		return sess.sendDenial(be, reqExecute, pl, pl.Deny)
 	}
-	if sess.txMode {
-		if d := sess.txApply(stateOf(be, sess.tx), sess.tx.effectOf(m.Query)); d != nil {
-			return sess.sendDenial(be, reqExecute, &plan.Plan{Statements: []plan.Statement{{Command: "EXECUTE", Decision: audit.DecisionDeny, Reason: d.Message}}}, d)
-		}
-		if ps := sess.stmts[m.Name]; ps != nil && ps.failed.Load() {
-			delete(sess.stmts, m.Name)
-		}
-		if m.Name != "" && sess.stmts[m.Name] != nil {
-			return sess.sendDenial(be, reqExecute, &plan.Plan{Statements: []plan.Statement{{Command: "PREPARE", Decision: audit.DecisionDeny}}},
-				&plan.Denial{Code: codeDuplicatePStatement, Message: fmt.Sprintf("prepared statement %q already exists", m.Name)})
-		}
+	if dp := sess.hold.checkParse(be, &m); dp != nil {
+		return sess.sendDenial(be, reqExecute, dp, dp.Deny)
 	}
 	if len(sess.stmts) >= maxTrackedStatements && sess.stmts[m.Name] == nil {
 		// Every prepared statement must stay decidable at Bind: refuse
@@ -490,8 +470,8 @@ func (sess *session) handleParse(be *pool.Conn, n int) error {
 	}
 	ps := &prepared{text: m.Query, plan: pl, paramOIDs: m.ParameterOIDs}
 	sess.stmts[m.Name] = ps
-	if sess.txMode {
-		return sess.txParse(be, m.Name, ps)
+	if done, err := sess.hold.sendParse(be, m.Name, ps); done {
+		return err
 	}
 	if err := sess.lexGuard(be, false, pl.SQL); err != nil {
 		return err

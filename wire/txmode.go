@@ -35,6 +35,121 @@ const (
 // was greeted with or set at startup.
 var reportedSettable = []string{"application_name", "client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "standard_conforming_strings", "default_transaction_read_only"}
 
+// txHold is transaction pooling's holding (see holding.go): a backend is
+// leased per transaction.
+type txHold struct {
+	sess        *session
+	tx          *txShared
+	wantParams  map[string]string        // parameters every leased backend must show this client
+	wantID      uint64                   // identifies wantParams (see beState.syncedFor)
+	sqlPrepared map[string]bool          // names of SQL-level PREPAREd statements (the client is pinned)
+	stmtNames   map[string]stmtNameEntry // backend statement names by text (stmtName)
+}
+
+func newTxHold(sess *session) *txHold {
+	return &txHold{sess: sess, tx: sess.srv.txShared(), sqlPrepared: map[string]bool{}}
+}
+
+// login fixes the parameters every lease must show and gives them to the
+// login's backend. The client's BackendKeyData carries a process id of
+// the proxy's: its backend changes.
+func (h *txHold) login(ctx context.Context, be *pool.Conn) (uint32, error) {
+	h.computeWantParams(be)
+	return 0, h.syncParams(ctx, be)
+}
+
+// start gives the login's backend back: the first transaction leases one
+// again.
+func (h *txHold) start() { h.putBackend(h.sess.detach()) }
+
+// cancelledLocked nudges the pump when the lease may end now that the
+// cancel is delivered.
+func (h *txHold) cancelledLocked() {
+	if h.releasableLocked() {
+		h.nudgeLocked()
+	}
+}
+
+// giveBack ends the lease when the session ends. Unless the client is
+// pinned, nothing of its own outlives its transaction on this backend: a
+// rollback is all the reset it needs. A pinned backend is reset.
+func (h *txHold) giveBack(be *pool.Conn) {
+	sess := h.sess
+	sess.mu.Lock()
+	pinned := sess.mu.pinned
+	sess.mu.Unlock()
+	if pinned {
+		sess.backends.Release(be)
+		return
+	}
+	if be.TxStatus != 'I' {
+		stateOf(be, h.tx).setUnnamed("")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := be.Exec(ctx, "ROLLBACK")
+		cancel()
+		if err != nil || be.TxStatus != 'I' {
+			sess.backends.Destroy(be)
+			return
+		}
+	}
+	h.putBackend(be)
+}
+
+// prefixRuns applies the session effects of the statements before a
+// denied one, which run (a session advisory lock outlives the rollback).
+// An EXECUTE among them that the client may not run denies them all.
+func (h *txHold) prefixRuns(be *pool.Conn, sql string) *plan.Denial {
+	return h.txApply(stateOf(be, h.tx), h.tx.effectOf(sql))
+}
+
+// denying: the injected statement takes the unnamed slot, as a denial does
+// in session pooling.
+func (h *txHold) denying(be *pool.Conn) {
+	stateOf(be, h.tx).setUnnamed("")
+	delete(h.sess.stmts, "")
+}
+
+// checkParse applies the session effects of a Parse's text and refuses a
+// name the client already uses (the backend never sees the client's names,
+// so the proxy answers as PostgreSQL would).
+func (h *txHold) checkParse(be *pool.Conn, m *pgproto3.Parse) *plan.Plan {
+	sess := h.sess
+	if d := h.txApply(stateOf(be, h.tx), h.tx.effectOf(m.Query)); d != nil {
+		return &plan.Plan{Statements: []plan.Statement{{Command: "EXECUTE", Decision: audit.DecisionDeny, Reason: d.Message}}, Deny: d}
+	}
+	if ps := sess.stmts[m.Name]; ps != nil && ps.failed.Load() {
+		delete(sess.stmts, m.Name)
+	}
+	if m.Name != "" && sess.stmts[m.Name] != nil {
+		return &plan.Plan{Statements: []plan.Statement{{Command: "PREPARE", Decision: audit.DecisionDeny}},
+			Deny: &plan.Denial{Code: codeDuplicatePStatement, Message: fmt.Sprintf("prepared statement %q already exists", m.Name)}}
+	}
+	return nil
+}
+
+// sendParse sends the Parse under the backend's name (txParse).
+func (h *txHold) sendParse(be *pool.Conn, name string, ps *prepared) (bool, error) {
+	return true, h.txParse(be, name, ps)
+}
+
+// extended sends a Bind, Describe or Close with the backend's statement
+// names.
+func (h *txHold) extended(be *pool.Conn, typ byte, n int) (bool, error) {
+	switch typ {
+	case 'B':
+		return true, h.txBind(be, n)
+	case 'D':
+		return true, h.txDescribe(be, n)
+	case 'C':
+		return true, h.txClose(be, n)
+	}
+	return false, nil
+}
+
+// schemaChanged: statements prepared on backends for other clients may
+// name what changed (txstate.go).
+func (h *txHold) schemaChanged() { h.tx.stale.schemaChanged() }
+
 // txShared returns the server's transaction pooling state.
 func (srv *Server) txShared() *txShared {
 	srv.txOnce.Do(func() { srv.tx = newTxShared(srv.cfg.Parser) })
@@ -46,7 +161,8 @@ func (srv *Server) txShared() *txShared {
 // the lease the client is not pinned for is closed instead: whatever changed
 // it (a function body the proxy cannot see into) may have left more, and no
 // other client may see it.
-func (sess *session) putBackend(be *pool.Conn) {
+func (h *txHold) putBackend(be *pool.Conn) {
+	sess := h.sess
 	if be == nil {
 		return
 	}
@@ -64,7 +180,8 @@ func (sess *session) putBackend(be *pool.Conn) {
 // computeWantParams fixes the parameter values every backend leased to this
 // client must show: its startup parameters, and for the reported ones it did
 // not set, the server's defaults it is greeted with.
-func (sess *session) computeWantParams(be *pool.Conn) {
+func (h *txHold) computeWantParams(be *pool.Conn) {
+	sess := h.sess
 	canon := func(k string) string {
 		for _, r := range reportedSettable {
 			if strings.EqualFold(r, k) {
@@ -87,29 +204,29 @@ func (sess *session) computeWantParams(be *pool.Conn) {
 			want[k] = v
 		}
 	}
-	sess.wantParams = want
-	sess.wantID = paramSetID(want)
+	h.wantParams = want
+	h.wantID = paramSetID(want)
 }
 
 // syncParams makes be show the client's parameters, sending only what
 // differs (one round trip, or none). Settings another client's startup
 // packet left that this client did not ask for are reset.
-func (sess *session) syncParams(ctx context.Context, be *pool.Conn) error {
-	if sess.paramsSynced(be) {
+func (h *txHold) syncParams(ctx context.Context, be *pool.Conn) error {
+	if h.paramsSynced(be) {
 		return nil // this client's parameters, and nothing changed since
 	}
-	st := stateOf(be, sess.tx)
+	st := stateOf(be, h.tx)
 	gen := st.paramGen.Load()
 
 	var q strings.Builder
 	set := map[string]string{}
-	keys := make([]string, 0, len(sess.wantParams))
-	for k := range sess.wantParams {
+	keys := make([]string, 0, len(h.wantParams))
+	for k := range h.wantParams {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		v := sess.wantParams[k]
+		v := h.wantParams[k]
 		if cur, ok := be.Params[k]; ok {
 			if cur == v {
 				continue
@@ -123,7 +240,7 @@ func (sess *session) syncParams(ctx context.Context, be *pool.Conn) error {
 	}
 	var reset []string
 	for k := range st.settings {
-		if _, ok := sess.wantParams[k]; !ok {
+		if _, ok := h.wantParams[k]; !ok {
 			reset = append(reset, k)
 		}
 	}
@@ -136,7 +253,7 @@ func (sess *session) syncParams(ctx context.Context, be *pool.Conn) error {
 		q.WriteString(sqlscope.QuoteIdent(k))
 	}
 	if q.Len() == 0 {
-		st.syncedFor, st.syncedGen = sess.wantID, gen
+		st.syncedFor, st.syncedGen = h.wantID, gen
 		return nil
 	}
 	// A simple query drops the backend's unnamed statement.
@@ -150,21 +267,22 @@ func (sess *session) syncParams(ctx context.Context, be *pool.Conn) error {
 	for k, v := range set {
 		st.settings[k] = v
 	}
-	st.syncedFor, st.syncedGen = sess.wantID, st.paramGen.Load()
+	st.syncedFor, st.syncedGen = h.wantID, st.paramGen.Load()
 	return nil
 }
 
 // paramsSynced reports whether be was last made to show this client's
 // parameters and has reported no change since.
-func (sess *session) paramsSynced(be *pool.Conn) bool {
-	st := stateOf(be, sess.tx)
-	return st.syncedFor == sess.wantID && st.syncedGen == st.paramGen.Load()
+func (h *txHold) paramsSynced(be *pool.Conn) bool {
+	st := stateOf(be, h.tx)
+	return st.syncedFor == h.wantID && st.syncedGen == st.paramGen.Load()
 }
 
-// beginMessage returns the backend a client message goes to, leasing one if
-// the client holds none, and marks the lease busy until endMessage. It
+// backendFor returns the backend a client message goes to, leasing one if
+// the client holds none, and marks the lease busy until messageDone. It
 // returns nil for messages that need no backend between transactions.
-func (sess *session) beginMessage(typ byte) (*pool.Conn, error) {
+func (h *txHold) backendFor(typ byte) (*pool.Conn, error) {
+	sess := h.sess
 	sess.mu.Lock()
 	be := sess.mu.be
 	if be == nil {
@@ -174,7 +292,7 @@ func (sess *session) beginMessage(typ byte) (*pool.Conn, error) {
 			return nil, nil
 		}
 		var err error
-		if be, err = sess.newLease(); err != nil {
+		if be, err = h.newLease(); err != nil {
 			return nil, err
 		}
 		sess.mu.Lock()
@@ -184,9 +302,10 @@ func (sess *session) beginMessage(typ byte) (*pool.Conn, error) {
 	return be, nil
 }
 
-// endMessage ends the busy mark of beginMessage and lets the lease go if it
+// messageDone ends the busy mark of backendFor and lets the lease go if it
 // became free without the pump seeing it (the pump releases it otherwise).
-func (sess *session) endMessage(typ byte) {
+func (h *txHold) messageDone(typ byte) {
+	sess := h.sess
 	sess.mu.Lock()
 	switch typ {
 	case 'P', 'B', 'E', 'D', 'C', 'H':
@@ -195,8 +314,8 @@ func (sess *session) endMessage(typ byte) {
 		sess.mu.batchOpen = false
 	}
 	sess.mu.busy = false
-	if sess.releasableLocked() {
-		sess.nudgeLocked()
+	if h.releasableLocked() {
+		h.nudgeLocked()
 	}
 	sess.mu.Unlock()
 }
@@ -205,17 +324,18 @@ func (sess *session) endMessage(typ byte) {
 // its pump. A connection that turns out dead before the client's first
 // message reached it is replaced, so an idle client never notices that its
 // last backend went away.
-func (sess *session) newLease() (*pool.Conn, error) {
+func (h *txHold) newLease() (*pool.Conn, error) {
+	sess := h.sess
 	if sess.pumpDone != nil {
 		<-sess.pumpDone
 	}
 	// The common case: an idle connection that already shows this
 	// client's parameters.
 	if be := sess.backends.TryAcquire(sess.database); be != nil {
-		if sess.paramsSynced(be) {
-			return sess.startLease(be)
+		if h.paramsSynced(be) {
+			return h.startLease(be)
 		}
-		sess.putBackend(be)
+		h.putBackend(be)
 	}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -225,7 +345,7 @@ func (sess *session) newLease() (*pool.Conn, error) {
 			cancel()
 			return nil, sess.acquireFailed(err)
 		}
-		err = sess.syncParams(ctx, be)
+		err = h.syncParams(ctx, be)
 		cancel()
 		if err != nil {
 			sess.backends.Destroy(be)
@@ -236,7 +356,7 @@ func (sess *session) newLease() (*pool.Conn, error) {
 			lastErr = err // the connection went away: take another
 			continue
 		}
-		return sess.startLease(be)
+		return h.startLease(be)
 	}
 	sess.log.Warn().Err(lastErr).Msg("backend connections keep failing")
 	return nil, fatalf(CodeConnectionFailure, "the proxy cannot reach the database server")
@@ -246,14 +366,15 @@ func (sess *session) newLease() (*pool.Conn, error) {
 // connection whose server defaults make it lex SQL unlike the proxy (a
 // role or database setting made after the pool dialled its first
 // connections; see lexguard.go) is closed and the client refused.
-func (sess *session) startLease(be *pool.Conn) (*pool.Conn, error) {
+func (h *txHold) startLease(be *pool.Conn) (*pool.Conn, error) {
+	sess := h.sess
 	for _, k := range parser.LexerSettings {
 		if why := parser.SettingHazard(k, be.Params[k]); why != "" {
 			sess.backends.Destroy(be)
 			return nil, fatalf(CodeFeatureNotSupported, "%s", why)
 		}
 	}
-	stateOf(be, sess.tx).beginLease(be.Params)
+	stateOf(be, h.tx).beginLease(be.Params)
 	sess.stopping.Store(false)
 	sess.mu.Lock()
 	sess.mu.be = be
@@ -281,21 +402,24 @@ func (sess *session) leaseFailed(err error) {
 }
 
 // releasableLocked reports whether the lease may end now. Caller holds mu.
-func (sess *session) releasableLocked() bool {
-	return sess.txMode && sess.mu.be != nil && !sess.mu.pinned && !sess.mu.busy && !sess.mu.batchOpen &&
+func (h *txHold) releasableLocked() bool {
+	sess := h.sess
+	return sess.mu.be != nil && !sess.mu.pinned && !sess.mu.busy && !sess.mu.batchOpen &&
 		sess.mu.cancelling == 0 && !sess.stopping.Load() && sess.txStatus.Load() == 'I' && sess.reqs.pending() == 0
 }
 
 // nudgeLocked wakes the pump, blocked reading the backend, so that it
 // releases the lease. Caller holds mu.
-func (sess *session) nudgeLocked() {
+func (h *txHold) nudgeLocked() {
+	sess := h.sess
 	_ = sess.mu.be.SetReadDeadline(time.Unix(1, 0))
 }
 
-// nudgedRelease reports whether a read error of the pump is a nudge (a read
+// nudged reports whether a read error of the pump is a nudge (a read
 // deadline set by nudgeLocked) rather than a failure, and clears it.
-func (sess *session) nudgedRelease(be *pool.Conn, err error) bool {
-	if !sess.txMode || sess.stopping.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
+func (h *txHold) nudged(be *pool.Conn, err error) bool {
+	sess := h.sess
+	if sess.stopping.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
 		return false
 	}
 	_ = be.SetReadDeadline(time.Time{})
@@ -305,11 +429,12 @@ func (sess *session) nudgedRelease(be *pool.Conn, err error) bool {
 	return !sess.stopping.Load()
 }
 
-// tryRelease ends the lease of be if it may end, giving be back to the pool.
+// release ends the lease of be if it may end, giving be back to the pool.
 // Only the pump of be calls it; it returns true if the pump is to stop.
-func (sess *session) tryRelease(be *pool.Conn) bool {
+func (h *txHold) release(be *pool.Conn) bool {
+	sess := h.sess
 	sess.mu.Lock()
-	if sess.mu.be != be || !sess.releasableLocked() {
+	if sess.mu.be != be || !h.releasableLocked() {
 		sess.mu.Unlock()
 		return false
 	}
@@ -317,13 +442,14 @@ func (sess *session) tryRelease(be *pool.Conn) bool {
 	sess.mu.Unlock()
 	_ = sess.cw.Flush()
 	_ = be.SetReadDeadline(time.Time{})
-	sess.putBackend(be)
+	h.putBackend(be)
 	return true
 }
 
 // pin keeps the client's backend for the rest of its session: it did
 // something whose effect outlives the transaction on that connection.
-func (sess *session) pin(why string) {
+func (h *txHold) pin(why string) {
+	sess := h.sess
 	sess.mu.Lock()
 	was := sess.mu.pinned
 	sess.mu.pinned = true
@@ -333,13 +459,14 @@ func (sess *session) pin(why string) {
 	}
 }
 
-// txQuery does transaction pooling's bookkeeping for a simple Query about
+// query does transaction pooling's bookkeeping for a simple Query about
 // to be sent as sql (the client's text was text). It returns the text to
 // send, or a denial in place of the query.
-func (sess *session) txQuery(be *pool.Conn, text, sql string) (string, *plan.Denial, error) {
-	st := stateOf(be, sess.tx)
-	e := sess.tx.effectOf(text)
-	if len(e.deallocates) == 1 && e.statements == 1 && !sess.sqlPrepared[e.deallocates[0]] {
+func (h *txHold) query(be *pool.Conn, text, sql string) (string, *plan.Denial, error) {
+	sess := h.sess
+	st := stateOf(be, h.tx)
+	e := h.tx.effectOf(text)
+	if len(e.deallocates) == 1 && e.statements == 1 && !h.sqlPrepared[e.deallocates[0]] {
 		name := e.deallocates[0]
 		if ps := sess.stmts[name]; ps != nil && !ps.failed.Load() && ps.beName != "" && sql == text {
 			// DEALLOCATE of a protocol-level statement: the backend knows it
@@ -347,14 +474,14 @@ func (sess *session) txQuery(be *pool.Conn, text, sql string) (string, *plan.Den
 			delete(sess.stmts, "")
 			st.setUnnamed("")
 			delete(sess.stmts, name)
-			if err := sess.ensureStmt(be, ps); err != nil {
+			if err := h.ensureStmt(be, ps); err != nil {
 				return "", nil, err
 			}
 			st.forget(ps.beName, st.epochNow())
 			return "DEALLOCATE " + sqlscope.QuoteIdent(ps.beName), nil, nil
 		}
 	}
-	if d := sess.txApply(st, e); d != nil {
+	if d := h.txApply(st, e); d != nil {
 		return "", d, nil
 	}
 	// A simple query drops the unnamed statement, the client's and the
@@ -367,7 +494,8 @@ func (sess *session) txQuery(be *pool.Conn, text, sql string) (string, *plan.Den
 // txApply applies the session effects e of a statement text the client
 // sends (as a Query or a Parse) before it is forwarded, or returns the
 // denial to send instead.
-func (sess *session) txApply(st *beState, e *txEffect) *plan.Denial {
+func (h *txHold) txApply(st *beState, e *txEffect) *plan.Denial {
+	sess := h.sess
 	if e == noEffect {
 		return nil
 	}
@@ -382,7 +510,7 @@ func (sess *session) txApply(st *beState, e *txEffect) *plan.Denial {
 	}
 	own := func(name string) bool {
 		// The client's SQL-level statements, earlier or in this text.
-		return !strings.HasPrefix(name, beStmtPrefix) && (sess.sqlPrepared[name] || slices.Contains(e.prepares, name))
+		return !strings.HasPrefix(name, beStmtPrefix) && (h.sqlPrepared[name] || slices.Contains(e.prepares, name))
 	}
 	for _, name := range e.executes {
 		if !own(name) {
@@ -401,19 +529,19 @@ func (sess *session) txApply(st *beState, e *txEffect) *plan.Denial {
 		}
 	}
 	if e.pin != "" {
-		sess.pin(e.pin)
+		h.pin(e.pin)
 	}
 	for _, name := range e.prepares {
-		if len(sess.sqlPrepared) < maxTrackedStatements {
-			sess.sqlPrepared[name] = true
+		if len(h.sqlPrepared) < maxTrackedStatements {
+			h.sqlPrepared[name] = true
 		}
 	}
 	for _, name := range e.deallocates {
-		delete(sess.sqlPrepared, name)
+		delete(h.sqlPrepared, name)
 	}
 	if e.dropsStmts {
 		clear(sess.stmts)
-		clear(sess.sqlPrepared)
+		clear(h.sqlPrepared)
 		st.clearStmts()
 	}
 	if e.resetsSettings {
@@ -432,20 +560,21 @@ func (st *beState) epochNow() uint64 {
 
 // txParse sends the Parse of a client statement ps (already recorded under
 // name) in transaction pooling.
-func (sess *session) txParse(be *pool.Conn, name string, ps *prepared) error {
-	st := stateOf(be, sess.tx)
+func (h *txHold) txParse(be *pool.Conn, name string, ps *prepared) error {
+	sess := h.sess
+	st := stateOf(be, h.tx)
 	if name == "" {
 		if err := sess.lexGuard(be, false, ps.plan.SQL); err != nil {
 			return err
 		}
-		st.setUnnamed(sess.stmtName(ps.plan.SQL, ps.paramOIDs))
+		st.setUnnamed(h.stmtName(ps.plan.SQL, ps.paramOIDs))
 		if err := sess.push(be, request{kind: reqParse, ps: ps, st: st}); err != nil {
 			return err
 		}
 		return sess.writeMsg(be, &pgproto3.Parse{Query: ps.plan.SQL, ParameterOIDs: ps.paramOIDs})
 	}
-	ps.beName = sess.stmtName(ps.plan.SQL, ps.paramOIDs)
-	ps.parsedSeq = sess.tx.stale.next()
+	ps.beName = h.stmtName(ps.plan.SQL, ps.paramOIDs)
+	ps.parsedSeq = h.tx.stale.next()
 	if st.usable(ps.beName, ps.parsedSeq) {
 		// Already prepared here: answer the client's Parse with the
 		// ParseComplete of an empty unnamed statement, which costs the
@@ -456,7 +585,7 @@ func (sess *session) txParse(be *pool.Conn, name string, ps *prepared) error {
 		}
 		return sess.writeMsg(be, &pgproto3.Parse{})
 	}
-	return sess.prepareOn(be, st, ps, false)
+	return h.prepareOn(be, st, ps, false)
 }
 
 // usable reports whether name is prepared (or being prepared) on the
@@ -480,7 +609,8 @@ func (st *beState) usable(name string, parsed uint64) bool {
 // prepareOn prepares ps on be under its backend name: Close (a statement of
 // that name may or may not exist) and Parse. swallow hides the
 // ParseComplete from the client, which did not ask for it.
-func (sess *session) prepareOn(be *pool.Conn, st *beState, ps *prepared, swallow bool) error {
+func (h *txHold) prepareOn(be *pool.Conn, st *beState, ps *prepared, swallow bool) error {
+	sess := h.sess
 	if err := sess.lexGuard(be, false, ps.plan.SQL); err != nil {
 		return err
 	}
@@ -519,10 +649,11 @@ func (sess *session) prepareOn(be *pool.Conn, st *beState, ps *prepared, swallow
 
 // ensureStmt makes sure the client statement ps is prepared on be before a
 // Bind or Describe uses it.
-func (sess *session) ensureStmt(be *pool.Conn, ps *prepared) error {
-	st := stateOf(be, sess.tx)
+func (h *txHold) ensureStmt(be *pool.Conn, ps *prepared) error {
+	sess := h.sess
+	st := stateOf(be, h.tx)
 	if ps.beName == "" {
-		key := sess.stmtName(ps.plan.SQL, ps.paramOIDs)
+		key := h.stmtName(ps.plan.SQL, ps.paramOIDs)
 		st.mu.Lock()
 		ok := st.unnamed == key
 		st.mu.Unlock()
@@ -538,7 +669,7 @@ func (sess *session) ensureStmt(be *pool.Conn, ps *prepared) error {
 	if st.usable(ps.beName, ps.parsedSeq) {
 		return nil
 	}
-	return sess.prepareOn(be, st, ps, true)
+	return h.prepareOn(be, st, ps, true)
 }
 
 // errResultTypeChanged is what PostgreSQL answers to a Bind of a statement
@@ -550,17 +681,18 @@ var errResultTypeChanged = &plan.Denial{Code: CodeFeatureNotSupported, Message: 
 // client prepares it again, and so does the proxy, rather than run a copy
 // prepared since, whose rows the client would decode with the old
 // description.
-func (sess *session) outdated(ps *prepared) bool {
+func (h *txHold) outdated(ps *prepared) bool {
 	if ps.beName == "" {
 		return false
 	}
-	m := sess.tx.stale.markOf(ps.beName)
+	m := h.tx.stale.markOf(ps.beName)
 	return m != 0 && ps.parsedSeq < m
 }
 
 // targetStmt returns the backend's name for the client's statement name,
 // preparing it on be first if needed.
-func (sess *session) targetStmt(be *pool.Conn, name string) (string, error) {
+func (h *txHold) targetStmt(be *pool.Conn, name string) (string, error) {
+	sess := h.sess
 	if ps := sess.stmts[name]; ps != nil && ps.failed.Load() {
 		delete(sess.stmts, name)
 	}
@@ -568,30 +700,31 @@ func (sess *session) targetStmt(be *pool.Conn, name string) (string, error) {
 		if sess.decider != nil && (ps.plan.Version != sess.decider.Version() || sess.ident.switched) {
 			ps.plan = sess.decide(ps.text)
 			if name != "" && ps.plan.Deny == nil {
-				ps.beName = sess.stmtName(ps.plan.SQL, ps.paramOIDs)
+				ps.beName = h.stmtName(ps.plan.SQL, ps.paramOIDs)
 			}
 		}
 		if ps.plan.Deny != nil {
 			return "", nil
 		}
-		if err := sess.ensureStmt(be, ps); err != nil {
+		if err := h.ensureStmt(be, ps); err != nil {
 			return "", err
 		}
 		return ps.beName, nil
 	}
 	if name == "" {
 		// The backend's unnamed statement may be another client's.
-		stateOf(be, sess.tx).setUnnamed("")
+		stateOf(be, h.tx).setUnnamed("")
 		return "", sess.inject(be, injected{request{kind: reqClose, swallow: true}, &pgproto3.Close{ObjectType: 'S'}})
 	}
-	if sess.sqlPrepared[name] {
+	if h.sqlPrepared[name] {
 		return name, nil
 	}
 	return safeStmtName(name), nil
 }
 
 // txBind forwards a Bind with the backend's statement name.
-func (sess *session) txBind(be *pool.Conn, n int) error {
+func (h *txHold) txBind(be *pool.Conn, n int) error {
+	sess := h.sess
 	body, err := sess.readWhole(n)
 	if err != nil {
 		return err
@@ -601,14 +734,14 @@ func (sess *session) txBind(be *pool.Conn, n int) error {
 	if !ok1 || !ok2 {
 		return fatalf(CodeProtocolViolation, "invalid Bind message")
 	}
-	if ps := sess.stmts[stmt]; ps != nil && !ps.failed.Load() && sess.outdated(ps) {
+	if ps := sess.stmts[stmt]; ps != nil && !ps.failed.Load() && h.outdated(ps) {
 		if portalName == "" {
 			sess.unnamedPortal = nil
 		}
 		return sess.sendDenial(be, reqExecute, &plan.Plan{Statements: []plan.Statement{{Command: "EXECUTE", Decision: audit.DecisionAllow, Reason: errResultTypeChanged.Message}}}, errResultTypeChanged)
 	}
 	// tail stays valid: nothing below reads from the client.
-	target, err := sess.targetStmt(be, stmt)
+	target, err := h.targetStmt(be, stmt)
 	if err != nil {
 		return err
 	}
@@ -625,7 +758,7 @@ func (sess *session) txBind(be *pool.Conn, n int) error {
 	if pl != nil && pl.Deny != nil {
 		return sess.sendDenial(be, reqExecute, pl, pl.Deny)
 	}
-	if err := sess.push(be, request{kind: reqBind, st: stateOf(be, sess.tx), bind: target}); err != nil {
+	if err := sess.push(be, request{kind: reqBind, st: stateOf(be, h.tx), bind: target}); err != nil {
 		return err
 	}
 	buf := sess.scratch[:0]
@@ -660,7 +793,8 @@ func (sess *session) writeMsg(be *pool.Conn, m pgproto3.FrontendMessage) error {
 }
 
 // txDescribe forwards a Describe, renaming a statement.
-func (sess *session) txDescribe(be *pool.Conn, n int) error {
+func (h *txHold) txDescribe(be *pool.Conn, n int) error {
+	sess := h.sess
 	body, err := sess.readWhole(n)
 	if err != nil {
 		return err
@@ -679,11 +813,11 @@ func (sess *session) txDescribe(be *pool.Conn, n int) error {
 		}
 		return sess.writeMsg(be, &pgproto3.Describe{ObjectType: kind, Name: name})
 	}
-	target, err := sess.targetStmt(be, name)
+	target, err := h.targetStmt(be, name)
 	if err != nil {
 		return err
 	}
-	if err := sess.push(be, request{kind: reqDescribeStmt, st: stateOf(be, sess.tx), bind: target}); err != nil {
+	if err := sess.push(be, request{kind: reqDescribeStmt, st: stateOf(be, h.tx), bind: target}); err != nil {
 		return err
 	}
 	return sess.writeMsg(be, &pgproto3.Describe{ObjectType: 'S', Name: target})
@@ -692,7 +826,8 @@ func (sess *session) txDescribe(be *pool.Conn, n int) error {
 // txClose forgets a client's statement. The backend's copy stays for the
 // next client that prepares the same text; the client gets its
 // CloseComplete from a Close of a name that does not exist.
-func (sess *session) txClose(be *pool.Conn, n int) error {
+func (h *txHold) txClose(be *pool.Conn, n int) error {
+	sess := h.sess
 	body, err := sess.readWhole(n)
 	if err != nil {
 		return err
@@ -710,9 +845,9 @@ func (sess *session) txClose(be *pool.Conn, n int) error {
 		delete(sess.stmts, name)
 		switch {
 		case name == "":
-			stateOf(be, sess.tx).setUnnamed("")
-		case sess.sqlPrepared[name]:
-			delete(sess.sqlPrepared, name)
+			stateOf(be, h.tx).setUnnamed("")
+		case h.sqlPrepared[name]:
+			delete(h.sqlPrepared, name)
 		default:
 			target = beStmtPrefix + "none"
 		}
@@ -728,12 +863,12 @@ func (sess *session) txClose(be *pool.Conn, n int) error {
 	return sess.writeMsg(be, &pgproto3.Close{ObjectType: kind, Name: target})
 }
 
-// txOnError does the pump's bookkeeping for an ErrorResponse (body) that
+// backendError does the pump's bookkeeping for an ErrorResponse (body) that
 // answers r: the backend's unnamed statement is no longer known, and a
 // statement whose result type changed under it is prepared again before its
 // next use, on every backend.
-func (sess *session) txOnError(be *pool.Conn, r request, body []byte) {
-	st := stateOf(be, sess.tx)
+func (h *txHold) backendError(be *pool.Conn, r request, body []byte) {
+	st := stateOf(be, h.tx)
 	st.setUnnamed("")
 	if r.bind == "" || !strings.HasPrefix(r.bind, beStmtPrefix) {
 		return
@@ -752,7 +887,7 @@ func (sess *session) txOnError(be *pool.Conn, r request, body []byte) {
 		st.mu.Lock()
 		delete(st.stmts, r.bind)
 		st.mu.Unlock()
-		sess.tx.stale.mark(r.bind)
+		h.tx.stale.mark(r.bind)
 	}
 }
 

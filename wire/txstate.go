@@ -58,15 +58,15 @@ type stmtNameEntry struct {
 // stmtName is backendStmtName, remembered per session: a client that sends
 // the same Parse for every execution (the extended protocol with unnamed
 // statements) hashes its text once.
-func (sess *session) stmtName(sql string, oids []uint32) string {
-	if e, ok := sess.stmtNames[sql]; ok && slices.Equal(e.oids, oids) {
+func (h *txHold) stmtName(sql string, oids []uint32) string {
+	if e, ok := h.stmtNames[sql]; ok && slices.Equal(e.oids, oids) {
 		return e.name
 	}
 	name := backendStmtName(sql, oids)
-	if sess.stmtNames == nil || len(sess.stmtNames) >= stmtNameCacheSize {
-		sess.stmtNames = make(map[string]stmtNameEntry)
+	if h.stmtNames == nil || len(h.stmtNames) >= stmtNameCacheSize {
+		h.stmtNames = make(map[string]stmtNameEntry)
 	}
-	sess.stmtNames[sql] = stmtNameEntry{oids: slices.Clone(oids), name: name}
+	h.stmtNames[sql] = stmtNameEntry{oids: slices.Clone(oids), name: name}
 	return name
 }
 
