@@ -101,7 +101,11 @@
 //
 // # Transaction pooling
 //
-// With Config.TransactionPooling the session holds a backend only while the
+// How a session holds its backend is its holding (holding.go), the one
+// thing the two modes do differently: the loop, the statement handlers, the
+// pump and teardown call it at a dozen points and otherwise read the same
+// in both. sessionHold keeps the login's backend for the whole session.
+// With Config.TransactionPooling, *txHold holds a backend only while the
 // client works (txmode.go): run's goroutine leases one for the first message
 // of a transaction or an extended batch, gives it the client's parameters
 // (only what differs) and starts a pump for it; the pump gives it back at
