@@ -1,7 +1,13 @@
 package wire
 
+// Framing and message fields: how the session reads PostgreSQL's message
+// stream (msgReader) and writes messages, and the few fields of backend
+// messages it reads without decoding them whole. Nothing here knows about
+// sessions; the message loop is in session.go.
+
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -94,4 +100,88 @@ func writeMessage(w *bufio.Writer, typ byte, body []byte) error {
 	}
 	_, err := w.Write(body)
 	return err
+}
+
+// cstring returns the NUL-terminated string at the start of b and the rest.
+func cstring(b []byte) (string, []byte, bool) {
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		return "", nil, false
+	}
+	return string(b[:i]), b[i+1:], true
+}
+
+// tagRows reads the row count at the end of a CommandComplete tag
+// ("SELECT 5", "INSERT 0 1"), or -1.
+func tagRows(body []byte) int64 {
+	end := bytes.IndexByte(body, 0)
+	if end < 0 {
+		end = len(body)
+	}
+	i := end
+	for i > 0 && body[i-1] >= '0' && body[i-1] <= '9' {
+		i--
+	}
+	if i == end || i == 0 || body[i-1] != ' ' {
+		return -1
+	}
+	var n int64
+	for _, c := range body[i:end] {
+		n = n*10 + int64(c-'0')
+	}
+	return n
+}
+
+// errorFields returns the SQLSTATE and message of an ErrorResponse body.
+func errorFields(body []byte) (code, msg string) {
+	for len(body) > 1 {
+		t := body[0]
+		v, rest, ok := cstring(body[1:])
+		if !ok {
+			break
+		}
+		switch t {
+		case 'C':
+			code = v
+		case 'M':
+			msg = v
+		}
+		body = rest
+	}
+	return code, msg
+}
+
+// isFatal reports whether an ErrorResponse body has severity FATAL or PANIC.
+func isFatal(body []byte) bool {
+	for len(body) > 1 {
+		t := body[0]
+		v, rest, ok := cstring(body[1:])
+		if !ok {
+			return false
+		}
+		if t == 'V' || t == 'S' {
+			return v == "FATAL" || v == "PANIC"
+		}
+		body = rest
+	}
+	return false
+}
+
+// schemaChangeTag reports whether a CommandComplete body's tag is of a
+// statement that changes the catalog (CREATE, ALTER, DROP, ...).
+func schemaChangeTag(body []byte) bool {
+	if len(body) == 0 {
+		return false
+	}
+	switch body[0] { // every CommandComplete passes here: most tags stop at once
+	case 'C':
+		return bytes.HasPrefix(body, tagCreate)
+	case 'A':
+		return bytes.HasPrefix(body, tagAlter)
+	case 'D':
+		return bytes.HasPrefix(body, tagDrop)
+	case 'I':
+		return bytes.HasPrefix(body, tagImportSchema)
+	}
+	return false
 }

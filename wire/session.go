@@ -2,7 +2,6 @@ package wire
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -386,25 +385,6 @@ func (sess *session) drop(n int) error {
 		return errClientRead
 	}
 	return nil
-}
-
-// schemaChangeTag reports whether a CommandComplete body's tag is of a
-// statement that changes the catalog (CREATE, ALTER, DROP, ...).
-func schemaChangeTag(body []byte) bool {
-	if len(body) == 0 {
-		return false
-	}
-	switch body[0] { // every CommandComplete passes here: most tags stop at once
-	case 'C':
-		return bytes.HasPrefix(body, tagCreate)
-	case 'A':
-		return bytes.HasPrefix(body, tagAlter)
-	case 'D':
-		return bytes.HasPrefix(body, tagDrop)
-	case 'I':
-		return bytes.HasPrefix(body, tagImportSchema)
-	}
-	return false
 }
 
 var (

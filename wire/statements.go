@@ -234,15 +234,6 @@ func (r *stmtRun) countRow() bool {
 	return true
 }
 
-// cstring returns the NUL-terminated string at the start of b and the rest.
-func cstring(b []byte) (string, []byte, bool) {
-	i := bytes.IndexByte(b, 0)
-	if i < 0 {
-		return "", nil, false
-	}
-	return string(b[:i]), b[i+1:], true
-}
-
 // decide asks the Decider about sql. An error of the Decider itself denies:
 // nothing is forwarded unchecked.
 func (sess *session) decide(sql string) *plan.Plan {
@@ -930,46 +921,6 @@ func encodeTimeoutError(m *pgproto3.ErrorResponse, ms int) []byte {
 		return nil
 	}
 	return buf
-}
-
-// tagRows reads the row count at the end of a CommandComplete tag
-// ("SELECT 5", "INSERT 0 1"), or -1.
-func tagRows(body []byte) int64 {
-	end := bytes.IndexByte(body, 0)
-	if end < 0 {
-		end = len(body)
-	}
-	i := end
-	for i > 0 && body[i-1] >= '0' && body[i-1] <= '9' {
-		i--
-	}
-	if i == end || i == 0 || body[i-1] != ' ' {
-		return -1
-	}
-	var n int64
-	for _, c := range body[i:end] {
-		n = n*10 + int64(c-'0')
-	}
-	return n
-}
-
-// errorFields returns the SQLSTATE and message of an ErrorResponse body.
-func errorFields(body []byte) (code, msg string) {
-	for len(body) > 1 {
-		t := body[0]
-		v, rest, ok := cstring(body[1:])
-		if !ok {
-			break
-		}
-		switch t {
-		case 'C':
-			code = v
-		case 'M':
-			msg = v
-		}
-		body = rest
-	}
-	return code, msg
 }
 
 // denialError re-encodes the backend's error for an injected denial as the

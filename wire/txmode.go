@@ -890,19 +890,3 @@ func (h *txHold) backendError(be *pool.Conn, r request, body []byte) {
 		h.tx.stale.mark(r.bind)
 	}
 }
-
-// isFatal reports whether an ErrorResponse body has severity FATAL or PANIC.
-func isFatal(body []byte) bool {
-	for len(body) > 1 {
-		t := body[0]
-		v, rest, ok := cstring(body[1:])
-		if !ok {
-			return false
-		}
-		if t == 'V' || t == 'S' {
-			return v == "FATAL" || v == "PANIC"
-		}
-		body = rest
-	}
-	return false
-}
