@@ -26,7 +26,7 @@ func benchmarkCached(b *testing.B, sql string) {
 func benchmarkUncached(b *testing.B, sql string) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		if _, err := analyze(sql); err != nil {
+		if _, err := analyze(sql, ""); err != nil {
 			b.Fatal(err)
 		}
 	}

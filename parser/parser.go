@@ -222,6 +222,15 @@ func New(opts Options) *Parser {
 // deep for pg_query (see CheckDepth) a *DepthError; errors are cached like
 // results.
 func (p *Parser) Parse(sql string) (*Result, error) {
+	return p.ParseNormalized(sql, "")
+}
+
+// ParseNormalized is Parse for a text whose normalized form, Normalize(sql),
+// the caller already has (a planner looking texts up by shape does): when
+// the text is one statement spanning all of it, the statement's Normalized
+// is that form, and the text goes through libpg_query once less. An empty
+// normalized means unknown.
+func (p *Parser) ParseNormalized(sql, normalized string) (*Result, error) {
 	cacheable := len(sql) <= p.maxLen
 	if cacheable {
 		if e, ok := p.cache.Get(sql); ok {
@@ -233,7 +242,7 @@ func (p *Parser) Parse(sql string) (*Result, error) {
 	// Clone so that the cache (and every Text sliced from the key) does not
 	// pin a larger buffer the caller's string may point into.
 	key := strings.Clone(sql)
-	res, err := analyze(key)
+	res, err := analyze(key, normalized)
 	if cacheable {
 		p.cache.Add(key, cacheEntry{res: res, err: err})
 	}
@@ -266,8 +275,9 @@ func (e *SyntaxError) Error() string {
 // few other codes for rare lexical errors; they are all reported as 42601.
 func (e *SyntaxError) SQLState() string { return "42601" }
 
-// analyze parses input and extracts the facts of each statement.
-func analyze(input string) (*Result, error) {
+// analyze parses input and extracts the facts of each statement;
+// normalized is Normalize(input) or "".
+func analyze(input, normalized string) (*Result, error) {
 	if i := strings.IndexByte(input, 0); i >= 0 {
 		// The C parser would silently stop at the NUL; PostgreSQL never
 		// receives one inside a query string.
@@ -287,7 +297,11 @@ func analyze(input string) (*Result, error) {
 	}
 	res := &Result{Statements: make([]*Statement, 0, len(tree.Stmts))}
 	for i, raw := range tree.Stmts {
-		st, err := analyzeStmt(input, raw)
+		norm := ""
+		if len(tree.Stmts) == 1 {
+			norm = normalized
+		}
+		st, err := analyzeStmt(input, raw, norm)
 		if err != nil {
 			return nil, fmt.Errorf("parser: statement %d: %w", i+1, err)
 		}
@@ -296,14 +310,17 @@ func analyze(input string) (*Result, error) {
 	return res, nil
 }
 
-// analyzeStmt builds the facts of one raw statement of input.
-func analyzeStmt(input string, raw *pg_query.RawStmt) (*Statement, error) {
+// analyzeStmt builds the facts of one raw statement of input; normalized,
+// when not "", is Normalize(input).
+func analyzeStmt(input string, raw *pg_query.RawStmt, normalized string) (*Statement, error) {
 	loc, length := stmtSpan(input, int(raw.StmtLocation), int(raw.StmtLen))
 	text := input[loc : loc+length]
 	st := factsOf(raw.Stmt)
 	st.Text, st.Location, st.Length, st.Tree = text, loc, length, raw
 	var err error
-	if st.Normalized, err = Normalize(text); err != nil {
+	if normalized != "" && text == input {
+		st.Normalized = normalized
+	} else if st.Normalized, err = Normalize(text); err != nil {
 		return nil, fmt.Errorf("normalize: %w", err)
 	}
 	if st.Fingerprint, err = fingerprint(text); err != nil {

@@ -331,3 +331,49 @@ func TestConfigNamesAndDefaultSetting(t *testing.T) {
 		}
 	}
 }
+
+// ParseNormalized gives what Parse gives, and takes the caller's
+// normalized text only for a text of one statement that spans it.
+func TestParseNormalized(t *testing.T) {
+	for _, sql := range []string{
+		"SELECT abalance FROM pgbench_accounts WHERE aid = 42",
+		"SELECT 1 /* 7 */",
+		" SELECT 'x' ",
+		"SELECT 1;",
+		"SELECT 1; SELECT 2",
+		"UPDATE users SET email = 'a@b' WHERE id = 3",
+	} {
+		norm, err := Normalize(sql)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := New(Options{}).Parse(sql)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := New(Options{}).ParseNormalized(sql, norm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Statements) != len(want.Statements) {
+			t.Fatalf("%q: %d statements, want %d", sql, len(got.Statements), len(want.Statements))
+		}
+		for i := range want.Statements {
+			if got.Statements[i].Normalized != want.Statements[i].Normalized || got.Statements[i].Fingerprint != want.Statements[i].Fingerprint {
+				t.Errorf("%q statement %d: normalized %q, want %q", sql, i+1, got.Statements[i].Normalized, want.Statements[i].Normalized)
+			}
+		}
+	}
+	// The given form is used (not computed again) exactly when the text is
+	// one statement spanning it.
+	const marker = "normalized by the caller"
+	for sql, used := range map[string]bool{"SELECT 1": true, "SELECT 1;": false, "SELECT 1; SELECT 2": false} {
+		res, err := New(Options{}).ParseNormalized(sql, marker)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := res.Statements[0].Normalized == marker; got != used {
+			t.Errorf("%q: caller's form used %v, want %v", sql, got, used)
+		}
+	}
+}

@@ -193,10 +193,10 @@ decision := {"allow": input.session.role != "", "reason": sprintf("%s|%s|%s|%v|%
 					for _, base := range memoCorpus {
 						for _, sql := range memoVariants(base) {
 							n := ce.n.Load()
-							got, gotD, _ := memo.planText(ctx, s, sql, version)
+							got, gotD, _ := memo.planText(ctx, s, sql, "", version)
 							evals += ce.n.Load() - n
 							texts++
-							want, wantD, _ := opa.planText(ctx, s, sql, version)
+							want, wantD, _ := opa.planText(ctx, s, sql, "", version)
 							if !reflect.DeepEqual(gotD, wantD) {
 								t.Fatalf("%s %q: decisions with the memo\n%+v\nfrom OPA\n%+v", s.Principal.User, sql, gotD, wantD)
 							}

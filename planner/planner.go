@@ -36,6 +36,9 @@ type PolicyEngine interface {
 // implements it.
 type StatementParser interface {
 	Parse(sql string) (*parser.Result, error)
+	// ParseNormalized is Parse with Normalize(sql) known (from the shape
+	// lookup), so it is not computed again.
+	ParseNormalized(sql, normalized string) (*parser.Result, error)
 }
 
 // Rewriter applies a decision's row filters and column rules to a statement;
@@ -179,12 +182,16 @@ func (p *Planner) Decide(ctx context.Context, s *plan.Session, sql string) (*pla
 	skey, shaped := p.shapeKey(key)
 	if shaped {
 		if sh, ok := p.shapes.Get(skey); ok {
-			if pl := p.fromShape(sh, sql, s.Database); pl != nil {
+			if pl := p.fromShape(sh, sql, skey.sql, s.Database); pl != nil {
 				return pl, nil
 			}
 		}
 	}
-	pl, decisions, keep := p.planText(ctx, s, sql, key.version)
+	norm := "" // Normalize(sql), when the shape lookup computed it
+	if shaped {
+		norm = skey.sql
+	}
+	pl, decisions, keep := p.planText(ctx, s, sql, norm, key.version)
 	if keep.noCache {
 		return pl, nil
 	}
@@ -233,7 +240,7 @@ const maxShapeText = 8 << 10
 
 // fromShape makes the plan of sql from the plan of another text of its
 // shape, or returns nil when it cannot (the caller then plans sql afresh).
-func (p *Planner) fromShape(sh *shape, sql, database string) *plan.Plan {
+func (p *Planner) fromShape(sh *shape, sql, norm, database string) *plan.Plan {
 	if sh.decision == nil {
 		return sh.planFor(sql, sql)
 	}
@@ -242,7 +249,7 @@ func (p *Planner) fromShape(sh *shape, sql, database string) *plan.Plan {
 			return sh.planFor(sql, out)
 		}
 	}
-	res, err := p.cfg.Parser.Parse(sql)
+	res, err := p.cfg.Parser.ParseNormalized(sql, norm)
 	if err != nil || len(res.Statements) != 1 || res.Statements[0].Fingerprint != sh.plan.Statements[0].Fingerprint {
 		return nil
 	}
@@ -266,7 +273,7 @@ func (p *Planner) fromShapeConsts(sh *shape, sql string, consts []string, databa
 		}
 		return sh.planFor(sql, out)
 	}
-	return p.fromShape(sh, sql, database)
+	return p.fromShape(sh, sql, "", database)
 }
 
 // planFor is the shape's plan for the client's text sql, sending send.
@@ -288,10 +295,11 @@ type cacheHints struct {
 }
 
 // planText decides every statement of sql, and returns the policy's
-// decision of each statement it reached.
-func (p *Planner) planText(ctx context.Context, s *plan.Session, sql, version string) (*plan.Plan, []decision.Decision, cacheHints) {
+// decision of each statement it reached. norm is Normalize(sql), or ""
+// when not known.
+func (p *Planner) planText(ctx context.Context, s *plan.Session, sql, norm, version string) (*plan.Plan, []decision.Decision, cacheHints) {
 	mode := p.cfg.Policy.Mode()
-	res, err := p.cfg.Parser.Parse(sql)
+	res, err := p.cfg.Parser.ParseNormalized(sql, norm)
 	if err != nil {
 		return p.unparsable(sql, err, mode, version), nil, cacheHints{}
 	}

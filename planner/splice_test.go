@@ -145,7 +145,7 @@ func FuzzSplice(f *testing.F) {
 		if err != nil {
 			return
 		}
-		want, _, _ := pl.planText(ctx, info, other, engine.Version())
+		want, _, _ := pl.planText(ctx, info, other, "", engine.Version())
 		if (got.Deny == nil) != (want.Deny == nil) {
 			t.Fatalf("%q after %q: denied %v, afresh %v", other, sql, got.Deny, want.Deny)
 		}
