@@ -72,12 +72,12 @@ func startProxy(t testing.TB, opts ...option) *proxy {
 	cat := catalog.NewCache(catalog.CacheConfig{Connector: connectorFunc(func(ctx context.Context, _ string) (*pgconn.PgConn, error) {
 		return pgconn.Connect(ctx, pcfg.ConnString)
 	})})
-	planner, err := planner.New(planner.Config{Parser: parser.New(parser.Options{}), Policy: engine, Rewriter: rewrite.NewRewriter(0), Catalog: cat})
+	pln, err := planner.New(planner.Config{Parser: parser.New(parser.Options{}), Policy: engine, Rewriter: rewrite.NewRewriter(0), Catalog: cat})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sink := &auditSink{}
-	wcfg := wire.Config{Logins: logins, DefaultDatabase: db, Logger: log, Decider: planner, Auditor: sink}
+	wcfg := wire.Config{Logins: logins, DefaultDatabase: db, Logger: log, Decider: pln, Parser: pln.Parser(), Auditor: sink}
 	wcfg.TransactionPooling = os.Getenv("DBALPROXY_TEST_POOL_MODE") == "transaction"
 	bcfg := bridge.Config{Logger: log}
 	for _, o := range opts {

@@ -285,6 +285,10 @@ func (sh *shape) planFor(sql, send string) *plan.Plan {
 	return &pl
 }
 
+// Parser is the parser the planner uses: give it to whatever else parses
+// statement texts (wire's transaction pooling), so a text is parsed once.
+func (p *Planner) Parser() StatementParser { return p.cfg.Parser }
+
 // Version implements Decider.
 func (p *Planner) Version() string { return p.cfg.Policy.Version() }
 

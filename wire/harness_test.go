@@ -166,11 +166,11 @@ func withPolicy(t testing.TB, engine planner.PolicyEngine, sink *auditSink) prox
 		cat := catalog.NewCache(catalog.CacheConfig{Connector: connectorFunc(func(ctx context.Context, _ string) (*pgconn.PgConn, error) {
 			return pgconn.Connect(ctx, pc.ConnString)
 		})})
-		planner, err := planner.New(planner.Config{Parser: parser.New(parser.Options{}), Policy: engine, Rewriter: rewrite.NewRewriter(0), Catalog: cat})
+		pln, err := planner.New(planner.Config{Parser: parser.New(parser.Options{}), Policy: engine, Rewriter: rewrite.NewRewriter(0), Catalog: cat})
 		if err != nil {
 			t.Fatal(err)
 		}
-		w.Decider = planner
+		w.Decider, w.Parser = pln, pln.Parser() // as serve does
 		if sink != nil {
 			w.Auditor = sink
 		}

@@ -232,6 +232,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opts serveOptio
 		PeerID:          cfg.Peering.ID,
 		Peers:           cfg.Peering.Peers,
 		Decider:         pln,
+		Parser:          pln.Parser(),
 		// In transaction pooling a backend connection is shared between
 		// transactions of different clients (see the README).
 		TransactionPooling: cfg.Pool.Mode == "transaction",
