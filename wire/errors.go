@@ -4,21 +4,22 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/dbalproxy/dbalproxy/plan"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // SQLSTATE codes the proxy itself reports.
 const (
-	CodeProtocolViolation    = "08P01"
+	CodeProtocolViolation    = plan.CodeProtocolViolation
 	CodeConnectionFailure    = "08006"
 	CodeInvalidPassword      = "28P01"
 	CodeInvalidAuthorization = "28000"
 	CodeInvalidCatalogName   = "3D000"
 	CodeTooManyConnections   = "53300"
-	CodeInsufficientPriv     = "42501"
-	CodeSyntaxError          = "42601"
-	CodeUndefinedFunction    = "42883"
+	CodeInsufficientPriv     = plan.CodeInsufficientPriv
+	CodeSyntaxError          = plan.CodeSyntaxError
+	CodeUndefinedFunction    = plan.CodeUndefinedFunction
 	CodeQueryCanceled        = "57014"
 	CodeAdminShutdown        = "57P01"
 	CodeCannotConnectNow     = "57P03"
